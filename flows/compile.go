@@ -1,0 +1,435 @@
+package flows
+
+import (
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"sort"
+)
+
+// Object ids of classify flows that are not VMs.
+const (
+	objUplink uint32 = iota
+	objLocal
+	objTunnel
+)
+
+// conjTrustedPeers is the conjunction id of the trusted_peers tunnel match.
+const conjTrustedPeers = 1
+
+// VMObject is the cookie object id of a VM: a 32-bit FNV-1a hash of its name.
+// Audit maps it back through the provenance index (Index).
+func VMObject(name string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	v := h.Sum32()
+	if v <= objTunnel {
+		v += 3
+	}
+	return v
+}
+
+// TierRef is a tier with its VPC.
+type TierRef struct {
+	VPC  *VPC
+	Tier *Tier
+}
+
+// VMRef is a VM with its tier and VPC.
+type VMRef struct {
+	VPC  *VPC
+	Tier *Tier
+	VM   *VM
+}
+
+// hostView is what one host carries: its VMs, the tiers present, and for
+// each such tier the VMs and hosts elsewhere.
+type hostView struct {
+	bp    *Blueprint
+	host  *Host
+	local []VMRef
+	tiers []TierRef // tiers with at least one local VM, blueprint order
+	// per tier VNI: all VMs of the tier, and the other hosts carrying it
+	tierVMs   map[uint32][]VMRef
+	tierPeers map[uint32][]*Host
+}
+
+func newHostView(bp *Blueprint, h *Host) *hostView {
+	v := &hostView{bp: bp, host: h, tierVMs: map[uint32][]VMRef{}, tierPeers: map[uint32][]*Host{}}
+	for pi := range bp.VPCs {
+		p := &bp.VPCs[pi]
+		for ti := range p.Tiers {
+			t := &p.Tiers[ti]
+			present := false
+			hostsSeen := map[string]bool{}
+			var peers []*Host
+			for mi := range t.VMs {
+				m := &t.VMs[mi]
+				if m.Host == h.Name {
+					present = true
+					v.local = append(v.local, VMRef{p, t, m})
+				} else if !hostsSeen[m.Host] {
+					hostsSeen[m.Host] = true
+					if ph := bp.HostByName(m.Host); ph != nil {
+						peers = append(peers, ph)
+					}
+				}
+			}
+			if !present {
+				continue
+			}
+			v.tiers = append(v.tiers, TierRef{p, t})
+			for mi := range t.VMs {
+				v.tierVMs[t.VNI] = append(v.tierVMs[t.VNI], VMRef{p, t, &t.VMs[mi]})
+			}
+			sort.Slice(peers, func(i, j int) bool { return peers[i].Name < peers[j].Name })
+			v.tierPeers[t.VNI] = peers
+		}
+	}
+	return v
+}
+
+// builder accumulates flows and contract violations.
+type builder struct {
+	rev   uint32
+	flows []Flow
+	errs  []error
+}
+
+func (b *builder) add(f Flow) {
+	f.Cookie = f.Cookie.WithRevision(b.rev)
+	if err := CheckContract(&f); err != nil {
+		b.errs = append(b.errs, err)
+		return
+	}
+	b.flows = append(b.flows, f)
+}
+
+func inPort(p string) MatchField         { return MatchField{Field: FInPort, Port: p} }
+func exact(f Field, v uint64) MatchField { return MatchField{Field: f, Value: v} }
+func masked(f Field, v, m uint64) MatchField {
+	return MatchField{Field: f, Value: v, Mask: m, Masked: true}
+}
+
+func match(fields ...MatchField) Match {
+	var m Match
+	for _, f := range fields {
+		m = m.With(f)
+	}
+	return m
+}
+
+func ipMatch(fields ...MatchField) Match {
+	return match(append([]MatchField{exact(FEthType, EthIPv4)}, fields...)...)
+}
+
+func ipv4(a netip.Addr) uint64 { return IPValue(a) }
+
+// Compile returns the flows host hostName's cloudbr0 must carry. bp must be
+// validated. Flows name ports; the controller maps names to ofports.
+func Compile(bp *Blueprint, hostName string) ([]Flow, error) {
+	h := bp.HostByName(hostName)
+	if h == nil {
+		return nil, fmt.Errorf("host %q is not in blueprint %s", hostName, bp.Source)
+	}
+	v := newHostView(bp, h)
+	b := &builder{rev: bp.Revision}
+	b.defaultDrops()
+	b.classify(v)
+	b.underlayIn(v)
+	b.hostOut(v)
+	b.vmEgress(v)
+	b.mgmtGuard(v)
+	b.arpResponder(v)
+	b.tunnelIn(v)
+	b.l2Forward(v)
+	if len(b.errs) > 0 {
+		return nil, fmt.Errorf("compile %s: %v", hostName, b.errs)
+	}
+	return b.flows, nil
+}
+
+// CompileManagement returns only the flows that keep a host reachable
+// (LOCAL<->uplink and the tunnel allowlist). Used for a host removed from the
+// blueprint (DESIGN §5) and by `host watch` documentation.
+func CompileManagement(bp *Blueprint, h *Host) []Flow {
+	v := &hostView{bp: bp, host: h}
+	b := &builder{rev: bp.Revision}
+	b.defaultDrops()
+	b.classifyMgmt(v)
+	b.underlayIn(v)
+	b.hostOut(v)
+	return b.flows
+}
+
+// defaultDrops: every table ends in a counted priority-0 drop.
+func (b *builder) defaultDrops() {
+	for _, t := range Pipeline {
+		b.add(Flow{Table: t.ID, Priority: 0, Cookie: MakeCookie(CatDefaultDrop, uint32(t.ID), 0),
+			Note: fmt.Sprintf("%s miss: %s", t.Name, t.Miss)})
+	}
+}
+
+func (b *builder) classifyMgmt(v *hostView) {
+	b.add(Flow{Table: TClassify, Priority: 100, Cookie: MakeCookie(CatClassify, objUplink, 0),
+		Match: match(inPort(v.host.Uplink)), Goto: TUnderlayIn,
+		Note: "from the uplink " + v.host.Uplink})
+	b.add(Flow{Table: TClassify, Priority: 100, Cookie: MakeCookie(CatClassify, objLocal, 0),
+		Match: match(inPort(PortLocal)), Goto: THostOut,
+		Note: "from the host stack (LOCAL)"})
+}
+
+// classify: by in_port.
+func (b *builder) classify(v *hostView) {
+	b.classifyMgmt(v)
+	b.add(Flow{Table: TClassify, Priority: 100, Cookie: MakeCookie(CatClassify, objTunnel, 0),
+		Match: match(inPort(TunnelPort(v.bp.Encapsulation))), Goto: TTunnelIn,
+		Note: "decapsulated from the tunnel port"})
+	for _, r := range v.local {
+		b.add(Flow{Table: TClassify, Priority: 100, Cookie: MakeCookie(CatClassify, VMObject(r.VM.Name), 0),
+			Match:   match(inPort(r.VM.Port)),
+			Actions: []Action{SetField{RegTier, uint64(r.Tier.VNI)}, SetField{RegOrigin, OriginVM}},
+			Goto:    TVMEgress,
+			Note:    fmt.Sprintf("VM %s (vpc %s, tier %s) port %s", r.VM.Name, r.VPC.Name, r.Tier.Name, r.VM.Port)})
+	}
+}
+
+// peers returns every trusted tunnel source: the other hosts, then trusted_peers.
+type peer struct {
+	name   string
+	addr   netip.Addr
+	mac    MAC
+	hasMAC bool
+}
+
+func (v *hostView) peers() []peer {
+	var ps []peer
+	for i := range v.bp.Hosts {
+		o := &v.bp.Hosts[i]
+		if o.Name == v.host.Name {
+			continue
+		}
+		ps = append(ps, peer{o.Name, o.Addr, o.MAC, o.HasMAC})
+	}
+	for _, a := range v.bp.PeerAddrs {
+		ps = append(ps, peer{"trusted peer " + a.String(), a, MAC{}, false})
+	}
+	return ps
+}
+
+// underlayIn: the host stack gets uplink traffic; tunnel packets only from
+// trusted peers; peers' tunnel IPs guarded against ARP spoofing.
+func (b *builder) underlayIn(v *hostView) {
+	tunnelMatch := func(extra ...MatchField) Match {
+		if v.bp.Encapsulation == EncapGRE {
+			return ipMatch(append(extra, exact(FIPProto, ProtoGRE))...)
+		}
+		return ipMatch(append(extra, exact(FIPProto, ProtoUDP), exact(FUDPDst, VXLANPort))...)
+	}
+	for _, p := range v.peers() {
+		fs := []MatchField{exact(FIPv4Src, ipv4(p.addr)), exact(FIPv4Dst, ipv4(v.host.Addr))}
+		note := fmt.Sprintf("%s tunnel from %s (%s) to this host: to LOCAL for decapsulation", v.bp.Encapsulation, p.name, p.addr)
+		if p.hasMAC {
+			fs = append(fs, exact(FEthSrc, MACValue(p.mac)))
+			note += ", source MAC " + p.mac.String()
+			b.add(Flow{Table: TUnderlayIn, Priority: 180, Cookie: MakeCookie(CatPeerARPGuard, uint32(ipv4(p.addr)), 0),
+				Match:   match(exact(FEthType, EthARP), exact(FARPSpa, ipv4(p.addr)), exact(FEthSrc, MACValue(p.mac))),
+				Actions: []Action{Output{PortLocal}},
+				Note:    fmt.Sprintf("ARP from %s's tunnel IP %s with its MAC %s", p.name, p.addr, p.mac)})
+			b.add(Flow{Table: TUnderlayIn, Priority: 170, Cookie: MakeCookie(CatPeerARPGuard, uint32(ipv4(p.addr)), 0),
+				Match: match(exact(FEthType, EthARP), exact(FARPSpa, ipv4(p.addr))),
+				Note:  fmt.Sprintf("ARP claiming %s's tunnel IP %s from another MAC: dropped (anti-spoofing)", p.name, p.addr)})
+		}
+		b.add(Flow{Table: TUnderlayIn, Priority: 200, Cookie: MakeCookie(CatTunnelAllow, uint32(ipv4(p.addr)), 0),
+			Match: tunnelMatch(fs...), Actions: []Action{Output{PortLocal}}, Note: note})
+	}
+	b.add(Flow{Table: TUnderlayIn, Priority: 190, Cookie: MakeCookie(CatTunnelDrop, ProtoUDP, 0),
+		Match: ipMatch(exact(FIPProto, ProtoUDP), exact(FUDPDst, VXLANPort)),
+		Note:  "VXLAN from an untrusted source: dropped and counted"})
+	b.add(Flow{Table: TUnderlayIn, Priority: 190, Cookie: MakeCookie(CatTunnelDrop, ProtoGRE, 0),
+		Match: ipMatch(exact(FIPProto, ProtoGRE)),
+		Note:  "GRE from an untrusted source: dropped and counted"})
+	b.add(Flow{Table: TUnderlayIn, Priority: 100, Cookie: MakeCookie(CatUnderlayMgmt, 0, 0),
+		Actions: []Action{Output{PortLocal}},
+		Note:    "other uplink traffic (management, storage, ARP) to the host stack; never to a VM port"})
+}
+
+func (b *builder) hostOut(v *hostView) {
+	b.add(Flow{Table: THostOut, Priority: 100, Cookie: MakeCookie(CatHostOut, 0, 0),
+		Actions: []Action{Output{v.host.Uplink}},
+		Note:    "host stack and encapsulated tunnel traffic out of the uplink " + v.host.Uplink})
+}
+
+// vmEgress: port security.
+func (b *builder) vmEgress(v *hostView) {
+	b.add(Flow{Table: TVMEgress, Priority: 300, Cookie: MakeCookie(CatDHCPGuard, 0, 0),
+		Match: ipMatch(exact(FIPProto, ProtoUDP), exact(FUDPSrc, 67), exact(FUDPDst, 68)),
+		Note:  "DHCP server replies from guests: dropped (no router VMs yet)"})
+	b.add(Flow{Table: TVMEgress, Priority: 250, Cookie: MakeCookie(CatIPv6Drop, 0, 0),
+		Match: match(exact(FEthType, EthIPv6)),
+		Note:  "IPv6 from guests: dropped and counted until IPv6 is specified"})
+	for _, r := range v.local {
+		obj := VMObject(r.VM.Name)
+		port, mac, ip := r.VM.Port, MACValue(r.VM.HW), ipv4(r.VM.Addr)
+		who := fmt.Sprintf("VM %s (vpc %s, tier %s)", r.VM.Name, r.VPC.Name, r.Tier.Name)
+		b.add(Flow{Table: TVMEgress, Priority: 200, Cookie: MakeCookie(CatPortSecurity, obj, 0),
+			Match: ipMatch(inPort(port), exact(FEthSrc, mac), exact(FIPv4Src, ip)), Goto: TMgmtGuard,
+			Note: fmt.Sprintf("%s sends IPv4 as %s %s", who, r.VM.HW, r.VM.Addr)})
+		b.add(Flow{Table: TVMEgress, Priority: 200, Cookie: MakeCookie(CatPortSecurity, obj, 0),
+			Match: match(inPort(port), exact(FEthSrc, mac), exact(FEthType, EthARP), exact(FARPSpa, ip), exact(FARPSha, mac)),
+			Goto:  TARPResponder,
+			Note:  fmt.Sprintf("%s sends ARP as %s %s", who, r.VM.HW, r.VM.Addr)})
+		b.add(Flow{Table: TVMEgress, Priority: 200, Cookie: MakeCookie(CatPortSecurity, obj, 0),
+			Match: ipMatch(inPort(port), exact(FEthSrc, mac), exact(FIPProto, ProtoUDP), exact(FIPv4Src, 0),
+				exact(FIPv4Dst, 0xffffffff), exact(FUDPSrc, 68), exact(FUDPDst, 67)),
+			Goto: TL2Forward,
+			Note: fmt.Sprintf("%s DHCP discover/request (broadcast within its tier)", who)})
+		b.add(Flow{Table: TVMEgress, Priority: 100, Cookie: MakeCookie(CatSpoofDrop, obj, 0),
+			Match: match(inPort(port)),
+			Note:  fmt.Sprintf("%s: anything else (spoofed MAC/IP, other ethertypes) dropped and counted", who)})
+	}
+}
+
+// mgmtGuard: management separation.
+func (b *builder) mgmtGuard(v *hostView) {
+	for _, p := range v.bp.MgmtPrefixes {
+		val, m := PrefixMask(p)
+		b.add(Flow{Table: TMgmtGuard, Priority: 300, Cookie: MakeCookie(CatMgmtGuard, uint32(val), 0),
+			Match: ipMatch(masked(FIPv4Dst, val, m)),
+			Note:  "guest traffic to management network " + p.String() + ": dropped"})
+	}
+	for i := range v.bp.Hosts {
+		o := &v.bp.Hosts[i]
+		covered := false
+		for _, p := range v.bp.MgmtPrefixes {
+			if p.Contains(o.Addr) {
+				covered = true
+			}
+		}
+		if covered {
+			continue
+		}
+		b.add(Flow{Table: TMgmtGuard, Priority: 300, Cookie: MakeCookie(CatMgmtGuard, uint32(ipv4(o.Addr)), 0),
+			Match: ipMatch(exact(FIPv4Dst, ipv4(o.Addr))),
+			Note:  fmt.Sprintf("guest traffic to host %s's tunnel IP %s: dropped", o.Name, o.Addr)})
+	}
+	for _, t := range v.tiers {
+		val, m := PrefixMask(t.Tier.Prefix)
+		b.add(Flow{Table: TMgmtGuard, Priority: 200, Cookie: MakeCookie(CatMgmtPass, t.Tier.VNI, 0),
+			Match: ipMatch(exact(RegTier, uint64(t.Tier.VNI)), masked(FIPv4Dst, val, m)), Goto: TL2Forward,
+			Note: fmt.Sprintf("tier %s/%s traffic inside %s: on to L2 (service ports between VMs allowed)", t.VPC.Name, t.Tier.Name, t.Tier.Prefix)})
+	}
+	for _, port := range v.bp.Management.HostPorts {
+		b.add(Flow{Table: TMgmtGuard, Priority: 100, Cookie: MakeCookie(CatMgmtGuard, uint32(port), 0),
+			Match: ipMatch(exact(FIPProto, ProtoTCP), exact(FTCPDst, uint64(port))),
+			Note:  fmt.Sprintf("guest traffic to host service port tcp/%d outside its tier: dropped", port)})
+		b.add(Flow{Table: TMgmtGuard, Priority: 100, Cookie: MakeCookie(CatMgmtGuard, uint32(port), 0),
+			Match: ipMatch(exact(FIPProto, ProtoUDP), exact(FUDPDst, uint64(port))),
+			Note:  fmt.Sprintf("guest traffic to host service port udp/%d outside its tier: dropped", port)})
+	}
+	b.add(Flow{Table: TMgmtGuard, Priority: 1, Cookie: MakeCookie(CatMgmtPass, 0, 0),
+		Match: ipMatch(), Goto: TL2Forward,
+		Note: "other guest IPv4: on to L2 (delivered only to a known MAC of the tier)"})
+}
+
+// arpResponder answers ARP for known tier IPs in the switch.
+func (b *builder) arpResponder(v *hostView) {
+	for _, r := range v.local {
+		b.add(Flow{Table: TARPResponder, Priority: 300, Cookie: MakeCookie(CatARPDrop, VMObject(r.VM.Name), 0),
+			Match: match(inPort(r.VM.Port), exact(FEthType, EthARP), exact(FARPOp, 1), exact(FARPTpa, ipv4(r.VM.Addr))),
+			Note:  fmt.Sprintf("VM %s asking for its own IP %s: not answered (duplicate address detection)", r.VM.Name, r.VM.Addr)})
+	}
+	for _, t := range v.tiers {
+		for _, r := range v.tierVMs[t.Tier.VNI] {
+			mac, ip := MACValue(r.VM.HW), ipv4(r.VM.Addr)
+			b.add(Flow{Table: TARPResponder, Priority: 200, Cookie: MakeCookie(CatARPResponder, VMObject(r.VM.Name), 0),
+				Match: match(exact(FEthType, EthARP), exact(FARPOp, 1), exact(RegTier, uint64(t.Tier.VNI)), exact(FARPTpa, ip)),
+				Actions: []Action{
+					Move{Src: FEthSrc, Dst: FEthDst, NBits: 48},
+					SetField{FEthSrc, mac},
+					SetField{FARPOp, 2},
+					Move{Src: FARPSha, Dst: FARPTha, NBits: 48},
+					SetField{FARPSha, mac},
+					Move{Src: FARPSpa, Dst: FARPTpa, NBits: 32},
+					SetField{FARPSpa, ip},
+					Output{PortInPort},
+				},
+				Note: fmt.Sprintf("ARP who-has %s in tier %s/%s: answered %s (VM %s)", r.VM.Addr, t.VPC.Name, t.Tier.Name, r.VM.HW, r.VM.Name)})
+		}
+	}
+	b.add(Flow{Table: TARPResponder, Priority: 100, Cookie: MakeCookie(CatARPResponder, 0, 0),
+		Match: match(exact(FEthType, EthARP), exact(FARPOp, 2)), Goto: TL2Forward,
+		Note: "ARP replies: forwarded by destination MAC within the tier"})
+}
+
+// tunnelIn accepts tunnel key K only from hosts that carry tier K.
+func (b *builder) tunnelIn(v *hostView) {
+	for _, t := range v.tiers {
+		for _, p := range v.tierPeers[t.Tier.VNI] {
+			b.add(Flow{Table: TTunnelIn, Priority: 200, Cookie: MakeCookie(CatTunnelIn, t.Tier.VNI, 0),
+				Match:   match(exact(FTunID, uint64(t.Tier.VNI)), exact(FTunSrc, ipv4(p.Addr))),
+				Actions: []Action{SetField{RegTier, uint64(t.Tier.VNI)}, SetField{RegOrigin, OriginTunnel}},
+				Goto:    TL2Forward,
+				Note:    fmt.Sprintf("key %d (tier %s/%s) from host %s (%s)", t.Tier.VNI, t.VPC.Name, t.Tier.Name, p.Name, p.Addr)})
+		}
+	}
+	if len(v.bp.PeerAddrs) == 0 || len(v.tiers) == 0 {
+		return
+	}
+	// trusted_peers x tiers would be a cross product: a conjunction keeps it additive.
+	for _, t := range v.tiers {
+		b.add(Flow{Table: TTunnelIn, Priority: 190, Cookie: MakeCookie(CatTrustedPeerIn, t.Tier.VNI, 0),
+			Match:   match(exact(FTunID, uint64(t.Tier.VNI))),
+			Actions: []Action{Conjunction{conjTrustedPeers, 1, 2}},
+			Note:    fmt.Sprintf("key %d (tier %s/%s) from a trusted peer (clause 1/2)", t.Tier.VNI, t.VPC.Name, t.Tier.Name)})
+	}
+	for _, a := range v.bp.PeerAddrs {
+		b.add(Flow{Table: TTunnelIn, Priority: 190, Cookie: MakeCookie(CatTrustedPeerIn, uint32(ipv4(a)), 0),
+			Match:   match(exact(FTunSrc, ipv4(a))),
+			Actions: []Action{Conjunction{conjTrustedPeers, 2, 2}},
+			Note:    fmt.Sprintf("trusted peer %s (clause 2/2)", a)})
+	}
+	b.add(Flow{Table: TTunnelIn, Priority: 190, Cookie: MakeCookie(CatTrustedPeerIn, conjTrustedPeers, 0),
+		Match:   match(exact(FConjID, conjTrustedPeers)),
+		Actions: []Action{Move{Src: FTunID, Dst: RegTier, NBits: 32}, SetField{RegOrigin, OriginTunnel}},
+		Goto:    TL2Forward,
+		Note:    "a tier key present here from a trusted peer: tier = tunnel key"})
+}
+
+func (b *builder) l2Forward(v *hostView) {
+	tunnel := TunnelPort(v.bp.Encapsulation)
+	for _, t := range v.tiers {
+		vni := uint64(t.Tier.VNI)
+		var localOut []Action
+		for _, r := range v.tierVMs[t.Tier.VNI] {
+			obj := VMObject(r.VM.Name)
+			mac := MACValue(r.VM.HW)
+			if r.VM.Host == v.host.Name {
+				localOut = append(localOut, Output{r.VM.Port})
+				b.add(Flow{Table: TL2Forward, Priority: 200, Cookie: MakeCookie(CatVPCForward, obj, 0),
+					Match: match(exact(RegTier, vni), exact(FEthDst, mac)), Actions: []Action{Output{r.VM.Port}},
+					Note: fmt.Sprintf("to VM %s (%s) on local port %s", r.VM.Name, r.VM.HW, r.VM.Port)})
+				continue
+			}
+			ph := v.bp.HostByName(r.VM.Host)
+			if ph == nil {
+				continue
+			}
+			b.add(Flow{Table: TL2Forward, Priority: 200, Cookie: MakeCookie(CatVPCForward, obj, 0),
+				Match:   match(exact(RegTier, vni), exact(RegOrigin, OriginVM), exact(FEthDst, mac)),
+				Actions: []Action{SetField{FTunID, vni}, SetField{FTunDst, ipv4(ph.Addr)}, Output{tunnel}},
+				Note:    fmt.Sprintf("to VM %s (%s) on host %s: tunnel key %d to %s", r.VM.Name, r.VM.HW, ph.Name, vni, ph.Addr)})
+		}
+		bcast := masked(FEthDst, 0x010000000000, 0x010000000000)
+		fromVM := append([]Action(nil), localOut...)
+		for _, p := range v.tierPeers[t.Tier.VNI] {
+			fromVM = append(fromVM, SetField{FTunID, vni}, SetField{FTunDst, ipv4(p.Addr)}, Output{tunnel})
+		}
+		b.add(Flow{Table: TL2Forward, Priority: 100, Cookie: MakeCookie(CatFlood, t.Tier.VNI, 0),
+			Match: match(exact(RegTier, vni), exact(RegOrigin, OriginVM), bcast), Actions: fromVM,
+			Note: fmt.Sprintf("broadcast/multicast from a VM of tier %s/%s: to the tier's local ports and hosts carrying it", t.VPC.Name, t.Tier.Name)})
+		b.add(Flow{Table: TL2Forward, Priority: 100, Cookie: MakeCookie(CatFlood, t.Tier.VNI, 0),
+			Match: match(exact(RegTier, vni), exact(RegOrigin, OriginTunnel), bcast), Actions: localOut,
+			Note: fmt.Sprintf("broadcast/multicast from the tunnel for tier %s/%s: local ports only (split horizon)", t.VPC.Name, t.Tier.Name)})
+	}
+}

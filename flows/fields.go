@@ -1,0 +1,158 @@
+package flows
+
+// Field is a match field or action target the pipeline uses. Every field is
+// declared once here with its ovs-ofctl name and its OpenFlow 1.3 encoding
+// (OXM where OpenFlow 1.3 has one, else the Nicira NXM header that OVS uses).
+type Field uint8
+
+// The fields vpcflow matches on or writes. Order is the canonical order used
+// when rendering a match.
+const (
+	FInPort Field = iota + 1
+	FEthSrc
+	FEthDst
+	FEthType
+	FIPProto
+	FIPv4Src
+	FIPv4Dst
+	FTCPSrc
+	FTCPDst
+	FUDPSrc
+	FUDPDst
+	FARPOp
+	FARPSpa
+	FARPTpa
+	FARPSha
+	FARPTha
+	FTunID
+	FTunSrc
+	FTunDst
+	FReg0
+	FReg1
+	FReg2
+	FReg3
+	FConjID
+	numFields
+)
+
+// Register layout (STYLE: name the bits once).
+//
+//	reg0[0..31]  RegTier:   the tier's VNI, set when a packet is classified
+//	                         (from its VM port or from its tunnel key).
+//	reg1[0..31]  RegOrigin: where the packet entered: OriginVM or OriginTunnel.
+//	                         Split horizon: only OriginVM traffic is tunnelled.
+const (
+	RegTier   = FReg0
+	RegOrigin = FReg1
+)
+
+// Values of RegOrigin.
+const (
+	OriginVM     = 1
+	OriginTunnel = 2
+)
+
+// Ethernet types and IP protocols used by the pipeline.
+const (
+	EthIPv4 = 0x0800
+	EthARP  = 0x0806
+	EthIPv6 = 0x86dd
+
+	ProtoICMP = 1
+	ProtoTCP  = 6
+	ProtoUDP  = 17
+	ProtoGRE  = 47
+
+	VXLANPort = 4789
+)
+
+type fieldKind uint8
+
+const (
+	kindInt fieldKind = iota
+	kindPort
+	kindMAC
+	kindIPv4
+)
+
+type fieldInfo struct {
+	name     string // ovs-ofctl name
+	kind     fieldKind
+	size     int    // bytes on the wire
+	class    uint16 // OXM/NXM class we encode with
+	field    uint8
+	altClass uint16 // alternative encoding OVS may report (0 = none)
+	altField uint8
+	altSize  int
+	maskable bool
+}
+
+const (
+	oxmClassNXM0    = 0x0000
+	oxmClassNXM1    = 0x0001
+	oxmClassOpenflw = 0x8000
+)
+
+var fieldInfos = [numFields]fieldInfo{
+	FInPort:  {name: "in_port", kind: kindPort, size: 4, class: oxmClassOpenflw, field: 0, altClass: oxmClassNXM0, altField: 0, altSize: 2},
+	FEthSrc:  {name: "dl_src", kind: kindMAC, size: 6, class: oxmClassOpenflw, field: 4, altClass: oxmClassNXM0, altField: 2, altSize: 6, maskable: true},
+	FEthDst:  {name: "dl_dst", kind: kindMAC, size: 6, class: oxmClassOpenflw, field: 3, altClass: oxmClassNXM0, altField: 1, altSize: 6, maskable: true},
+	FEthType: {name: "dl_type", kind: kindInt, size: 2, class: oxmClassOpenflw, field: 5, altClass: oxmClassNXM0, altField: 3, altSize: 2},
+	FIPProto: {name: "nw_proto", kind: kindInt, size: 1, class: oxmClassOpenflw, field: 10, altClass: oxmClassNXM0, altField: 6, altSize: 1},
+	FIPv4Src: {name: "nw_src", kind: kindIPv4, size: 4, class: oxmClassOpenflw, field: 11, altClass: oxmClassNXM0, altField: 7, altSize: 4, maskable: true},
+	FIPv4Dst: {name: "nw_dst", kind: kindIPv4, size: 4, class: oxmClassOpenflw, field: 12, altClass: oxmClassNXM0, altField: 8, altSize: 4, maskable: true},
+	FTCPSrc:  {name: "tcp_src", kind: kindInt, size: 2, class: oxmClassOpenflw, field: 13, altClass: oxmClassNXM0, altField: 9, altSize: 2},
+	FTCPDst:  {name: "tcp_dst", kind: kindInt, size: 2, class: oxmClassOpenflw, field: 14, altClass: oxmClassNXM0, altField: 10, altSize: 2},
+	FUDPSrc:  {name: "udp_src", kind: kindInt, size: 2, class: oxmClassOpenflw, field: 15, altClass: oxmClassNXM0, altField: 11, altSize: 2},
+	FUDPDst:  {name: "udp_dst", kind: kindInt, size: 2, class: oxmClassOpenflw, field: 16, altClass: oxmClassNXM0, altField: 12, altSize: 2},
+	FARPOp:   {name: "arp_op", kind: kindInt, size: 2, class: oxmClassOpenflw, field: 21, altClass: oxmClassNXM0, altField: 15, altSize: 2},
+	FARPSpa:  {name: "arp_spa", kind: kindIPv4, size: 4, class: oxmClassOpenflw, field: 22, altClass: oxmClassNXM0, altField: 16, altSize: 4, maskable: true},
+	FARPTpa:  {name: "arp_tpa", kind: kindIPv4, size: 4, class: oxmClassOpenflw, field: 23, altClass: oxmClassNXM0, altField: 17, altSize: 4, maskable: true},
+	FARPSha:  {name: "arp_sha", kind: kindMAC, size: 6, class: oxmClassOpenflw, field: 24, altClass: oxmClassNXM1, altField: 17, altSize: 6},
+	FARPTha:  {name: "arp_tha", kind: kindMAC, size: 6, class: oxmClassOpenflw, field: 25, altClass: oxmClassNXM1, altField: 18, altSize: 6},
+	FTunID:   {name: "tun_id", kind: kindInt, size: 8, class: oxmClassOpenflw, field: 38, altClass: oxmClassNXM1, altField: 16, altSize: 8},
+	FTunSrc:  {name: "tun_src", kind: kindIPv4, size: 4, class: oxmClassNXM1, field: 31, maskable: true},
+	FTunDst:  {name: "tun_dst", kind: kindIPv4, size: 4, class: oxmClassNXM1, field: 32, maskable: true},
+	FReg0:    {name: "reg0", kind: kindInt, size: 4, class: oxmClassNXM1, field: 0, maskable: true},
+	FReg1:    {name: "reg1", kind: kindInt, size: 4, class: oxmClassNXM1, field: 1, maskable: true},
+	FReg2:    {name: "reg2", kind: kindInt, size: 4, class: oxmClassNXM1, field: 2, maskable: true},
+	FReg3:    {name: "reg3", kind: kindInt, size: 4, class: oxmClassNXM1, field: 3, maskable: true},
+	FConjID:  {name: "conj_id", kind: kindInt, size: 4, class: oxmClassNXM1, field: 37},
+}
+
+func (f Field) info() *fieldInfo { return &fieldInfos[f] }
+
+// String is the field's ovs-ofctl name.
+func (f Field) String() string {
+	if f == 0 || f >= numFields {
+		return "unknown_field"
+	}
+	return f.info().name
+}
+
+// Bits is the field's width.
+func (f Field) Bits() int { return f.info().size * 8 }
+
+// fullMask is the all-ones mask of the field.
+func (f Field) fullMask() uint64 {
+	b := f.Bits()
+	if b >= 64 {
+		return ^uint64(0)
+	}
+	return 1<<uint(b) - 1
+}
+
+// lookupField maps an OXM/NXM class+field to our Field (both the encoding we
+// send and the one OVS may report back).
+func lookupField(class uint16, field uint8, size int) (Field, bool) {
+	for f := FInPort; f < numFields; f++ {
+		fi := f.info()
+		if fi.class == class && fi.field == field && fi.size == size {
+			return f, true
+		}
+		if fi.altSize != 0 && fi.altClass == class && fi.altField == field && fi.altSize == size {
+			return f, true
+		}
+	}
+	return 0, false
+}

@@ -1,0 +1,355 @@
+package flows
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Port names with a fixed OpenFlow number.
+const (
+	PortLocal  = "LOCAL"
+	PortInPort = "IN_PORT"
+)
+
+// Tunnel port names created by `vpcflow host apply`.
+const (
+	TunnelPortVXLAN = "vpcflow-vxlan"
+	TunnelPortGRE   = "vpcflow-gre"
+)
+
+// TunnelPort is the name of the flow-based tunnel port for an encapsulation.
+func TunnelPort(e Encapsulation) string {
+	if e == EncapGRE {
+		return TunnelPortGRE
+	}
+	return TunnelPortVXLAN
+}
+
+// MatchField is one field of a match: Value (and Mask when Masked) hold the
+// field's bits right-aligned; Port holds the name for FInPort.
+type MatchField struct {
+	Field  Field
+	Value  uint64
+	Mask   uint64
+	Masked bool
+	Port   string
+}
+
+// Match is a set of match fields, at most one per Field, kept sorted.
+type Match []MatchField
+
+// Action is one OpenFlow action.
+type Action interface {
+	String() string // ovs-ofctl syntax
+}
+
+// Output sends the packet to a port (by name; LOCAL and IN_PORT are special).
+type Output struct{ Port string }
+
+// SetField writes a whole field.
+type SetField struct {
+	Field Field
+	Value uint64
+}
+
+// Move copies NBits bits from Src[SrcOfs..] to Dst[DstOfs..] (NXAST_REG_MOVE).
+type Move struct {
+	Src, Dst       Field
+	NBits          uint16
+	SrcOfs, DstOfs uint16
+}
+
+// Conjunction is one clause of a conjunctive match (Clause is 1-based).
+type Conjunction struct {
+	ID       uint32
+	Clause   uint8
+	NClauses uint8
+}
+
+func (o Output) String() string {
+	switch o.Port {
+	case PortLocal:
+		return "LOCAL"
+	case PortInPort:
+		return "IN_PORT"
+	}
+	return "output:" + quotePort(o.Port)
+}
+
+func (s SetField) String() string {
+	return fmt.Sprintf("set_field:%s->%s", formatValue(s.Field, s.Value), s.Field)
+}
+
+func (m Move) String() string {
+	return fmt.Sprintf("move:%s->%s", fieldRange(m.Src, m.SrcOfs, m.NBits), fieldRange(m.Dst, m.DstOfs, m.NBits))
+}
+
+func fieldRange(f Field, ofs, n uint16) string {
+	name := nxmName(f)
+	if int(n) == f.Bits() && ofs == 0 {
+		return name + "[]"
+	}
+	return fmt.Sprintf("%s[%d..%d]", name, ofs, ofs+n-1)
+}
+
+// nxmName is the NXM_* name ovs-ofctl uses in move actions.
+func nxmName(f Field) string {
+	switch f {
+	case FEthSrc:
+		return "NXM_OF_ETH_SRC"
+	case FEthDst:
+		return "NXM_OF_ETH_DST"
+	case FARPSpa:
+		return "NXM_OF_ARP_SPA"
+	case FARPTpa:
+		return "NXM_OF_ARP_TPA"
+	case FARPSha:
+		return "NXM_NX_ARP_SHA"
+	case FARPTha:
+		return "NXM_NX_ARP_THA"
+	case FTunID:
+		return "NXM_NX_TUN_ID"
+	case FReg0, FReg1, FReg2, FReg3:
+		return fmt.Sprintf("NXM_NX_REG%d", int(f-FReg0))
+	}
+	return strings.ToUpper(f.String())
+}
+
+func (c Conjunction) String() string {
+	return fmt.Sprintf("conjunction(%d,%d/%d)", c.ID, c.Clause, c.NClauses)
+}
+
+// Flow is one OpenFlow flow entry in vpcflow's own typed form.
+type Flow struct {
+	Table    TableID
+	Priority uint16
+	Cookie   Cookie
+	Match    Match
+	Actions  []Action
+	Goto     TableID // next table, or NoGoto
+	// Note annotates the rule in blueprint terms (compile output, audit). Not
+	// sent to the switch.
+	Note string
+
+	// Set only for flows decoded from a switch.
+	RawMatch   []byte // the ofp_match as the switch reported it (for delete)
+	Unknown    string // non-empty: something in the entry we cannot represent
+	Packets    uint64
+	Bytes      uint64
+	DurationMs uint64
+}
+
+// NoGoto marks a flow without goto_table (table 0 can never be a goto target).
+const NoGoto TableID = 0
+
+// Clone returns a deep copy of f.
+func (f Flow) Clone() Flow {
+	g := f
+	g.Match = append(Match(nil), f.Match...)
+	g.Actions = append([]Action(nil), f.Actions...)
+	g.RawMatch = append([]byte(nil), f.RawMatch...)
+	return g
+}
+
+// Key identifies a flow on the switch: table, priority and canonical match.
+// Two flows with the same key are the same OpenFlow entry.
+func (f *Flow) Key() string {
+	return "table=" + strconv.Itoa(int(f.Table)) + ",priority=" + strconv.Itoa(int(f.Priority)) + "," + f.Match.String()
+}
+
+// ActionsString renders the instructions in ovs-ofctl syntax.
+func (f *Flow) ActionsString() string {
+	if f.Unknown != "" {
+		return "unknown(" + f.Unknown + ")"
+	}
+	parts := make([]string, 0, len(f.Actions)+1)
+	for _, a := range f.Actions {
+		parts = append(parts, a.String())
+	}
+	if f.Goto != NoGoto {
+		parts = append(parts, "goto_table:"+strconv.Itoa(int(f.Goto)))
+	}
+	if len(parts) == 0 {
+		return "drop"
+	}
+	return strings.Join(parts, ",")
+}
+
+// String renders the flow in ovs-ofctl add-flow syntax.
+func (f *Flow) String() string {
+	var b strings.Builder
+	b.WriteString("cookie=")
+	b.WriteString(f.Cookie.String())
+	b.WriteString(",table=")
+	b.WriteString(strconv.Itoa(int(f.Table)))
+	b.WriteString(",priority=")
+	b.WriteString(strconv.Itoa(int(f.Priority)))
+	if m := f.Match.String(); m != "" {
+		b.WriteByte(',')
+		b.WriteString(m)
+	}
+	b.WriteString(" actions=")
+	b.WriteString(f.ActionsString())
+	return b.String()
+}
+
+// With returns m plus one field (replacing the same field), normalised:
+// values are masked, full masks become exact, empty masks drop the field.
+func (m Match) With(mf MatchField) Match {
+	if mf.Masked {
+		full := mf.Field.fullMask()
+		mf.Mask &= full
+		if mf.Mask == full {
+			mf.Masked, mf.Mask = false, 0
+		} else if mf.Mask == 0 {
+			return m
+		}
+		mf.Value &= mf.Mask | ^full
+	}
+	out := make(Match, 0, len(m)+1)
+	for _, x := range m {
+		if x.Field != mf.Field {
+			out = append(out, x)
+		}
+	}
+	out = append(out, mf)
+	sort.Slice(out, func(i, j int) bool { return out[i].Field < out[j].Field })
+	return out
+}
+
+// Get returns the field if present.
+func (m Match) Get(f Field) (MatchField, bool) {
+	for _, x := range m {
+		if x.Field == f {
+			return x, true
+		}
+	}
+	return MatchField{}, false
+}
+
+// String renders the match canonically in ovs-ofctl syntax, using the
+// protocol shorthands (ip, arp, tcp, udp, ipv6) where they apply.
+func (m Match) String() string {
+	parts := make([]string, 0, len(m))
+	et, hasET := m.Get(FEthType)
+	pr, hasPr := m.Get(FIPProto)
+	usedProto := false
+	if hasET && !et.Masked {
+		switch {
+		case et.Value == EthIPv4 && hasPr && !pr.Masked && pr.Value == ProtoTCP:
+			parts, usedProto = append(parts, "tcp"), true
+		case et.Value == EthIPv4 && hasPr && !pr.Masked && pr.Value == ProtoUDP:
+			parts, usedProto = append(parts, "udp"), true
+		case et.Value == EthIPv4 && hasPr && !pr.Masked && pr.Value == ProtoICMP:
+			parts, usedProto = append(parts, "icmp"), true
+		case et.Value == EthIPv4:
+			parts = append(parts, "ip")
+		case et.Value == EthARP:
+			parts = append(parts, "arp")
+		case et.Value == EthIPv6:
+			parts = append(parts, "ipv6")
+		default:
+			parts = append(parts, "dl_type="+fmt.Sprintf("0x%04x", et.Value))
+		}
+	}
+	for _, x := range m {
+		if x.Field == FEthType && hasET {
+			continue
+		}
+		if x.Field == FIPProto && usedProto {
+			continue
+		}
+		parts = append(parts, x.String())
+	}
+	return strings.Join(parts, ",")
+}
+
+func (x MatchField) String() string {
+	name := x.Field.String()
+	switch x.Field {
+	case FTCPSrc, FUDPSrc:
+		name = "tp_src"
+	case FTCPDst, FUDPDst:
+		name = "tp_dst"
+	}
+	if x.Field == FInPort {
+		return name + "=" + quotePort(x.Port)
+	}
+	if !x.Masked {
+		return name + "=" + formatValue(x.Field, x.Value)
+	}
+	if x.Field.info().kind == kindIPv4 {
+		if ones, ok := prefixLen(uint32(x.Mask)); ok {
+			return fmt.Sprintf("%s=%s/%d", name, formatValue(x.Field, x.Value), ones)
+		}
+	}
+	return name + "=" + formatValue(x.Field, x.Value) + "/" + formatValue(x.Field, x.Mask)
+}
+
+func prefixLen(mask uint32) (int, bool) {
+	n := 0
+	for i := 31; i >= 0; i-- {
+		if mask&(1<<uint(i)) == 0 {
+			break
+		}
+		n++
+	}
+	if n < 32 && mask&(1<<uint(31-n)-1) != 0 {
+		return 0, false
+	}
+	return n, true
+}
+
+func formatValue(f Field, v uint64) string {
+	switch f.info().kind {
+	case kindMAC:
+		var m MAC
+		for i := 0; i < 6; i++ {
+			m[i] = byte(v >> uint(8*(5-i)))
+		}
+		return m.String()
+	case kindIPv4:
+		return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}).String()
+	}
+	switch f {
+	case FEthType, FTunID, FReg0, FReg1, FReg2, FReg3:
+		return "0x" + strconv.FormatUint(v, 16)
+	}
+	return strconv.FormatUint(v, 10)
+}
+
+func quotePort(name string) string {
+	if name == PortLocal || name == PortInPort {
+		return name
+	}
+	for _, r := range name {
+		if !(r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return strconv.Quote(name)
+		}
+	}
+	return name
+}
+
+// MACValue converts a MAC to a field value.
+func MACValue(m MAC) uint64 {
+	var v uint64
+	for _, b := range m {
+		v = v<<8 | uint64(b)
+	}
+	return v
+}
+
+// IPValue converts an IPv4 address to a field value.
+func IPValue(a netip.Addr) uint64 {
+	b := a.As4()
+	return uint64(b[0])<<24 | uint64(b[1])<<16 | uint64(b[2])<<8 | uint64(b[3])
+}
+
+// PrefixMask returns the value and mask of an IPv4 prefix.
+func PrefixMask(p netip.Prefix) (uint64, uint64) {
+	mask := uint64(0xffffffff) << uint(32-p.Bits()) & 0xffffffff
+	return IPValue(p.Masked().Addr()), mask
+}

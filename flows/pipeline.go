@@ -1,0 +1,131 @@
+package flows
+
+import "fmt"
+
+// TableID is an OpenFlow table number. Raw table numbers appear only in this
+// file: everything else uses the named constants.
+type TableID uint8
+
+// The pipeline (DESIGN §3). IDs are fixed (like Faucet's FAUCET_PIPELINE), so
+// dumps, golden files and audits stay comparable across versions; gaps leave
+// room for later stages.
+const (
+	TClassify     TableID = 0  // entry: by in_port
+	TUnderlayIn   TableID = 10 // from the uplink
+	THostOut      TableID = 20 // from LOCAL (host stack, encapsulated tunnel traffic)
+	TVMEgress     TableID = 30 // from a VM port: port security
+	TMgmtGuard    TableID = 40 // guest IP traffic: management separation
+	TARPResponder TableID = 50 // guest ARP
+	TTunnelIn     TableID = 60 // from the tunnel port: key + source allowlist
+	TL2Forward    TableID = 70 // per-tier L2 delivery
+)
+
+// Table is one stage of the pipeline with its contract: the fields its flows
+// may match, the tables they may go to, and its miss behaviour (always a
+// priority-0 drop flow without match, counted).
+type Table struct {
+	ID      TableID
+	Name    string
+	Purpose string
+	Miss    string
+	Fields  []Field
+	Next    []TableID
+}
+
+// Pipeline is every table, in order. To add a stage: pick an unused ID between
+// its neighbours, declare it here with its contract, write one builder
+// function per flow family in compile.go, and document it in docs/pipeline.md.
+var Pipeline = []Table{
+	{ID: TClassify, Name: "classify",
+		Purpose: "classify by ingress port: uplink, LOCAL, tunnel, known VM port; anything else is dropped",
+		Miss:    "drop (unknown port)",
+		Fields:  []Field{FInPort},
+		Next:    []TableID{TUnderlayIn, THostOut, TVMEgress, TTunnelIn}},
+	{ID: TUnderlayIn, Name: "underlay_in",
+		Purpose: "uplink traffic goes to the host stack only; tunnel packets only from trusted peers; peer ARP guarded",
+		Miss:    "drop",
+		Fields:  []Field{FEthSrc, FEthType, FIPProto, FIPv4Src, FIPv4Dst, FUDPDst, FARPSpa}},
+	{ID: THostOut, Name: "host_out",
+		Purpose: "the host's own and encapsulated traffic leaves by the uplink, never into a VM port",
+		Miss:    "drop"},
+	{ID: TVMEgress, Name: "vm_egress",
+		Purpose: "port security: a VM sends only with its own MAC and IP (ARP sha/spa too); DHCP discover allowed; IPv6 and DHCP server replies dropped",
+		Miss:    "drop",
+		Fields:  []Field{FInPort, FEthSrc, FEthType, FIPProto, FIPv4Src, FIPv4Dst, FUDPSrc, FUDPDst, FARPSpa, FARPSha},
+		Next:    []TableID{TMgmtGuard, TARPResponder, TL2Forward}},
+	{ID: TMgmtGuard, Name: "mgmt_guard",
+		Purpose: "guests never reach management CIDRs, host tunnel IPs or host service ports (except VM-to-VM inside the tier)",
+		Miss:    "drop",
+		Fields:  []Field{FEthType, FIPProto, FIPv4Dst, FTCPDst, FUDPDst, RegTier},
+		Next:    []TableID{TL2Forward}},
+	{ID: TARPResponder, Name: "arp_responder",
+		Purpose: "ARP requests for known tier IPs answered in the switch (never for the asker's own IP); other requests dropped; replies forwarded",
+		Miss:    "drop (ARP request for an unknown address)",
+		Fields:  []Field{FInPort, FEthType, FARPOp, FARPTpa, RegTier},
+		Next:    []TableID{TL2Forward}},
+	{ID: TTunnelIn, Name: "tunnel_in",
+		Purpose: "decapsulated packets: accept a tunnel key only from a host carrying that tier (or a trusted peer); mark the tier",
+		Miss:    "drop (unknown key or untrusted source)",
+		Fields:  []Field{FTunID, FTunSrc, FConjID},
+		Next:    []TableID{TL2Forward}},
+	{ID: TL2Forward, Name: "l2_forward",
+		Purpose: "per-tier L2: known MAC to its port or tunnel, broadcast to the tier (split horizon), unknown unicast dropped",
+		Miss:    "drop (unknown unicast)",
+		Fields:  []Field{FEthDst, RegTier, RegOrigin}},
+}
+
+// TableByID returns the table declaration.
+func TableByID(id TableID) (*Table, bool) {
+	for i := range Pipeline {
+		if Pipeline[i].ID == id {
+			return &Pipeline[i], true
+		}
+	}
+	return nil, false
+}
+
+// TableName returns the table's name, or "table-N" for an unknown id.
+func TableName(id TableID) string {
+	if t, ok := TableByID(id); ok {
+		return t.Name
+	}
+	return fmt.Sprintf("table-%d", id)
+}
+
+// CheckContract verifies a flow against its table's contract (STYLE 2).
+func CheckContract(f *Flow) error {
+	t, ok := TableByID(f.Table)
+	if !ok {
+		return fmt.Errorf("flow %s: table %d is not in the pipeline", f, f.Table)
+	}
+	if f.Priority == 0 {
+		if len(f.Match) != 0 || len(f.Actions) != 0 || f.Goto != NoGoto {
+			return fmt.Errorf("flow %s: priority 0 is reserved for the table's match-all drop", f)
+		}
+		return nil
+	}
+	for _, m := range f.Match {
+		allowed := false
+		for _, a := range t.Fields {
+			if a == m.Field {
+				allowed = true
+				break
+			}
+		}
+		if !allowed {
+			return fmt.Errorf("flow %s: table %s may not match %s", f, t.Name, m.Field)
+		}
+	}
+	if f.Goto != NoGoto {
+		allowed := false
+		for _, n := range t.Next {
+			if n == f.Goto {
+				allowed = true
+			}
+		}
+		if !allowed || f.Goto <= f.Table {
+			return fmt.Errorf("flow %s: table %s may not go to table %s", f, t.Name, TableName(f.Goto))
+		}
+	}
+	return nil
+}
