@@ -233,7 +233,7 @@ const (
 // used verbatim when present, so foreign flows are deleted exactly.
 func AppendFlowMod(buf []byte, f *Flow, cmd uint8, ports PortMap) ([]byte, error) {
 	start := len(buf)
-	var h [56]byte
+	var h [48]byte
 	h[0] = ofp.VERSION
 	h[1] = ofp.Type_FlowMod
 	binary.BigEndian.PutUint64(h[8:], uint64(f.Cookie))

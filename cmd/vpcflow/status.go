@@ -1,0 +1,96 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vpcflow/vpcflow/controller"
+)
+
+func init() {
+	register("status", "show each bridge: connected, role, converged, flows, revision", runStatus)
+}
+
+func fetchStatus(url string) (*controller.Status, error) {
+	cl := &http.Client{Timeout: 5 * time.Second}
+	resp, err := cl.Get(strings.TrimRight(url, "/") + "/status")
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the controller at %s: %w (is it running? pass --controller URL)", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("controller at %s answered %s", url, resp.Status)
+	}
+	var st controller.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return nil, fmt.Errorf("controller at %s: bad status document: %w", url, err)
+	}
+	return &st, nil
+}
+
+func runStatus(args []string) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	url := fs.String("controller", "http://127.0.0.1:9653", "controller status API URL")
+	asJSON := fs.Bool("json", false, "print the raw JSON document")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	st, err := fetchStatus(*url)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vpcflow status:", err)
+		return 2
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(st)
+		return 0
+	}
+	fmt.Printf("blueprint %s revision %d (%s)\n", st.Blueprint, st.Revision, short(st.BlueprintHash))
+	if st.LastReloadError != "" {
+		fmt.Printf("last reload REJECTED (last good policy kept):\n  %s\n", strings.ReplaceAll(st.LastReloadError, "\n", "\n  "))
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tDATAPATH\tCONNECTED\tROLE\tCONVERGED\tFLOWS\tREVISION\tNOTE")
+	allOK := true
+	for _, b := range st.Bridges {
+		host := b.Host
+		if !b.Known {
+			host = "(unknown)"
+		}
+		note := b.LastError
+		if len(b.MissingPorts) > 0 {
+			note = strings.TrimSpace(note + " missing ports: " + strings.Join(b.MissingPorts, ","))
+		}
+		if !b.Converged {
+			allOK = false
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%v\t%d/%d\t%d\t%s\n", host, b.DatapathID, b.Connected, dash(b.Role), b.Converged,
+			b.FlowsInstalled, b.FlowsIntended, b.Revision, note)
+	}
+	tw.Flush()
+	if !allOK {
+		return 1
+	}
+	return 0
+}
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,320 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/vpcflow/vpcflow/flows"
+)
+
+// bridge is one connected switch and its reconcile loop. One goroutine per
+// bridge runs the loop; a slow switch only delays itself.
+type bridge struct {
+	c    *Controller
+	conn *OFConn
+	dpid uint64
+	log  logrus.FieldLogger
+
+	kickCh chan string
+
+	mu sync.Mutex
+	st BridgeStatus
+}
+
+// BridgeStatus is what /status reports per bridge.
+type BridgeStatus struct {
+	DatapathID     string    `json:"datapath_id"`
+	Host           string    `json:"host,omitempty"`
+	Known          bool      `json:"known"`
+	Connected      bool      `json:"connected"`
+	Remote         string    `json:"remote,omitempty"`
+	Role           string    `json:"role,omitempty"`
+	GenerationID   uint64    `json:"generation_id,omitempty"`
+	Converged      bool      `json:"converged"`
+	FlowsIntended  int       `json:"flows_intended"`
+	FlowsInstalled int       `json:"flows_installed"`
+	Revision       uint32    `json:"revision"`
+	MissingPorts   []string  `json:"missing_ports,omitempty"`
+	LastReconcile  time.Time `json:"last_reconcile,omitempty"`
+	LastChanges    int       `json:"last_changes"`
+	FlowModsSent   uint64    `json:"flow_mods_sent"`
+	Reconciles     uint64    `json:"reconciles"`
+	LastError      string    `json:"last_error,omitempty"`
+	ConnectedSince time.Time `json:"connected_since,omitempty"`
+}
+
+func newBridge(c *Controller, conn *OFConn) *bridge {
+	dpid := conn.DatapathID()
+	b := &bridge{c: c, conn: conn, dpid: dpid, kickCh: make(chan string, 1),
+		log: c.log.WithFields(logrus.Fields{"bridge": fmt.Sprintf("%016x", dpid), "remote": conn.RemoteAddr()})}
+	b.st = BridgeStatus{DatapathID: fmt.Sprintf("%016x", dpid), Connected: true, Remote: conn.RemoteAddr(), ConnectedSince: time.Now()}
+	return b
+}
+
+func (b *bridge) status() BridgeStatus {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.st
+	s.MissingPorts = append([]string(nil), b.st.MissingPorts...)
+	return s
+}
+
+func (b *bridge) update(f func(s *BridgeStatus)) {
+	b.mu.Lock()
+	f(&b.st)
+	b.mu.Unlock()
+}
+
+// kick asks the loop to reconcile (coalesced).
+func (b *bridge) kick(reason string) {
+	select {
+	case b.kickCh <- reason:
+	default:
+	}
+}
+
+// hostFor resolves which host this datapath is: the current blueprint's, or
+// (for a host removed from the blueprint) the last known one, in which case
+// only its management flows are kept.
+func (b *bridge) hostFor(p *policy) (h *flows.Host, removed bool) {
+	if h := p.bp.HostByDPID(b.dpid); h != nil {
+		return h, false
+	}
+	b.c.mu.Lock()
+	defer b.c.mu.Unlock()
+	if old, ok := b.c.knownHosts[b.dpid]; ok {
+		return &old, true
+	}
+	return nil, false
+}
+
+func (b *bridge) run(ctx context.Context) {
+	defer b.update(func(s *BridgeStatus) { s.Connected = false; s.Converged = false })
+	b.log.Info("switch connected")
+	master := false
+	drift := time.NewTicker(b.c.opts.DriftInterval)
+	defer drift.Stop()
+	var retry <-chan time.Time
+	reason := "connect"
+	for {
+		p := b.c.policy()
+		h, removed := b.hostFor(p)
+		if h == nil {
+			b.update(func(s *BridgeStatus) {
+				s.Known, s.Host, s.Converged = false, "", false
+				s.LastError = "datapath id not in the blueprint: no flows sent (fail-closed)"
+			})
+			b.log.Warn("unknown datapath: not in the blueprint; it gets no flow-mods and stays fail-closed")
+		} else {
+			b.update(func(s *BridgeStatus) { s.Known, s.Host = true, h.Name })
+			if !master {
+				if err := b.claimMaster(ctx); err != nil {
+					b.log.WithError(err).Error("cannot take the MASTER role")
+					b.update(func(s *BridgeStatus) { s.LastError = err.Error() })
+					retry = time.After(b.c.opts.RetryInterval)
+				} else {
+					master = true
+				}
+			}
+			if master {
+				if err := b.reconcile(ctx, p, h, removed, reason); err != nil {
+					if errors.Is(err, context.Canceled) || b.conn.Err() != nil {
+						return
+					}
+					b.log.WithError(err).Error("reconcile failed; will retry")
+					b.update(func(s *BridgeStatus) { s.LastError = err.Error(); s.Converged = false })
+					retry = time.After(b.c.opts.RetryInterval)
+				} else {
+					retry = nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-b.conn.Done():
+			b.log.WithError(b.conn.Err()).Info("switch disconnected")
+			return
+		case reason = <-b.kickCh:
+		case <-b.conn.PortEvents():
+			reason = "port change"
+		case st := <-b.conn.RoleStatus():
+			b.log.WithFields(logrus.Fields{"role": st.Role.String(), "generation": st.GenerationID}).Warn("role changed by the switch")
+			if st.Role != OFRoleMaster {
+				master = false
+				b.update(func(s *BridgeStatus) { s.Role = st.Role.String(); s.Converged = false })
+				// Do not fight: another controller owns the bridge now. Retry later.
+				retry = time.After(b.c.opts.RetryInterval)
+				continue
+			}
+			reason = "role change"
+		case <-drift.C:
+			reason = "drift check"
+		case <-retry:
+			reason = "retry"
+		}
+	}
+}
+
+// claimMaster reads the switch's generation id and claims MASTER with a
+// higher one (a single replica; the cluster issue adds ownership).
+func (b *bridge) claimMaster(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, b.c.opts.OpTimeout)
+	defer cancel()
+	_, cur, err := b.conn.RequestRole(ctx, OFRoleNoChange, 0)
+	if err != nil {
+		return fmt.Errorf("read role: %w", err)
+	}
+	gen := cur + 1
+	role, gen, err := b.conn.RequestRole(ctx, OFRoleMaster, gen)
+	if err != nil {
+		return err
+	}
+	b.update(func(s *BridgeStatus) { s.Role, s.GenerationID = role.String(), gen })
+	b.log.WithFields(logrus.Fields{"role": role.String(), "generation": gen}).Info("role granted")
+	if role != OFRoleMaster {
+		return fmt.Errorf("switch answered role %s to a MASTER request", role)
+	}
+	return nil
+}
+
+func (b *bridge) readFlows(ctx context.Context, names map[uint32]string) ([]flows.Flow, error) {
+	raw, err := b.conn.DumpFlows(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("dump flows: %w", err)
+	}
+	out := make([]flows.Flow, 0, len(raw))
+	for _, e := range raw {
+		f, err := flows.DecodeFlowStats(e, names)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// reconcile reads the installed flows, diffs them with the compiled set and
+// applies only the difference in one atomic bundle, then reads back.
+func (b *bridge) reconcile(ctx context.Context, p *policy, h *flows.Host, removed bool, reason string) error {
+	ctx, cancel := context.WithTimeout(ctx, b.c.opts.OpTimeout)
+	defer cancel()
+	start := time.Now()
+	var compiled []flows.Flow
+	if removed {
+		compiled = flows.CompileManagement(p.bp, h)
+	} else {
+		var err error
+		if compiled, err = p.compile(h.Name); err != nil {
+			return err
+		}
+	}
+	ports := flows.PortMap(b.conn.Ports())
+	names := ports.Names()
+	intended, missing := flows.Bind(compiled, ports)
+	sort.Strings(missing)
+	installed, err := b.readFlows(ctx, names)
+	if err != nil {
+		return err
+	}
+	d := DiffFlows(intended, installed)
+	sent := 0
+	if !d.Empty() {
+		msgs := make([][]byte, 0, d.Changes())
+		for i := range d.Extra {
+			m, err := flows.AppendFlowMod(nil, &d.Extra[i], flows.CmdDeleteStrict, ports)
+			if err != nil {
+				return err
+			}
+			msgs = append(msgs, m)
+		}
+		for _, set := range [][]flows.Flow{d.Missing, d.Modified} {
+			for i := range set {
+				m, err := flows.AppendFlowMod(nil, &set[i], flows.CmdAdd, ports)
+				if err != nil {
+					return err
+				}
+				msgs = append(msgs, m)
+			}
+		}
+		if err := b.conn.Bundle(ctx, msgs); err != nil {
+			return fmt.Errorf("apply %d flow changes: %w", len(msgs), err)
+		}
+		sent = len(msgs)
+		b.logChanges(&d, reason)
+		// Read back: converged only when the switch holds exactly the intended set.
+		if installed, err = b.readFlows(ctx, names); err != nil {
+			return err
+		}
+		d = DiffFlows(intended, installed)
+	}
+	converged := d.Empty()
+	b.update(func(s *BridgeStatus) {
+		s.Converged = converged
+		s.FlowsIntended, s.FlowsInstalled = len(intended), len(installed)
+		s.Revision = p.bp.Revision
+		s.MissingPorts = missing
+		s.LastReconcile = time.Now()
+		s.LastChanges = sent
+		s.FlowModsSent += uint64(sent)
+		s.Reconciles++
+		s.LastError = ""
+		if !converged {
+			s.LastError = fmt.Sprintf("read-back differs from intended: %d missing, %d modified, %d extra", len(d.Missing), len(d.Modified), len(d.Extra))
+		}
+	})
+	lf := logrus.Fields{"host": h.Name, "reason": reason, "flow_mods": sent, "intended": len(intended),
+		"installed": len(installed), "converged": converged, "took": time.Since(start).Round(time.Millisecond).String()}
+	if len(missing) > 0 {
+		lf["missing_ports"] = missing
+	}
+	if sent > 0 || !converged {
+		b.log.WithFields(lf).Info("reconciled")
+	} else {
+		b.log.WithFields(lf).Debug("reconciled: in sync")
+	}
+	if !converged {
+		return errors.New("read-back differs from the intended flows")
+	}
+	return nil
+}
+
+// logChanges writes the audit log of a bundle: one line per (rule category,
+// action) group, listing the cookies, so logging never dominates install time.
+func (b *bridge) logChanges(d *FlowDiff, reason string) {
+	type key struct {
+		cat    flows.Category
+		action string
+	}
+	groups := map[key][]string{}
+	var order []key
+	add := func(fs []flows.Flow, action string) {
+		for i := range fs {
+			k := key{fs[i].Cookie.Category(), action}
+			if _, ok := groups[k]; !ok {
+				order = append(order, k)
+			}
+			groups[k] = append(groups[k], fs[i].Cookie.String())
+		}
+	}
+	add(d.Extra, "delete")
+	add(d.Missing, "add")
+	add(d.Modified, "modify")
+	for _, k := range order {
+		cookies := groups[k]
+		lf := logrus.Fields{"audit": "flow-change", "action": k.action, "rule": k.cat.String(), "count": len(cookies), "reason": reason}
+		if len(cookies) <= 16 {
+			lf["cookies"] = cookies
+		}
+		if k.action == "delete" && k.cat == flows.CatUnknown {
+			lf["note"] = "foreign flow removed"
+		}
+		b.log.WithFields(lf).Info("flow change")
+	}
+}

@@ -1,0 +1,333 @@
+// Package controller is vpcflow's OpenFlow runtime and reconciler: it accepts
+// switch connections, takes the MASTER role, and keeps every bridge's flow
+// table equal to the flows compiled from the blueprint by applying only the
+// difference, in one bundle. It also serves the HTTP status API.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/vpcflow/vpcflow/flows"
+)
+
+// Options configure a Controller. Zero values take the documented defaults.
+type Options struct {
+	// BlueprintPath is the blueprint file; it must be valid at start.
+	BlueprintPath string
+	// Listen is the OpenFlow listen address, tcp:HOST:PORT (default
+	// tcp:127.0.0.1:6653: set the management address in production).
+	Listen string
+	// HTTP is the status API address (default 127.0.0.1:9653; "" = default,
+	// "off" = disabled).
+	HTTP string
+	// ReloadPoll is how often the blueprint file is checked for changes
+	// (default 1s). SIGHUP reloads at once (the command wires it).
+	ReloadPoll time.Duration
+	// DriftInterval is how often each bridge's installed flows are re-read
+	// and repaired (default 30s).
+	DriftInterval time.Duration
+	// RetryInterval is the wait after a failed reconcile (default 2s).
+	RetryInterval time.Duration
+	// OpTimeout bounds one OpenFlow operation (dump, bundle) (default 60s).
+	OpTimeout time.Duration
+	Log       logrus.FieldLogger
+}
+
+func (o *Options) defaults() {
+	if o.Listen == "" {
+		o.Listen = "tcp:127.0.0.1:6653"
+	}
+	if o.HTTP == "" {
+		o.HTTP = "127.0.0.1:9653"
+	}
+	if o.ReloadPoll == 0 {
+		o.ReloadPoll = time.Second
+	}
+	if o.DriftInterval == 0 {
+		o.DriftInterval = 30 * time.Second
+	}
+	if o.RetryInterval == 0 {
+		o.RetryInterval = 2 * time.Second
+	}
+	if o.OpTimeout == 0 {
+		o.OpTimeout = 60 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = logrus.StandardLogger()
+	}
+}
+
+// policy is one accepted blueprint with its compiled flows cache.
+type policy struct {
+	bp     *flows.Blueprint
+	hash   string
+	loaded time.Time
+
+	mu       sync.Mutex
+	compiled map[string][]flows.Flow
+}
+
+func (p *policy) compile(host string) ([]flows.Flow, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if fs, ok := p.compiled[host]; ok {
+		return fs, nil
+	}
+	fs, err := flows.Compile(p.bp, host)
+	if err != nil {
+		return nil, err
+	}
+	p.compiled[host] = fs
+	return fs, nil
+}
+
+// Controller is the running controller.
+type Controller struct {
+	opts Options
+	log  logrus.FieldLogger
+
+	mu         sync.Mutex
+	pol        *policy
+	reloadErr  string
+	reloadAt   time.Time
+	fileStamp  string
+	bridges    map[uint64]*bridge // current connection per datapath id
+	knownHosts map[uint64]flows.Host
+	listenAddr net.Addr
+	httpAddr   net.Addr
+}
+
+// New loads the blueprint and returns a controller ready to Run.
+func New(opts Options) (*Controller, error) {
+	opts.defaults()
+	c := &Controller{opts: opts, log: opts.Log, bridges: map[uint64]*bridge{}, knownHosts: map[uint64]flows.Host{}}
+	bp, err := flows.Load(opts.BlueprintPath)
+	if err != nil {
+		return nil, err
+	}
+	c.setPolicy(bp)
+	c.fileStamp = fileStamp(opts.BlueprintPath)
+	return c, nil
+}
+
+func (c *Controller) setPolicy(bp *flows.Blueprint) {
+	p := &policy{bp: bp, hash: bp.Hash(), loaded: time.Now(), compiled: map[string][]flows.Flow{}}
+	c.pol = p
+	for i := range bp.Hosts {
+		c.knownHosts[bp.Hosts[i].DPID] = bp.Hosts[i]
+	}
+}
+
+func (c *Controller) policy() *policy {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pol
+}
+
+func fileStamp(path string) string {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "error:" + err.Error()
+	}
+	return fmt.Sprintf("%d/%d", st.ModTime().UnixNano(), st.Size())
+}
+
+// Reload re-reads the blueprint. An invalid blueprint (or an older revision,
+// or the same revision with other content) is rejected: its errors are logged
+// and returned, and the last good policy stays in force.
+func (c *Controller) Reload(reason string) error {
+	bp, err := flows.Load(c.opts.BlueprintPath)
+	c.mu.Lock()
+	c.fileStamp = fileStamp(c.opts.BlueprintPath)
+	c.reloadAt = time.Now()
+	if err == nil {
+		cur := c.pol.bp
+		switch {
+		case bp.Hash() == c.pol.hash:
+			c.reloadErr = ""
+			c.mu.Unlock()
+			c.log.WithFields(logrus.Fields{"reason": reason, "revision": bp.Revision}).Info("blueprint unchanged")
+			return nil
+		case bp.Revision < cur.Revision:
+			err = fmt.Errorf("%s: revision %d is older than the enforced revision %d: raise revision to apply it", c.opts.BlueprintPath, bp.Revision, cur.Revision)
+		case bp.Revision == cur.Revision && bp.Revision != 0:
+			err = fmt.Errorf("%s: revision %d has different content than the enforced blueprint with the same revision: raise revision to apply it", c.opts.BlueprintPath, bp.Revision)
+		}
+	}
+	if err != nil {
+		c.reloadErr = err.Error()
+		c.mu.Unlock()
+		for _, line := range strings.Split(err.Error(), "\n") {
+			c.log.WithField("reason", reason).Error("blueprint rejected, last good policy kept: " + line)
+		}
+		return err
+	}
+	c.reloadErr = ""
+	c.setPolicy(bp)
+	brs := make([]*bridge, 0, len(c.bridges))
+	for _, b := range c.bridges {
+		brs = append(brs, b)
+	}
+	c.mu.Unlock()
+	c.log.WithFields(logrus.Fields{"reason": reason, "revision": bp.Revision, "hash": bp.Hash()[:12]}).Info("blueprint loaded")
+	for _, b := range brs {
+		b.kick("reload")
+	}
+	return nil
+}
+
+// Run serves until ctx is cancelled. It returns an error if a listener
+// cannot be opened.
+func (c *Controller) Run(ctx context.Context) error {
+	network, addr, err := ParseListen(c.opts.Listen)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		return fmt.Errorf("openflow listen %s: %w", c.opts.Listen, err)
+	}
+	c.mu.Lock()
+	c.listenAddr = ln.Addr()
+	c.mu.Unlock()
+	var hln net.Listener
+	if c.opts.HTTP != "off" {
+		hln, err = net.Listen("tcp", c.opts.HTTP)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("http listen %s: %w", c.opts.HTTP, err)
+		}
+		c.mu.Lock()
+		c.httpAddr = hln.Addr()
+		c.mu.Unlock()
+	}
+	c.log.WithFields(logrus.Fields{"openflow": ln.Addr().String(), "http": c.opts.HTTP, "blueprint": c.opts.BlueprintPath,
+		"revision": c.policy().bp.Revision}).Info("controller started")
+
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if hln != nil {
+		srv := c.httpServer()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = srv.Serve(hln)
+		}()
+		go func() {
+			<-ctx.Done()
+			_ = srv.Close()
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.watchFile(ctx)
+	}()
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			c.log.WithError(err).Warn("accept failed")
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.serveConn(ctx, nc)
+		}()
+	}
+	c.mu.Lock()
+	for _, b := range c.bridges {
+		b.conn.Close()
+	}
+	c.mu.Unlock()
+	wg.Wait()
+	c.log.Info("controller stopped")
+	return nil
+}
+
+// Addrs returns the bound OpenFlow and HTTP addresses (after Run started).
+func (c *Controller) Addrs() (openflow, http net.Addr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.listenAddr, c.httpAddr
+}
+
+func (c *Controller) watchFile(ctx context.Context) {
+	t := time.NewTicker(c.opts.ReloadPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.mu.Lock()
+			changed := fileStamp(c.opts.BlueprintPath) != c.fileStamp
+			c.mu.Unlock()
+			if changed {
+				_ = c.Reload("file changed")
+			}
+		}
+	}
+}
+
+// ParseListen parses tcp:HOST:PORT (or HOST:PORT).
+func ParseListen(s string) (network, addr string, err error) {
+	switch {
+	case strings.HasPrefix(s, "tcp:"):
+		return "tcp", s[4:], nil
+	case strings.HasPrefix(s, "ssl:"):
+		return "", "", fmt.Errorf("listen %q: ssl: is not supported yet (see the security issue); use tcp: on the management network", s)
+	case strings.Contains(s, ":") && !strings.Contains(s, "://"):
+		return "tcp", s, nil
+	}
+	return "", "", fmt.Errorf("listen %q: want tcp:HOST:PORT, e.g. tcp:192.0.2.250:6653", s)
+}
+
+func (c *Controller) serveConn(ctx context.Context, nc net.Conn) {
+	log := c.log.WithField("remote", nc.RemoteAddr().String())
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	conn, err := OFHandshake(hctx, nc, log)
+	cancel()
+	if err != nil {
+		log.WithError(err).Warn("handshake failed")
+		nc.Close()
+		return
+	}
+	b := newBridge(c, conn)
+	c.mu.Lock()
+	old := c.bridges[b.dpid]
+	c.bridges[b.dpid] = b
+	c.mu.Unlock()
+	if old != nil {
+		b.log.WithField("old_remote", old.conn.RemoteAddr()).Info("datapath reconnected: replacing the previous connection")
+		old.conn.Close()
+	}
+	b.run(ctx)
+	c.mu.Lock()
+	if c.bridges[b.dpid] == b {
+		delete(c.bridges, b.dpid)
+	}
+	c.mu.Unlock()
+}

@@ -1,0 +1,75 @@
+package controller
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"time"
+)
+
+// Status is the controller's GET /status document.
+type Status struct {
+	Revision        uint32         `json:"revision"`
+	BlueprintHash   string         `json:"blueprint_hash"`
+	Blueprint       string         `json:"blueprint"`
+	LoadedAt        time.Time      `json:"loaded_at"`
+	LastReloadError string         `json:"last_reload_error,omitempty"`
+	Bridges         []BridgeStatus `json:"bridges"`
+}
+
+// Status reports every blueprint host's bridge (connected or not) and every
+// connected unknown datapath.
+func (c *Controller) Status() Status {
+	c.mu.Lock()
+	p := c.pol
+	st := Status{Revision: p.bp.Revision, BlueprintHash: p.hash, Blueprint: c.opts.BlueprintPath,
+		LoadedAt: p.loaded, LastReloadError: c.reloadErr}
+	brs := make(map[uint64]*bridge, len(c.bridges))
+	for k, v := range c.bridges {
+		brs[k] = v
+	}
+	c.mu.Unlock()
+	seen := map[uint64]bool{}
+	for i := range p.bp.Hosts {
+		h := &p.bp.Hosts[i]
+		seen[h.DPID] = true
+		if b, ok := brs[h.DPID]; ok {
+			st.Bridges = append(st.Bridges, b.status())
+			continue
+		}
+		st.Bridges = append(st.Bridges, BridgeStatus{DatapathID: fmt.Sprintf("%016x", h.DPID), Host: h.Name, Known: true})
+	}
+	for dpid, b := range brs {
+		if !seen[dpid] {
+			st.Bridges = append(st.Bridges, b.status())
+		}
+	}
+	sort.Slice(st.Bridges, func(i, j int) bool { return st.Bridges[i].DatapathID < st.Bridges[j].DatapathID })
+	return st
+}
+
+func (c *Controller) httpServer() *http.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(c.Status())
+	})
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/reload", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			http.Error(w, "POST only", http.StatusMethodNotAllowed)
+			return
+		}
+		if err := c.Reload("api"); err != nil {
+			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+}
