@@ -1,0 +1,615 @@
+package flows
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Load reads and parses the blueprint file at path (see Parse).
+func Load(path string) (*Blueprint, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read blueprint: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes a blueprint from data, applies defaults and validates it.
+// name is the file name used in error positions and stored in Source.
+//
+// Decoding is strict: unknown keys, duplicate keys, type mismatches, more
+// than one YAML document and an empty document are errors. Every problem
+// found is reported, not just the first: on failure the error is a
+// *ValidationError whose entries name file:line:column and the field path
+// (e.g. "vpcs[0].tiers[1].vms[2].ip").
+func Parse(name string, data []byte) (bp *Blueprint, err error) {
+	defer func() {
+		// The YAML library is third-party code fed with untrusted input:
+		// never let it take the process down.
+		if r := recover(); r != nil {
+			bp = nil
+			err = &ValidationError{Errors: []FieldError{{File: name, Msg: fmt.Sprintf("cannot parse blueprint: internal YAML decoder failure: %v", r)}}}
+		}
+	}()
+
+	root, errs := parseDocument(name, data)
+	if len(errs) > 0 {
+		return nil, &ValidationError{Errors: errs}
+	}
+
+	b := &Blueprint{}
+	d := &nodeDecoder{file: name, pos: map[string]position{}}
+	d.pos[""] = position{root.Line, root.Column}
+	d.decode(root, reflect.ValueOf(b).Elem(), "")
+	if len(d.errs) == 0 {
+		// Cross-check with the YAML library's own strict decoder. The
+		// walker above is the authority for positions and field paths;
+		// this catches anything the walker might let through.
+		var strict Blueprint
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(&strict); err != nil {
+			d.errs = append(d.errs, yamlErrors(name, err)...)
+		}
+	}
+	// Validate even when decoding failed, so one run reports everything;
+	// drop validation errors about fields that already failed to decode
+	// (they would only repeat the problem as "missing").
+	b.Source = name
+	b.SetDefaults()
+	errs = d.errs
+	if d.budget > maxNodes {
+		// Pathological input: what was decoded is arbitrary.
+		return nil, &ValidationError{Errors: errs}
+	}
+	for _, fe := range b.validate() {
+		if d.failed(fe.Field) {
+			continue
+		}
+		fe.File = name
+		p := d.lookup(fe.Field)
+		fe.Line, fe.Column = p.line, p.col
+		errs = append(errs, fe)
+	}
+	if len(errs) > 0 {
+		sortFieldErrors(errs)
+		return nil, &ValidationError{Errors: errs}
+	}
+	return b, nil
+}
+
+// parseDocument reads exactly one YAML document and returns its root
+// mapping node.
+func parseDocument(name string, data []byte) (*yaml.Node, []FieldError) {
+	one := func(line, col int, format string, args ...any) []FieldError {
+		return []FieldError{{File: name, Line: line, Column: col, Msg: fmt.Sprintf(format, args...)}}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, one(0, 0, "blueprint is empty: it must hold one YAML mapping starting with \"version: 1\"")
+		}
+		return nil, yamlErrors(name, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		line := 0
+		if err == nil {
+			line = extra.Line
+		}
+		return nil, one(line, 0, "file holds more than one YAML document: a blueprint is exactly one document; remove the extra \"---\" and what follows, or split it into separate files")
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
+		return nil, one(doc.Line, doc.Column, "blueprint is empty: it must hold one YAML mapping starting with \"version: 1\"")
+	}
+	root := doc.Content[0]
+	for root.Kind == yaml.AliasNode && root.Alias != nil {
+		root = root.Alias
+	}
+	if root.Kind == yaml.ScalarNode && root.ShortTag() == "!!null" {
+		return nil, one(root.Line, root.Column, "blueprint is empty: it must hold one YAML mapping starting with \"version: 1\"")
+	}
+	if root.Kind != yaml.MappingNode {
+		return nil, one(root.Line, root.Column, "the top level of a blueprint must be a mapping (version:, hosts:, vpcs:, ...), not %s", kindName(root))
+	}
+	return root, nil
+}
+
+var yamlLineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+
+// yamlErrors converts an error of the YAML library into positioned
+// FieldErrors (the library reports lines only).
+func yamlErrors(name string, err error) []FieldError {
+	var msgs []string
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		msgs = te.Errors
+	} else {
+		msgs = []string{err.Error()}
+	}
+	out := make([]FieldError, 0, len(msgs))
+	for _, m := range msgs {
+		fe := FieldError{File: name}
+		m = strings.TrimPrefix(m, "yaml: ")
+		if sm := yamlLineRE.FindStringSubmatch(m); sm != nil {
+			fe.Line, _ = strconv.Atoi(sm[1])
+			m = sm[2]
+		}
+		fe.Msg = "invalid YAML: " + m
+		out = append(out, fe)
+	}
+	return out
+}
+
+// position is a 1-based line and column in the source file.
+type position struct{ line, col int }
+
+// nodeDecoder decodes a yaml.Node tree into the blueprint structs by
+// reflection, strictly, recording the source position of every field path
+// and collecting every error.
+type nodeDecoder struct {
+	file   string
+	pos    map[string]position
+	errs   []FieldError
+	budget int // nodes visited; bounds alias expansion
+}
+
+// maxNodes bounds the work of decoding one blueprint (alias bombs).
+const maxNodes = 1 << 20
+
+// errorf records a decoding error at path. It is located where the index
+// locates path (the key, for a collection value), else at node n.
+func (d *nodeDecoder) errorf(n *yaml.Node, path, format string, args ...any) {
+	p, ok := d.pos[path]
+	if !ok || path == "" {
+		p = position{n.Line, n.Column}
+	}
+	d.errs = append(d.errs, FieldError{File: d.file, Line: p.line, Column: p.col, Field: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// errorAt records a decoding error located exactly at node n.
+func (d *nodeDecoder) errorAt(n *yaml.Node, path, format string, args ...any) {
+	d.errs = append(d.errs, FieldError{File: d.file, Line: n.Line, Column: n.Column, Field: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// failed reports whether path, or an ancestor of it, failed to decode.
+func (d *nodeDecoder) failed(path string) bool {
+	for _, e := range d.errs {
+		if e.Field == "" {
+			continue
+		}
+		if path == e.Field || strings.HasPrefix(path, e.Field+".") || strings.HasPrefix(path, e.Field+"[") {
+			return true
+		}
+	}
+	return false
+}
+
+// lookup returns the position of path, or of its nearest recorded ancestor
+// (a missing key is reported at the mapping that lacks it).
+func (d *nodeDecoder) lookup(path string) position {
+	for {
+		if p, ok := d.pos[path]; ok {
+			return p
+		}
+		if path == "" {
+			return position{}
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			path = ""
+		} else {
+			path = path[:i]
+		}
+	}
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		switch n.ShortTag() {
+		case "!!str":
+			return fmt.Sprintf("the string %q", n.Value)
+		case "!!null":
+			return "null"
+		default:
+			return fmt.Sprintf("%s %s", strings.TrimPrefix(n.ShortTag(), "!!"), n.Value)
+		}
+	}
+	return "an empty node"
+}
+
+// tagWord names a scalar's YAML type in words.
+func tagWord(n *yaml.Node) string {
+	switch n.ShortTag() {
+	case "!!int", "!!float":
+		return "number"
+	case "!!bool":
+		return "boolean"
+	case "!!timestamp":
+		return "timestamp"
+	}
+	return strings.TrimPrefix(n.ShortTag(), "!!")
+}
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// fieldHints add a "how to fix it" to type errors, by YAML key.
+var fieldHints = map[string]string{
+	"version":       "use version: 1",
+	"revision":      "revision is a whole number 0..16777215",
+	"vni":           "vni is a whole number 1..16777215",
+	"host_ports":    "ports are whole numbers 1..65535",
+	"datapath_id":   `write 16 hex digits in quotes, e.g. "00000000000000a1"`,
+	"cidrs":         "write IPv4 prefixes like 192.0.2.0/24",
+	"trusted_peers": "write IPv4 addresses like 198.51.100.7",
+	"controllers":   "write targets like tcp:192.0.2.250:6653",
+}
+
+func hintFor(path string) string {
+	key := path
+	if i := strings.LastIndex(key, "."); i >= 0 {
+		key = key[i+1:]
+	}
+	if i := strings.Index(key, "["); i >= 0 {
+		key = key[:i]
+	}
+	if h, ok := fieldHints[key]; ok {
+		return ": " + h
+	}
+	return ""
+}
+
+func (d *nodeDecoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	d.budget++
+	if d.budget > maxNodes {
+		if d.budget == maxNodes+1 {
+			d.errorf(n, path, "blueprint too large or aliases expand too far (more than %d nodes): write it out plainly", maxNodes)
+		}
+		return
+	}
+	if n.Kind == yaml.AliasNode {
+		if n.Alias == nil {
+			d.errorf(n, path, "unresolved alias *%s", n.Value)
+			return
+		}
+		d.decode(n.Alias, v, path)
+		return
+	}
+	isNull := n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+	switch v.Kind() {
+	case reflect.Struct:
+		if isNull {
+			return
+		}
+		if n.Kind != yaml.MappingNode {
+			d.errorf(n, path, "want a mapping of keys, got %s", kindName(n))
+			return
+		}
+		d.decodeStruct(n, v, path)
+	case reflect.Slice:
+		if isNull {
+			return
+		}
+		if n.Kind != yaml.SequenceNode {
+			d.errorf(n, path, "want a list, got %s: write [a, b] or one \"- item\" per line", kindName(n))
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, item := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			d.pos[p] = position{item.Line, item.Column}
+			d.decode(item, s.Index(i), p)
+		}
+		v.Set(s)
+	case reflect.String:
+		if isNull {
+			return
+		}
+		if n.Kind != yaml.ScalarNode {
+			d.errorf(n, path, "want a string, got %s", kindName(n))
+			return
+		}
+		if strings.HasSuffix(path, "datapath_id") && n.ShortTag() != "!!str" {
+			d.errorf(n, path, "datapath_id %s is unquoted, so YAML reads it as a %s: quote it (datapath_id: \"%s\")",
+				n.Value, tagWord(n), n.Value)
+			return
+		}
+		var s string
+		if err := n.Decode(&s); err != nil {
+			d.errorf(n, path, "want a string, got %s", kindName(n))
+			return
+		}
+		v.SetString(s)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		if isNull {
+			return
+		}
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+			what := kindName(n)
+			if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" && n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
+				if _, err := strconv.ParseInt(n.Value, 10, 64); err == nil {
+					what += " (quoted): remove the quotes"
+				}
+			}
+			d.errorf(n, path, "want a whole number, got %s%s", what, hintFor(path))
+			return
+		}
+		var i int64
+		if err := n.Decode(&i); err != nil {
+			d.errorf(n, path, "number %s is out of range%s", n.Value, hintFor(path))
+			return
+		}
+		lo, hi := intRange(v.Kind())
+		if i < lo || (hi >= 0 && uint64(i) > uint64(hi)) {
+			d.errorf(n, path, "number %s is out of range%s", n.Value, hintFor(path))
+			return
+		}
+		if v.CanInt() {
+			v.SetInt(i)
+		} else {
+			v.SetUint(uint64(i))
+		}
+	default:
+		// Not reachable for the blueprint types; fall back to the library.
+		if err := n.Decode(v.Addr().Interface()); err != nil {
+			d.errorf(n, path, "%v", err)
+		}
+	}
+}
+
+// intRange returns the representable range of an integer kind (restricted
+// to int64 inputs).
+func intRange(k reflect.Kind) (lo, hi int64) {
+	switch k {
+	case reflect.Int8:
+		return math.MinInt8, math.MaxInt8
+	case reflect.Int16:
+		return math.MinInt16, math.MaxInt16
+	case reflect.Int32:
+		return math.MinInt32, math.MaxInt32
+	case reflect.Int, reflect.Int64:
+		return math.MinInt64, math.MaxInt64
+	case reflect.Uint8:
+		return 0, math.MaxUint8
+	case reflect.Uint16:
+		return 0, math.MaxUint16
+	case reflect.Uint32:
+		return 0, math.MaxUint32
+	default:
+		return 0, math.MaxInt64
+	}
+}
+
+// yamlFields maps a struct type's YAML keys to field indexes.
+func yamlFields(t reflect.Type) (map[string]int, []string) {
+	m := map[string]int{}
+	var names []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		tag := strings.Split(f.Tag.Get("yaml"), ",")[0]
+		if tag == "-" {
+			continue
+		}
+		if tag == "" {
+			tag = strings.ToLower(f.Name)
+		}
+		m[tag] = i
+		names = append(names, tag)
+	}
+	return m, names
+}
+
+func (d *nodeDecoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
+	fields, names := yamlFields(v.Type())
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			d.errorAt(k, path, "mapping keys must be plain names, got %s", kindName(k))
+			continue
+		}
+		key := k.Value
+		if key == "<<" && k.ShortTag() == "!!merge" {
+			d.errorAt(k, path, "merge keys (<<) are not supported in blueprints: write the keys out")
+			continue
+		}
+		p := joinPath(path, key)
+		if line, dup := seen[key]; dup {
+			d.errorAt(k, p, "key %q appears twice in this mapping (first at line %d): keep one", key, line)
+			continue
+		}
+		seen[key] = k.Line
+		idx, ok := fields[key]
+		if !ok {
+			msg := fmt.Sprintf("unknown key %q", key)
+			if s := closest(key, names); s != "" {
+				msg += fmt.Sprintf(": did you mean %q?", s)
+			} else {
+				msg += fmt.Sprintf(": valid keys here are %s", strings.Join(names, ", "))
+			}
+			d.errorAt(k, p, "%s", msg)
+			continue
+		}
+		// Collections are located at their key, scalars at their value.
+		if val.Kind == yaml.ScalarNode {
+			d.pos[p] = position{val.Line, val.Column}
+		} else {
+			d.pos[p] = position{k.Line, k.Column}
+		}
+		d.decode(val, v.Field(idx), p)
+	}
+}
+
+// closest returns the candidate within edit distance 2 of s, if any.
+func closest(s string, candidates []string) string {
+	best, bestD := "", 3
+	for _, c := range candidates {
+		if dist := editDistance(s, c); dist < bestD {
+			best, bestD = c, dist
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return 99
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+func sortFieldErrors(errs []FieldError) {
+	sort.SliceStable(errs, func(i, j int) bool {
+		if errs[i].Line != errs[j].Line {
+			return errs[i].Line < errs[j].Line
+		}
+		return errs[i].Column < errs[j].Column
+	})
+}
+
+// SetDefaults fills the defaults of absent optional fields: encapsulation
+// vxlan, and management.host_ports DefaultHostPorts when the key is absent
+// (an explicit empty list stays empty: no host ports guarded). Host ovsdb
+// stays "" (callers apply their own default). Parse and Validate call it.
+func (b *Blueprint) SetDefaults() {
+	if b.Encapsulation == "" {
+		b.Encapsulation = EncapVXLAN
+	}
+	if b.Management.HostPorts == nil {
+		b.Management.HostPorts = append([]uint16(nil), DefaultHostPorts...)
+	}
+}
+
+// HostByName returns the host called name, or nil.
+func (b *Blueprint) HostByName(name string) *Host {
+	for i := range b.Hosts {
+		if b.Hosts[i].Name == name {
+			return &b.Hosts[i]
+		}
+	}
+	return nil
+}
+
+// HostByDPID returns the host whose datapath id is dpid, or nil. It uses
+// the parsed Host.DPID, or parses DatapathID if the blueprint was not
+// validated.
+func (b *Blueprint) HostByDPID(dpid uint64) *Host {
+	for i := range b.Hosts {
+		h := &b.Hosts[i]
+		id := h.DPID
+		if id == 0 {
+			id, _ = strconv.ParseUint(h.DatapathID, 16, 64)
+		}
+		if id == dpid && id != 0 {
+			return h
+		}
+	}
+	return nil
+}
+
+// Hash returns the hex SHA-256 of a canonical encoding of the blueprint's
+// content: every YAML field (after defaults, if they were applied) in
+// declaration order, list order preserved. Source and the parsed forms are
+// not part of it, so the same content loaded from two paths hashes the
+// same. Replicas compare it to agree on the blueprint they enforce.
+func (b *Blueprint) Hash() string {
+	type vm struct{ Name, Host, Port, MAC, IP string }
+	type tier struct {
+		Name string
+		VNI  uint32
+		CIDR string
+		VMs  []vm
+	}
+	type vpc struct {
+		Name  string
+		Tiers []tier
+	}
+	type host struct{ Name, DatapathID, TunnelIP, TunnelMAC, Uplink, OVSDB string }
+	type canon struct {
+		Schema        string
+		Version       int
+		Revision      uint32
+		Encapsulation string
+		MgmtCIDRs     []string
+		HostPorts     []uint16
+		HostPortsSet  bool
+		TrustedPeers  []string
+		Controllers   []string
+		Hosts         []host
+		VPCs          []vpc
+	}
+	c := canon{
+		Schema:        "vpcflow-blueprint-hash/1",
+		Version:       b.Version,
+		Revision:      b.Revision,
+		Encapsulation: string(b.Encapsulation),
+		MgmtCIDRs:     b.Management.CIDRs,
+		HostPorts:     b.Management.HostPorts,
+		HostPortsSet:  b.Management.HostPorts != nil,
+		TrustedPeers:  b.TrustedPeers,
+		Controllers:   b.Controllers,
+	}
+	for _, h := range b.Hosts {
+		c.Hosts = append(c.Hosts, host{h.Name, h.DatapathID, h.TunnelIP, h.TunnelMAC, h.Uplink, h.OVSDB})
+	}
+	for _, p := range b.VPCs {
+		cv := vpc{Name: p.Name}
+		for _, t := range p.Tiers {
+			ct := tier{Name: t.Name, VNI: t.VNI, CIDR: t.CIDR}
+			for _, m := range t.VMs {
+				ct.VMs = append(ct.VMs, vm{m.Name, m.Host, m.Port, m.MAC, m.IP})
+			}
+			cv.Tiers = append(cv.Tiers, ct)
+		}
+		c.VPCs = append(c.VPCs, cv)
+	}
+	// Only strings, numbers and bools: Marshal cannot fail.
+	data, _ := json.Marshal(c)
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
