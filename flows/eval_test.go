@@ -158,16 +158,23 @@ func arrivalKeys(as []Arrival) []string {
 	return out
 }
 
-// checker runs sends and reports failures with the whole journey.
+// reporter is the part of testing.T the checks use (the mutation test
+// counts failures instead).
+type reporter interface {
+	Errorf(format string, args ...any)
+}
+
+// checker runs sends and reports failures with the whole journey. (The hot
+// helpers do not call t.Helper: it costs a stack walk per packet; every
+// message names the scenario instead.)
 type checker struct {
-	t  *testing.T
+	t  reporter
 	c  *Cloud
 	bp *Blueprint
 	n  int // failures reported, capped
 }
 
 func (k *checker) fail(format string, args ...any) {
-	k.t.Helper()
 	k.n++
 	if k.n <= 5 {
 		k.t.Errorf(format, args...)
@@ -179,7 +186,6 @@ func (k *checker) fail(format string, args ...any) {
 // journeyDefects reports pipeline defects seen anywhere in a journey:
 // ambiguous matches, evaluation errors, hop limits.
 func (k *checker) journeyDefects(what string, j Journey) {
-	k.t.Helper()
 	for _, h := range j.Hops {
 		if h.Trace.Err != "" {
 			k.fail("%s: pipeline error on %s: %s\n%s", what, h.Host, h.Trace.Err, j)
@@ -200,7 +206,6 @@ func (k *checker) journeyDefects(what string, j Journey) {
 // expect sends p on host and checks the arrivals are exactly want (host:port,
 // duplicates significant).
 func (k *checker) expect(what, host string, p Packet, want ...string) Journey {
-	k.t.Helper()
 	j := k.c.Trace(host, p)
 	k.journeyDefects(what, j)
 	k.compare(what, j, want)
@@ -208,7 +213,6 @@ func (k *checker) expect(what, host string, p Packet, want ...string) Journey {
 }
 
 func (k *checker) compare(what string, j Journey, want []string) {
-	k.t.Helper()
 	got := arrivalKeys(j.Arrivals)
 	w := append([]string(nil), want...)
 	sort.Strings(w)
@@ -220,14 +224,12 @@ func (k *checker) compare(what string, j Journey, want []string) {
 // expectDropBy sends p and checks it arrives nowhere and that hop hop (0 =
 // the first switch) was dropped by a flow of category cat.
 func (k *checker) expectDropBy(what, host string, p Packet, hop int, cat Category) Journey {
-	k.t.Helper()
 	j := k.expect(what, host, p)
 	k.dropBy(what, j, hop, cat)
 	return j
 }
 
 func (k *checker) dropBy(what string, j Journey, hop int, cat Category) {
-	k.t.Helper()
 	if hop >= len(j.Hops) {
 		k.fail("%s: no hop %d\n%s", what, hop, j)
 		return
@@ -239,7 +241,6 @@ func (k *checker) dropBy(what string, j Journey, hop int, cat Category) {
 }
 
 func (k *checker) dropInTable(what string, j Journey, hop int, table TableID) {
-	k.t.Helper()
 	if hop >= len(j.Hops) {
 		k.fail("%s: no hop %d\n%s", what, hop, j)
 		return
@@ -258,11 +259,9 @@ type isolationOptions struct {
 	seed     int64
 }
 
-func checkIsolation(t *testing.T, bp *Blueprint, opt isolationOptions) {
-	c, err := NewCloud(bp)
-	if err != nil {
-		t.Fatalf("NewCloud: %v", err)
-	}
+// checkIsolation runs every check on c and returns the number of failures.
+func checkIsolation(t reporter, c *Cloud, opt isolationOptions) int {
+	bp := c.Blueprint
 	k := &checker{t: t, c: c, bp: bp}
 	vms := vmsOf(bp)
 	r := rand.New(rand.NewSource(opt.seed))
@@ -289,12 +288,21 @@ func checkIsolation(t *testing.T, bp *Blueprint, opt isolationOptions) {
 	for i := range bp.Hosts {
 		checkUnderlay(k, vms, &bp.Hosts[i])
 	}
+	return k.n
+}
+
+func newCloud(t testing.TB, bp *Blueprint) *Cloud {
+	t.Helper()
+	c, err := NewCloud(bp)
+	if err != nil {
+		t.Fatalf("NewCloud: %v", err)
+	}
+	return c
 }
 
 func sameTier(a, b tvm) bool { return a.vpc == b.vpc && a.tier == b.tier }
 
 func checkPair(k *checker, vms []tvm, a, b tvm) {
-	k.t.Helper()
 	desc := fmt.Sprintf("%s -> %s", a.name, b.name)
 	unicast := []struct {
 		what string
@@ -351,7 +359,6 @@ func checkPair(k *checker, vms []tvm, a, b tvm) {
 }
 
 func checkVM(k *checker, vms []tvm, a tvm) {
-	k.t.Helper()
 	bp := k.bp
 	var tierMates []string
 	var mate *tvm
@@ -422,8 +429,9 @@ func checkVM(k *checker, vms []tvm, a tvm) {
 	for i := range bp.Hosts {
 		h := &bp.Hosts[i]
 		targets = append(targets, h.Addr)
-		macs = append(macs, underlayMAC(h, h.Addr))
 	}
+	h0 := &bp.Hosts[len(bp.Hosts)-1]
+	macs = append(macs, underlayMAC(h0, h0.Addr))
 	for _, dst := range targets {
 		if !dst.IsValid() {
 			continue
@@ -516,7 +524,6 @@ func otherEncap(bp *Blueprint, o Packet) Packet {
 }
 
 func checkUnderlay(k *checker, vms []tvm, x *Host) {
-	k.t.Helper()
 	bp, c := k.bp, k.c
 	var keys []uint32
 	for _, p := range bp.VPCs {
@@ -540,10 +547,21 @@ func checkUnderlay(k *checker, vms []tvm, x *Host) {
 		what := fmt.Sprintf("underlay to %s key %d", x.Name, key)
 		// A rogue underlay node (inside and outside the management CIDR).
 		for _, rogue := range []netip.Addr{mustAddr("192.0.2.66"), mustAddr("203.0.113.66")} {
-			j := c.TraceOuter(x.Name, roguePacket(bp, rogue, x), inner)
-			k.journeyDefects(what, j)
-			k.compare(what+" from rogue "+rogue.String(), j, nil)
-			k.dropBy(what+" from rogue "+rogue.String(), j, 0, CatTunnelDrop)
+			srcMACs := []MAC{{0x0e, 0x66, 0, 0, 0, 0x66}}
+			for i := range bp.Hosts {
+				if h := &bp.Hosts[i]; h.Name != x.Name {
+					srcMACs = append(srcMACs, underlayMAC(h, h.Addr)) // a peer's MAC, spoofed
+				}
+			}
+			for _, m := range srcMACs {
+				o := roguePacket(bp, rogue, x)
+				o.EthSrc = m
+				rw := fmt.Sprintf("%s from rogue %s (MAC %s)", what, rogue, m)
+				j := c.TraceOuter(x.Name, o, inner)
+				k.journeyDefects(rw, j)
+				k.compare(rw, j, nil)
+				k.dropBy(rw, j, 0, CatTunnelDrop)
+			}
 		}
 		// Real hosts: key K only from a host carrying K, only if x carries K.
 		for i := range bp.Hosts {
@@ -654,7 +672,7 @@ func checkUnderlay(k *checker, vms []tvm, x *Host) {
 }
 
 func TestIsolationDemo(t *testing.T) {
-	checkIsolation(t, loadDemo(t), isolationOptions{})
+	checkIsolation(t, newCloud(t, loadDemo(t)), isolationOptions{})
 }
 
 func TestIsolationGenerated(t *testing.T) {
@@ -665,7 +683,7 @@ func TestIsolationGenerated(t *testing.T) {
 			t.Parallel()
 			r := rand.New(rand.NewSource(int64(1000 + i)))
 			bp := genBlueprint(t, r, i)
-			checkIsolation(t, bp, isolationOptions{maxPairs: 600, seed: int64(i)})
+			checkIsolation(t, newCloud(t, bp), isolationOptions{maxPairs: 600, seed: int64(i)})
 		})
 	}
 }
@@ -830,5 +848,99 @@ func TestEvaluatorCatchesLeaks(t *testing.T) {
 	as := c.Send("kvm1", ICMPPacket("eth0", MAC{0x0e, 0, 0, 0, 0, 1}, MAC{0x52, 0x54, 0, 0xb1, 1, 0x0b}, mustAddr("192.0.2.250"), mustAddr("10.10.1.11")))
 	if len(as) != 1 || as[0].VM != "blue-web-1" || as[0].Where(bp) != "vm" {
 		t.Fatalf("leak not observed: %v", as)
+	}
+}
+
+// countingReporter counts failures instead of failing the test.
+type countingReporter struct{ n int }
+
+func (r *countingReporter) Errorf(string, ...any) { r.n++ }
+
+// mutate rewrites every host's flows with fn (nil result: flow removed).
+func mutate(c *Cloud, fn func(f Flow) *Flow) {
+	for h, fs := range c.Flows {
+		var out []Flow
+		for _, f := range fs {
+			if g := fn(f.Clone()); g != nil {
+				out = append(out, *g)
+			}
+		}
+		c.Flows[h] = out
+		c.tables[h] = NewFlowTable(out)
+	}
+}
+
+func without(m Match, f Field) Match {
+	var out Match
+	for _, x := range m {
+		if x.Field != f {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// TestIsolationChecksCatchMutations proves the isolation checks can fail:
+// each mutation of the demo's compiled flows breaks one property, and the
+// checks must notice.
+func TestIsolationChecksCatchMutations(t *testing.T) {
+	mutations := map[string]func(f Flow) *Flow{
+		"no mgmt guard": func(f Flow) *Flow {
+			if f.Cookie.Category() == CatMgmtGuard {
+				return nil
+			}
+			return &f
+		},
+		"no arp-drop for own IP": func(f Flow) *Flow {
+			if f.Cookie.Category() == CatARPDrop {
+				return nil
+			}
+			return &f
+		},
+		"tunnel_in ignores tun_src": func(f Flow) *Flow {
+			if f.Cookie.Category() == CatTunnelIn {
+				f.Match = without(f.Match, FTunSrc)
+			}
+			return &f
+		},
+		"allowlist ignores nw_src": func(f Flow) *Flow {
+			if f.Cookie.Category() == CatTunnelAllow {
+				f.Match = without(f.Match, FIPv4Src)
+			}
+			return &f
+		},
+		"port security ignores nw_src": func(f Flow) *Flow {
+			if f.Cookie.Category() == CatPortSecurity {
+				f.Match = without(f.Match, FIPv4Src)
+			}
+			return &f
+		},
+		"flood ignores tier": func(f Flow) *Flow {
+			if f.Cookie.Category() == CatFlood {
+				f.Match = without(f.Match, RegTier)
+			}
+			return &f
+		},
+		"no split horizon": func(f Flow) *Flow {
+			if f.Cookie.Category() == CatFlood || f.Cookie.Category() == CatVPCForward {
+				f.Match = without(f.Match, RegOrigin)
+			}
+			return &f
+		},
+		"uplink to LOCAL ignores tunnels": func(f Flow) *Flow {
+			if f.Cookie.Category() == CatTunnelDrop {
+				return nil
+			}
+			return &f
+		},
+	}
+	for name, fn := range mutations {
+		c := newCloud(t, loadDemo(t))
+		mutate(c, fn)
+		var r countingReporter
+		checkIsolation(&r, c, isolationOptions{})
+		if r.n == 0 {
+			t.Errorf("mutation %q was not detected by the isolation checks", name)
+		}
 	}
 }
