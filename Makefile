@@ -4,9 +4,13 @@ GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 BIN := bin/vpcflow
 
-.PHONY: all build test unit e2e lint demo clean
+.PHONY: all build deps test unit e2e lint demo clean
 
 all: build
+
+# deps: the Debian packages the lab needs (apt-get, only what is missing).
+deps:
+	bash scripts/install-deps.sh
 
 build:
 	$(GO) build -o $(BIN) ./cmd/vpcflow
@@ -27,10 +31,10 @@ e2e: build
 	VPCFLOW_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m -v ./examples/... 2>&1 | tee /tmp/vpcflow-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
 
 # test: everything CI runs (the README's test command).
-test: lint unit e2e
+test: deps lint unit e2e
 
 # demo: a real userspace-OVS lab with 3 hypervisors driven by the controller.
-demo: build
+demo: deps build
 	$(BIN) demo
 
 clean:

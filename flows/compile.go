@@ -389,7 +389,7 @@ func (b *builder) tunnelIn(v *hostView) {
 			Actions: []Action{Conjunction{conjTrustedPeers, 2, 2}},
 			Note:    fmt.Sprintf("trusted peer %s (clause 2/2)", a)})
 	}
-	b.add(Flow{Table: TTunnelIn, Priority: 190, Cookie: MakeCookie(CatTrustedPeerIn, conjTrustedPeers, 0),
+	b.add(Flow{Table: TTunnelIn, Priority: 190, Cookie: MakeCookie(CatTrustedPeerIn, 0, 0),
 		Match:   match(exact(FConjID, conjTrustedPeers)),
 		Actions: []Action{Move{Src: FTunID, Dst: RegTier, NBits: 32}, SetField{RegOrigin, OriginTunnel}},
 		Goto:    TL2Forward,

@@ -95,14 +95,21 @@ func (l *Lab) attach(ctx context.Context, ns, inner, outer string) error {
 
 // buildNodes creates the management and rogue namespaces.
 func (l *Lab) buildNodes(ctx context.Context) error {
-	mg := l.MgmtNS()
-	if err := l.addNS(ctx, mg); err != nil {
-		return err
-	}
-	if err := l.attach(ctx, mg, NodeIface, l.prefix+"um"); err != nil {
-		return err
-	}
-	for _, a := range l.mgmtAddrs {
+	// One management namespace per controller replica (the blueprint's
+	// controllers: addresses), each with its own underlay link, so tests can
+	// partition replicas from each other.
+	for i, a := range l.mgmtAddrs {
+		mg := l.ReplicaNS(i)
+		if err := l.addNS(ctx, mg); err != nil {
+			return err
+		}
+		veth := l.prefix + "um"
+		if i > 0 {
+			veth = fmt.Sprintf("%sum%d", l.prefix, i+1)
+		}
+		if err := l.attach(ctx, mg, NodeIface, veth); err != nil {
+			return err
+		}
 		if err := l.ip(ctx, mg, "addr", "add", fmt.Sprintf("%s/%d", a, l.hostBits(mustAddr(a))), "dev", NodeIface); err != nil {
 			return err
 		}

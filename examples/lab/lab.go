@@ -405,8 +405,24 @@ func (l *Lab) HostNS(host string) string { return l.prefix + host }
 // VMNS returns the network namespace of a VM.
 func (l *Lab) VMNS(vm string) string { return l.prefix + "v-" + vm }
 
-// MgmtNS returns the management namespace (the controller runs there).
+// MgmtNS returns the management namespace (the first controller replica
+// runs there).
 func (l *Lab) MgmtNS() string { return l.prefix + "mgmt" }
+
+// Replicas is the number of controller replica namespaces (one per address
+// in the blueprint's controllers:, at least one).
+func (l *Lab) Replicas() int { return len(l.mgmtAddrs) }
+
+// ReplicaNS returns replica i's management namespace (0 = MgmtNS).
+func (l *Lab) ReplicaNS(i int) string {
+	if i == 0 {
+		return l.MgmtNS()
+	}
+	return fmt.Sprintf("%smgmt%d", l.prefix, i+1)
+}
+
+// ReplicaAddr returns replica i's management address.
+func (l *Lab) ReplicaAddr(i int) string { return l.mgmtAddrs[i] }
 
 // RogueNS returns the rogue underlay node's namespace.
 func (l *Lab) RogueNS() string { return l.prefix + "rogue" }
@@ -488,6 +504,11 @@ func (l *Lab) nsOf(name string) (string, error) {
 	}
 	if _, err := l.host(name); err == nil {
 		return l.HostNS(name), nil
+	}
+	for i := 1; i < len(l.mgmtAddrs); i++ {
+		if name == fmt.Sprintf("mgmt%d", i+1) {
+			return l.ReplicaNS(i), nil
+		}
 	}
 	switch name {
 	case "mgmt":

@@ -20,14 +20,36 @@ const ControllerURL = "http://127.0.0.1:9653"
 // OpenFlow on the management address (reached by every host through its
 // cloudbr0), status API on the management namespace's loopback.
 func (l *Lab) ControllerArgs(extra ...string) []string {
-	args := []string{"--blueprint", l.opts.BlueprintPath, "--listen", "tcp:" + l.MgmtAddr() + ":6653", "--http", "127.0.0.1:9653"}
+	return l.ReplicaArgs(0, extra...)
+}
+
+// ReplicaArgs are replica i's controller arguments: OpenFlow on its
+// management address, status API on its namespace's loopback, and (with more
+// than one replica) memberlist on its address port 7946 joining the others.
+func (l *Lab) ReplicaArgs(i int, extra ...string) []string {
+	a := l.ReplicaAddr(i)
+	args := []string{"--blueprint", l.opts.BlueprintPath, "--listen", "tcp:" + a + ":6653", "--http", "127.0.0.1:9653"}
+	if len(l.mgmtAddrs) > 1 {
+		var peers []string
+		for j, p := range l.mgmtAddrs {
+			if j != i {
+				peers = append(peers, p+":7946")
+			}
+		}
+		args = append(args, "--cluster-bind", a+":7946", "--join", strings.Join(peers, ","))
+	}
 	return append(args, extra...)
 }
 
 // ControllerStatus reads the controller's /status from inside the management
 // namespace (through `vpcflow status --json`).
 func (l *Lab) ControllerStatus(ctx context.Context) (*controller.Status, error) {
-	out, err := l.Exec(ctx, l.MgmtNS(), l.opts.VPCFlowBin, "status", "--json", "--controller", ControllerURL)
+	return l.ReplicaStatus(ctx, 0)
+}
+
+// ReplicaStatus reads replica i's /status.
+func (l *Lab) ReplicaStatus(ctx context.Context, i int) (*controller.Status, error) {
+	out, err := l.Exec(ctx, l.ReplicaNS(i), l.opts.VPCFlowBin, "status", "--json", "--controller", ControllerURL)
 	if err != nil {
 		return nil, err
 	}

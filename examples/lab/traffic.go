@@ -27,8 +27,25 @@ func (l *Lab) StartController(args ...string) (*Proc, error) {
 	if l.opts.VPCFlowBin == "" {
 		return nil, errors.New("lab: StartController needs Options.VPCFlowBin")
 	}
+	return l.StartControllerIn(0, args...)
+}
+
+// StartControllerIn runs `vpcflow controller ARGS` in replica i's management
+// namespace; its output is appended to Dir/controller.log (replica 0) or
+// Dir/controller-<i+1>.log.
+func (l *Lab) StartControllerIn(i int, args ...string) (*Proc, error) {
+	if l.opts.VPCFlowBin == "" {
+		return nil, errors.New("lab: StartController needs Options.VPCFlowBin")
+	}
+	if i < 0 || i >= len(l.mgmtAddrs) {
+		return nil, fmt.Errorf("lab: replica %d does not exist (the blueprint lists %d controllers)", i, len(l.mgmtAddrs))
+	}
+	log := filepath.Join(l.dir, "controller.log")
+	if i > 0 {
+		log = filepath.Join(l.dir, fmt.Sprintf("controller-%d.log", i+1))
+	}
 	argv := append([]string{l.opts.VPCFlowBin, "controller"}, args...)
-	return l.StartProcess(l.MgmtNS(), "controller", filepath.Join(l.dir, "controller.log"), argv...)
+	return l.StartProcess(l.ReplicaNS(i), fmt.Sprintf("controller-%d", i+1), log, argv...)
 }
 
 var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packets )?received`)
