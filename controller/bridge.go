@@ -47,6 +47,10 @@ type BridgeStatus struct {
 	Reconciles     uint64    `json:"reconciles"`
 	LastError      string    `json:"last_error,omitempty"`
 	ConnectedSince time.Time `json:"connected_since,omitempty"`
+	// Owner is the replica that owns the bridge (cluster mode).
+	Owner string `json:"owner,omitempty"`
+	// Standby says why this replica does not write to the bridge.
+	Standby string `json:"standby,omitempty"`
 }
 
 func newBridge(c *Controller, conn *OFConn) *bridge {
@@ -98,6 +102,7 @@ func (b *bridge) run(ctx context.Context) {
 	defer b.update(func(s *BridgeStatus) { s.Connected = false; s.Converged = false })
 	b.log.Info("switch connected")
 	master := false
+	var claimBlockedUntil time.Time
 	drift := time.NewTicker(b.c.opts.DriftInterval)
 	defer drift.Stop()
 	var retry <-chan time.Time
@@ -113,21 +118,46 @@ func (b *bridge) run(ctx context.Context) {
 			b.log.Warn("unknown datapath: not in the blueprint; it gets no flow-mods and stays fail-closed")
 		} else {
 			b.update(func(s *BridgeStatus) { s.Known, s.Host = true, h.Name })
-			if !master {
+			want, why := b.c.wantMaster(b.dpid, p)
+			b.update(func(s *BridgeStatus) { s.Owner = b.c.ownerOf(b.dpid) })
+			switch {
+			case want && !master && time.Now().Before(claimBlockedUntil):
+				retry = time.After(time.Until(claimBlockedUntil))
+			case want && !master:
 				if err := b.claimMaster(ctx); err != nil {
-					b.log.WithError(err).Error("cannot take the MASTER role")
-					b.update(func(s *BridgeStatus) { s.LastError = err.Error() })
+					if errors.Is(err, ErrStaleGeneration) {
+						b.log.WithError(err).Warn("MASTER claim refused as stale: another replica holds a newer generation; not writing")
+					} else {
+						b.log.WithError(err).Error("cannot take the MASTER role")
+					}
+					b.update(func(s *BridgeStatus) { s.LastError = err.Error(); s.Converged = false })
 					retry = time.After(b.c.opts.RetryInterval)
 				} else {
 					master = true
 				}
+			case !want:
+				if master || b.conn.Role() != OFRoleSlave {
+					if err := b.becomeSlave(ctx, why); err != nil {
+						b.log.WithError(err).Warn("cannot take the SLAVE role")
+						retry = time.After(b.c.opts.RetryInterval)
+					}
+				}
+				master = false
+				b.update(func(s *BridgeStatus) { s.Converged = false; s.LastError = ""; s.Standby = why })
 			}
 			if master {
+				b.update(func(s *BridgeStatus) { s.Standby = "" })
 				if err := b.reconcile(ctx, p, h, removed, reason); err != nil {
 					if errors.Is(err, context.Canceled) || b.conn.Err() != nil {
 						return
 					}
-					b.log.WithError(err).Error("reconcile failed; will retry")
+					if errors.Is(err, ErrIsSlave) {
+						b.log.WithError(err).Warn("switch refused our writes: no longer MASTER; stopped writing")
+						master = false
+						claimBlockedUntil = time.Now().Add(b.c.opts.ReclaimBackoff)
+					} else {
+						b.log.WithError(err).Error("reconcile failed; will retry")
+					}
 					b.update(func(s *BridgeStatus) { s.LastError = err.Error(); s.Converged = false })
 					retry = time.After(b.c.opts.RetryInterval)
 				} else {
@@ -145,13 +175,15 @@ func (b *bridge) run(ctx context.Context) {
 		case <-b.conn.PortEvents():
 			reason = "port change"
 		case st := <-b.conn.RoleStatus():
-			b.log.WithFields(logrus.Fields{"role": st.Role.String(), "generation": st.GenerationID}).Warn("role changed by the switch")
+			b.log.WithFields(logrus.Fields{"role": st.Role.String(), "generation": st.GenerationID}).Warn("role changed by the switch: stopped writing")
+			b.c.observeGeneration(st.GenerationID)
+			b.update(func(s *BridgeStatus) { s.Role, s.GenerationID = st.Role.String(), st.GenerationID })
 			if st.Role != OFRoleMaster {
 				master = false
-				b.update(func(s *BridgeStatus) { s.Role = st.Role.String(); s.Converged = false })
-				// Do not fight: another controller owns the bridge now. Retry later.
-				retry = time.After(b.c.opts.RetryInterval)
-				continue
+				b.update(func(s *BridgeStatus) { s.Converged = false })
+				// Do not fight: another replica claimed the bridge. Re-claim only
+				// after a back-off, and only if we still own it then.
+				claimBlockedUntil = time.Now().Add(b.c.opts.ReclaimBackoff)
 			}
 			reason = "role change"
 		case <-drift.C:
@@ -163,7 +195,8 @@ func (b *bridge) run(ctx context.Context) {
 }
 
 // claimMaster reads the switch's generation id and claims MASTER with a
-// higher one (a single replica; the cluster issue adds ownership).
+// generation above both it and every id the cluster has gossiped, so the
+// claim id only grows cluster-wide and survives replica restarts.
 func (b *bridge) claimMaster(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, b.c.opts.OpTimeout)
 	defer cancel()
@@ -171,16 +204,39 @@ func (b *bridge) claimMaster(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read role: %w", err)
 	}
-	gen := cur + 1
+	gen := b.c.nextGeneration(cur)
 	role, gen, err := b.conn.RequestRole(ctx, OFRoleMaster, gen)
 	if err != nil {
 		return err
 	}
+	b.c.observeGeneration(gen)
 	b.update(func(s *BridgeStatus) { s.Role, s.GenerationID = role.String(), gen })
 	b.log.WithFields(logrus.Fields{"role": role.String(), "generation": gen}).Info("role granted")
 	if role != OFRoleMaster {
 		return fmt.Errorf("switch answered role %s to a MASTER request", role)
 	}
+	return nil
+}
+
+// becomeSlave requests SLAVE with the switch's current generation id (a
+// SLAVE request with an older id would be refused as stale).
+func (b *bridge) becomeSlave(ctx context.Context, why string) error {
+	ctx, cancel := context.WithTimeout(ctx, b.c.opts.OpTimeout)
+	defer cancel()
+	_, cur, err := b.conn.RequestRole(ctx, OFRoleNoChange, 0)
+	if err != nil {
+		return err
+	}
+	gen := cur
+	if g := b.c.maxGeneration(); generationNewer(g, gen) {
+		gen = g
+	}
+	role, gen, err := b.conn.RequestRole(ctx, OFRoleSlave, gen)
+	if err != nil {
+		return err
+	}
+	b.update(func(s *BridgeStatus) { s.Role, s.GenerationID = role.String(), gen })
+	b.log.WithFields(logrus.Fields{"role": role.String(), "generation": gen, "why": why}).Info("standing by as SLAVE")
 	return nil
 }
 

@@ -12,10 +12,12 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/vpcflow/vpcflow/cluster"
 	"github.com/vpcflow/vpcflow/flows"
 )
 
@@ -39,7 +41,24 @@ type Options struct {
 	RetryInterval time.Duration
 	// OpTimeout bounds one OpenFlow operation (dump, bundle) (default 60s).
 	OpTimeout time.Duration
-	Log       logrus.FieldLogger
+	// ReclaimBackoff is how long a replica waits before re-claiming MASTER
+	// of a bridge after the switch demoted it (default 2s): replicas never
+	// fight over a bridge while their views of the cluster differ.
+	ReclaimBackoff time.Duration
+	// Cluster, when set, makes this controller one replica of a cluster:
+	// only the bridge's owner (with a quorum) claims MASTER. nil = a single
+	// replica that masters every bridge.
+	Cluster *cluster.Cluster
+	// Provision makes the controller provision hosts that have an `ovsdb:`
+	// endpoint (only the owner replica of a host does).
+	Provision bool
+	// ProvisionInterval is how often owned hosts are re-provisioned
+	// (idempotent; repairs drift) (default 30s).
+	ProvisionInterval time.Duration
+	// HandoverTimeout bounds a graceful shutdown's wait for other replicas
+	// to take over this replica's bridges (default 5s).
+	HandoverTimeout time.Duration
+	Log             logrus.FieldLogger
 }
 
 func (o *Options) defaults() {
@@ -60,6 +79,15 @@ func (o *Options) defaults() {
 	}
 	if o.OpTimeout == 0 {
 		o.OpTimeout = 60 * time.Second
+	}
+	if o.ReclaimBackoff == 0 {
+		o.ReclaimBackoff = 2 * time.Second
+	}
+	if o.ProvisionInterval == 0 {
+		o.ProvisionInterval = 30 * time.Second
+	}
+	if o.HandoverTimeout == 0 {
+		o.HandoverTimeout = 5 * time.Second
 	}
 	if o.Log == nil {
 		o.Log = logrus.StandardLogger()
@@ -104,6 +132,7 @@ type Controller struct {
 	knownHosts map[uint64]flows.Host
 	listenAddr net.Addr
 	httpAddr   net.Addr
+	leaving    atomic.Bool
 }
 
 // New loads the blueprint and returns a controller ready to Run.
@@ -179,6 +208,7 @@ func (c *Controller) Reload(reason string) error {
 	}
 	c.mu.Unlock()
 	c.log.WithFields(logrus.Fields{"reason": reason, "revision": bp.Revision, "hash": bp.Hash()[:12]}).Info("blueprint loaded")
+	c.publishState()
 	for _, b := range brs {
 		b.kick("reload")
 	}
@@ -216,6 +246,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Bridges outlive ctx during a graceful handover: they stop only after it.
+	bctx, bcancel := context.WithCancel(context.Background())
+	defer bcancel()
 	if hln != nil {
 		srv := c.httpServer()
 		wg.Add(1)
@@ -233,6 +266,33 @@ func (c *Controller) Run(ctx context.Context) error {
 		defer wg.Done()
 		c.watchFile(ctx)
 	}()
+	provKick := make(chan struct{}, 1)
+	if c.opts.Provision {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.provisionLoop(ctx, provKick)
+		}()
+	}
+	if cl := c.opts.Cluster; cl != nil {
+		c.publishState()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-cl.Changes():
+					c.kickAll("cluster change")
+					select {
+					case provKick <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}()
+	}
 	go func() {
 		<-ctx.Done()
 		ln.Close()
@@ -254,9 +314,11 @@ func (c *Controller) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.serveConn(ctx, nc)
+			c.serveConn(bctx, nc)
 		}()
 	}
+	c.handover()
+	bcancel()
 	c.mu.Lock()
 	for _, b := range c.bridges {
 		b.conn.Close()
@@ -324,10 +386,60 @@ func (c *Controller) serveConn(ctx context.Context, nc net.Conn) {
 		b.log.WithField("old_remote", old.conn.RemoteAddr()).Info("datapath reconnected: replacing the previous connection")
 		old.conn.Close()
 	}
+	c.publishState()
 	b.run(ctx)
 	c.mu.Lock()
 	if c.bridges[b.dpid] == b {
 		delete(c.bridges, b.dpid)
 	}
 	c.mu.Unlock()
+	c.publishState()
+}
+
+func (c *Controller) kickAll(reason string) {
+	c.mu.Lock()
+	brs := make([]*bridge, 0, len(c.bridges))
+	for _, b := range c.bridges {
+		brs = append(brs, b)
+	}
+	c.mu.Unlock()
+	for _, b := range brs {
+		b.kick(reason)
+	}
+}
+
+// handover, on a graceful shutdown of a cluster replica: leave the cluster
+// (peers see it in well under a second), then wait until the switches have
+// given every bridge this replica mastered to another replica, so the
+// dataplane never waits for failure detection.
+func (c *Controller) handover() {
+	cl := c.opts.Cluster
+	if cl == nil {
+		return
+	}
+	c.leaving.Store(true)
+	if err := cl.Leave(c.opts.HandoverTimeout); err != nil {
+		c.log.WithError(err).Warn("cluster leave")
+	}
+	deadline := time.Now().Add(c.opts.HandoverTimeout)
+	for {
+		c.mu.Lock()
+		masters := 0
+		for _, b := range c.bridges {
+			if b.conn.Role() == OFRoleMaster && b.conn.Err() == nil {
+				masters++
+			}
+		}
+		c.mu.Unlock()
+		if masters == 0 {
+			c.log.Info("handover complete: no bridge is mastered by this replica")
+			break
+		}
+		if time.Now().After(deadline) {
+			c.log.WithField("bridges", masters).Warn("handover timed out: exiting while still MASTER of some bridges (flows persist)")
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = cl.Shutdown()
 }

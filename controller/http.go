@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strconv"
 	"time"
 )
 
@@ -16,6 +17,7 @@ type Status struct {
 	LoadedAt        time.Time      `json:"loaded_at"`
 	LastReloadError string         `json:"last_reload_error,omitempty"`
 	Bridges         []BridgeStatus `json:"bridges"`
+	Cluster         *ClusterStatus `json:"cluster,omitempty"`
 }
 
 // Status reports every blueprint host's bridge (connected or not) and every
@@ -46,6 +48,14 @@ func (c *Controller) Status() Status {
 		}
 	}
 	sort.Slice(st.Bridges, func(i, j int) bool { return st.Bridges[i].DatapathID < st.Bridges[j].DatapathID })
+	for i := range st.Bridges {
+		if st.Bridges[i].Owner == "" {
+			if d, err := strconv.ParseUint(st.Bridges[i].DatapathID, 16, 64); err == nil {
+				st.Bridges[i].Owner = c.ownerOf(d)
+			}
+		}
+	}
+	st.Cluster = c.clusterStatus()
 	return st
 }
 

@@ -4,13 +4,33 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/vpcflow/vpcflow/cluster"
 	"github.com/vpcflow/vpcflow/controller"
 )
+
+// splitHostPortDefault parses IP[:PORT].
+func splitHostPortDefault(s string, def int) (string, int, error) {
+	if !strings.Contains(s, ":") {
+		return s, def, nil
+	}
+	h, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, err
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 1 || n > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", p)
+	}
+	return h, n, nil
+}
 
 func init() {
 	register("controller", "run the OpenFlow controller", runController)
@@ -22,6 +42,13 @@ func runController(args []string) int {
 	listen := fs.String("listen", "tcp:127.0.0.1:6653", "OpenFlow listen address tcp:HOST:PORT (set the management address)")
 	httpAddr := fs.String("http", "127.0.0.1:9653", "status API address (off = disabled)")
 	drift := fs.Duration("drift-interval", 30*time.Second, "re-read installed flows and repair drift this often")
+	provision := fs.Bool("provision", false, "provision hosts that have an ovsdb: endpoint (cloudbr0 settings, controller targets, tunnel port); in replica mode only each host's owner does")
+	clusterBind := fs.String("cluster-bind", "", "replica mode: memberlist bind address IP[:PORT] (port default 7946); use the management address")
+	join := fs.String("join", "", "replica mode: comma-separated peers IP[:PORT] to join")
+	clusterName := fs.String("cluster-name", "", "this replica's name (default: the --listen address)")
+	probeInterval := fs.Duration("probe-interval", 0, "memberlist probe interval (default: cluster.DefaultConfig)")
+	probeTimeout := fs.Duration("probe-timeout", 0, "memberlist probe timeout (default: cluster.DefaultConfig)")
+	suspicionMult := fs.Int("suspicion-mult", 0, "memberlist suspicion multiplier (default: cluster.DefaultConfig)")
 	logFormat := fs.String("log-format", "text", "text or json")
 	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
@@ -37,11 +64,52 @@ func runController(args []string) int {
 		return 2
 	}
 	c, err := controller.New(controller.Options{BlueprintPath: *bpPath, Listen: *listen, HTTP: *httpAddr,
-		DriftInterval: *drift, Log: log})
+		DriftInterval: *drift, Provision: *provision, Log: log})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vpcflow controller: cannot start:")
 		fmt.Fprintln(os.Stderr, err)
 		return 1
+	}
+	if *clusterBind != "" {
+		cfg := cluster.DefaultConfig()
+		host, port, err := splitHostPortDefault(*clusterBind, cfg.BindPort)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "vpcflow controller: --cluster-bind:", err)
+			return 2
+		}
+		cfg.BindAddr, cfg.BindPort = host, port
+		cfg.Name = *clusterName
+		if cfg.Name == "" {
+			cfg.Name = strings.TrimPrefix(*listen, "tcp:")
+		}
+		if *join != "" {
+			cfg.Join = strings.Split(*join, ",")
+		}
+		cfg.Replicas = len(c.Blueprint().Controllers)
+		if *probeInterval != 0 {
+			cfg.ProbeInterval = *probeInterval
+		}
+		if *probeTimeout != 0 {
+			cfg.ProbeTimeout = *probeTimeout
+		}
+		if *suspicionMult != 0 {
+			cfg.SuspicionMult = *suspicionMult
+		}
+		cfg.Log = log.WithField("component", "cluster")
+		if err := cfg.Validate(); err != nil {
+			fmt.Fprintln(os.Stderr, "vpcflow controller:", err)
+			return 2
+		}
+		cl, err := cluster.Start(cfg)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "vpcflow controller: cluster:", err)
+			return 1
+		}
+		c.SetCluster(cl)
+		log.WithFields(map[string]interface{}{"name": cl.Name(), "bind": *clusterBind, "join": *join, "replicas": cfg.Replicas}).Info("replica mode")
+	} else if *join != "" {
+		fmt.Fprintln(os.Stderr, "vpcflow controller: --join needs --cluster-bind")
+		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

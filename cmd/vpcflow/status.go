@@ -56,8 +56,24 @@ func runStatus(args []string) int {
 	if st.LastReloadError != "" {
 		fmt.Printf("last reload REJECTED (last good policy kept):\n  %s\n", strings.ReplaceAll(st.LastReloadError, "\n", "\n  "))
 	}
+	if cs := st.Cluster; cs != nil {
+		fmt.Printf("cluster: this replica %s, quorum %v\n", cs.Self, cs.Quorum)
+		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  MEMBER\tADDRESS\tREVISION\tBLUEPRINT\tCONNECTED\tOWNS")
+		for _, m := range cs.Members {
+			name := m.Name
+			if m.Self {
+				name += " (self)"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%d\t%s\n", name, m.Addr, m.Revision, short(m.Hash), m.Connected, strings.Join(m.Owned, ","))
+		}
+		tw.Flush()
+		if !cs.Quorum {
+			fmt.Println("NO QUORUM: this replica writes to no bridge")
+		}
+	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tDATAPATH\tCONNECTED\tROLE\tCONVERGED\tFLOWS\tREVISION\tNOTE")
+	fmt.Fprintln(tw, "HOST\tDATAPATH\tCONNECTED\tROLE\tOWNER\tCONVERGED\tFLOWS\tREVISION\tNOTE")
 	allOK := true
 	for _, b := range st.Bridges {
 		host := b.Host
@@ -68,10 +84,14 @@ func runStatus(args []string) int {
 		if len(b.MissingPorts) > 0 {
 			note = strings.TrimSpace(note + " missing ports: " + strings.Join(b.MissingPorts, ","))
 		}
-		if !b.Converged {
+		converged := fmt.Sprint(b.Converged)
+		if b.Standby != "" {
+			converged = "standby"
+			note = strings.TrimSpace(b.Standby + " " + note)
+		} else if !b.Converged {
 			allOK = false
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%v\t%d/%d\t%d\t%s\n", host, b.DatapathID, b.Connected, dash(b.Role), b.Converged,
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%d/%d\t%d\t%s\n", host, b.DatapathID, b.Connected, dash(b.Role), dash(b.Owner), converged,
 			b.FlowsInstalled, b.FlowsIntended, b.Revision, note)
 	}
 	tw.Flush()

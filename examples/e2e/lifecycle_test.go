@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -134,4 +135,47 @@ func TestBlueprintReload(t *testing.T) {
 	}
 	e.pingBlocked("blue-web-1", "10.10.1.12")
 	e.pingOK("red-app-1", "10.20.2.12", 5*time.Second)
+
+	// 3. Revision 3 removes host kvm3 (and its VMs): kvm3 keeps only its
+	// management flows (LOCAL<->uplink, tunnel allowlist), so it is not cut
+	// off from the management network.
+	var kept []string
+	skip := false
+	for _, line := range strings.Split(strings.Replace(good, "revision: 2", "revision: 3", 1), "\n") {
+		switch {
+		case strings.HasPrefix(line, "  - name: kvm3"):
+			skip = true
+			continue
+		case skip && strings.HasPrefix(line, "    "):
+			continue
+		case strings.Contains(line, "host: kvm3"):
+			continue
+		}
+		skip = false
+		kept = append(kept, line)
+	}
+	if err := os.WriteFile(e.bpPath, []byte(strings.Join(kept, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "kvm3 reduced to its management flows", func() (bool, string) {
+		st := e.status()
+		if st.LastReloadError != "" {
+			return false, st.LastReloadError
+		}
+		for _, b := range st.Bridges {
+			if b.DatapathID == "00000000000000a3" {
+				return b.Converged && b.Revision == 3 && b.FlowsInstalled > 0 && b.FlowsInstalled < 30, fmt.Sprintf("%+v", b)
+			}
+		}
+		return false, "kvm3 not in status"
+	})
+	ln, err := e.lab.Listen("kvm3", "tcp", 22)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Stop()
+	if err := e.lab.TCPConnect(e.ctx, "mgmt", "192.0.2.13", 22, 3*time.Second); err != nil {
+		t.Fatalf("management cannot reach the removed host kvm3: %v", err)
+	}
+	e.pingBlocked("blue-db-2", "10.10.2.11") // blue-db-1 was on kvm3 and left with it
 }

@@ -94,11 +94,34 @@ func demoBlueprint(t *testing.T, edit func(string) string) string {
 // waits until every bridge is converged.
 func startEnv(t *testing.T, blueprint string, ctlArgs ...string) *env {
 	t.Helper()
+	e := startEnvNoController(t, blueprint)
+	e.startController(ctlArgs...)
+	start := time.Now()
+	if _, err := e.lab.WaitConverged(e.ctx, 60*time.Second, 0); err != nil {
+		t.Fatalf("controller did not converge: %v", err)
+	}
+	t.Logf("all bridges converged %s after controller start", time.Since(start).Round(time.Millisecond))
+	return e
+}
+
+// startEnvNoController builds a lab (hosts provisioned by `vpcflow host
+// apply`, host watchers running) without starting a controller.
+func startEnvNoController(t *testing.T, blueprint string) *env {
+	t.Helper()
+	return startEnvWith(t, blueprint, filepath.Join(t.TempDir(), "lab"), nil)
+}
+
+// startEnvWith builds a lab in dir; provision, when set, replaces `vpcflow
+// host apply` as the lab's provisioning step.
+func startEnvWith(t *testing.T, blueprint, dir string, provision func(l *lab.Lab, host string) error) *env {
+	t.Helper()
 	skipIfDisabled(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	dir := t.TempDir()
-	bpPath := filepath.Join(dir, "blueprint.yaml")
+	bpPath := filepath.Join(filepath.Dir(dir), "blueprint.yaml")
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(bpPath, []byte(blueprint), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -106,17 +129,26 @@ func startEnv(t *testing.T, blueprint string, ctlArgs ...string) *env {
 	if err != nil {
 		t.Fatalf("blueprint: %v", err)
 	}
+	opts := lab.Options{Blueprint: bp, BlueprintPath: bpPath, VPCFlowBin: vpcflowBin, Watch: true, Dir: dir, KeepDir: true}
+	if provision != nil {
+		opts.Provision = func(ctx context.Context, l *lab.Lab, h *flows.Host) error { return provision(l, h.Name) }
+	}
 	upCtx, upCancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer upCancel()
-	l, err := lab.Up(upCtx, lab.Options{Blueprint: bp, BlueprintPath: bpPath, VPCFlowBin: vpcflowBin, Watch: true,
-		Dir: filepath.Join(dir, "lab"), KeepDir: true})
+	l, err := lab.Up(upCtx, opts)
 	if err != nil {
 		t.Fatalf("lab up: %v", err)
 	}
 	e := &env{t: t, lab: l, bp: bp, bpPath: bpPath, ctx: ctx}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("controller log (tail):\n%s", tailLines(readFile(filepath.Join(l.Dir(), "controller.log")), 40))
+			for i := 0; i < l.Replicas(); i++ {
+				name := "controller.log"
+				if i > 0 {
+					name = fmt.Sprintf("controller-%d.log", i+1)
+				}
+				t.Logf("%s (tail):\n%s", name, tailLines(readFile(filepath.Join(l.Dir(), name)), 40))
+			}
 			for _, h := range bp.Hosts {
 				t.Logf("%s watch log (tail):\n%s", h.Name, tailLines(readFile(filepath.Join(l.Dir(), h.Name, "watch.log")), 10))
 			}
@@ -125,12 +157,6 @@ func startEnv(t *testing.T, blueprint string, ctlArgs ...string) *env {
 			t.Errorf("lab down: %v", err)
 		}
 	})
-	e.startController(ctlArgs...)
-	start := time.Now()
-	if _, err := l.WaitConverged(ctx, 60*time.Second, 0); err != nil {
-		t.Fatalf("controller did not converge: %v", err)
-	}
-	t.Logf("all bridges converged %s after controller start", time.Since(start).Round(time.Millisecond))
 	return e
 }
 

@@ -1,0 +1,198 @@
+package cluster
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// Wire format of replica state (all integers unsigned varints, strings
+// length-prefixed):
+//
+//	msgState:    0x01 wireVersion entry
+//	push/pull:   wireVersion count entry×count
+//	entry:       name epoch seq revision hash maxGeneration openflow
+//	             nConnected delta-encoded-sorted-dpids×nConnected
+//
+// (epoch, seq) orders the states of one replica: epoch is the replica's
+// start time in nanoseconds, so a restarted replica's state supersedes its
+// previous life's even though seq restarts at 1.
+const (
+	msgState    byte = 0x01
+	wireVersion byte = 1
+)
+
+// stateEntry is one replica's versioned state.
+type stateEntry struct {
+	Name  string
+	Epoch uint64
+	Seq   uint64
+	State LocalState
+}
+
+func (e *stateEntry) newerThan(o *stateEntry) bool {
+	if e.Epoch != o.Epoch {
+		return e.Epoch > o.Epoch
+	}
+	return e.Seq > o.Seq
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendEntry(b []byte, e *stateEntry) []byte {
+	b = appendString(b, e.Name)
+	b = binary.AppendUvarint(b, e.Epoch)
+	b = binary.AppendUvarint(b, e.Seq)
+	b = binary.AppendUvarint(b, uint64(e.State.Revision))
+	b = appendString(b, e.State.Hash)
+	b = binary.AppendUvarint(b, e.State.MaxGeneration)
+	b = appendString(b, e.State.OpenFlow)
+	b = binary.AppendUvarint(b, uint64(len(e.State.Connected)))
+	prev := uint64(0)
+	for _, d := range e.State.Connected { // sorted, unique
+		b = binary.AppendUvarint(b, d-prev)
+		prev = d
+	}
+	return b
+}
+
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err = errors.New("truncated or overlong varint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) string() string {
+	n := r.uvarint()
+	if r.err != nil {
+		return ""
+	}
+	if n > uint64(len(r.b)) {
+		r.err = errors.New("truncated string")
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
+
+func (r *reader) entry() *stateEntry {
+	e := &stateEntry{}
+	e.Name = r.string()
+	e.Epoch = r.uvarint()
+	e.Seq = r.uvarint()
+	rev := r.uvarint()
+	if rev > 1<<32-1 {
+		r.err = fmt.Errorf("revision %d overflows uint32", rev)
+	}
+	e.State.Revision = uint32(rev)
+	e.State.Hash = r.string()
+	e.State.MaxGeneration = r.uvarint()
+	e.State.OpenFlow = r.string()
+	n := r.uvarint()
+	if r.err == nil && n > uint64(len(r.b)) { // each dpid takes ≥ 1 byte
+		r.err = fmt.Errorf("connected count %d exceeds message", n)
+	}
+	if r.err != nil {
+		return nil
+	}
+	if n > 0 {
+		e.State.Connected = make([]uint64, 0, n)
+	}
+	prev := uint64(0)
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		prev += r.uvarint()
+		e.State.Connected = append(e.State.Connected, prev)
+	}
+	if r.err != nil {
+		return nil
+	}
+	if e.Name == "" {
+		r.err = errors.New("state entry without a replica name")
+		return nil
+	}
+	return e
+}
+
+// encodeStateMsg encodes one entry as a user message (broadcast or
+// reliable send).
+func encodeStateMsg(e *stateEntry) []byte {
+	return appendEntry([]byte{msgState, wireVersion}, e)
+}
+
+// decodeStateMsg decodes a user message.
+func decodeStateMsg(b []byte) (*stateEntry, error) {
+	if len(b) < 2 || b[0] != msgState {
+		return nil, fmt.Errorf("unknown cluster message type")
+	}
+	if b[1] != wireVersion {
+		return nil, fmt.Errorf("cluster state wire version %d, want %d (mixed vpcflow versions?)", b[1], wireVersion)
+	}
+	r := &reader{b: b[2:]}
+	e := r.entry()
+	if r.err != nil {
+		return nil, fmt.Errorf("decoding cluster state: %w", r.err)
+	}
+	return e, nil
+}
+
+// encodePushPull encodes the full state exchanged by push/pull.
+func encodePushPull(es []*stateEntry) []byte {
+	b := []byte{wireVersion}
+	b = binary.AppendUvarint(b, uint64(len(es)))
+	for _, e := range es {
+		b = appendEntry(b, e)
+	}
+	return b
+}
+
+// decodePushPull decodes encodePushPull output.
+func decodePushPull(b []byte) ([]*stateEntry, error) {
+	if len(b) < 1 {
+		return nil, errors.New("empty cluster push/pull state")
+	}
+	if b[0] != wireVersion {
+		return nil, fmt.Errorf("cluster push/pull wire version %d, want %d (mixed vpcflow versions?)", b[0], wireVersion)
+	}
+	r := &reader{b: b[1:]}
+	n := r.uvarint()
+	if r.err == nil && n > uint64(len(r.b)) {
+		return nil, fmt.Errorf("cluster push/pull: %d entries exceed message", n)
+	}
+	var out []*stateEntry
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		if e := r.entry(); e != nil {
+			out = append(out, e)
+		}
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("decoding cluster push/pull state: %w", r.err)
+	}
+	return out, nil
+}
+
+// normalizeConnected returns a sorted, de-duplicated copy.
+func normalizeConnected(in []uint64) []uint64 {
+	if len(in) == 0 {
+		return nil
+	}
+	out := slices.Clone(in)
+	slices.Sort(out)
+	return slices.Compact(out)
+}

@@ -1,0 +1,160 @@
+package controller
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"sync/atomic"
+
+	"github.com/vpcflow/vpcflow/cluster"
+	"github.com/vpcflow/vpcflow/flows"
+)
+
+// localGen is the highest role generation id this process has seen when
+// running without a cluster.
+var localGen atomic.Uint64
+
+// generationNewer reports whether a is newer than b in OpenFlow's wrapping
+// comparison (the switch refuses a claim whose id is "older": int64(a-b) < 0).
+func generationNewer(a, b uint64) bool { return int64(a-b) > 0 }
+
+// undefinedGeneration is what OVS reports before any controller set an id.
+const undefinedGeneration = math.MaxUint64
+
+func (c *Controller) maxGeneration() uint64 {
+	if cl := c.opts.Cluster; cl != nil {
+		return cl.MaxGeneration()
+	}
+	return localGen.Load()
+}
+
+func (c *Controller) observeGeneration(g uint64) {
+	if g == undefinedGeneration {
+		return
+	}
+	if cl := c.opts.Cluster; cl != nil {
+		cl.ObserveGeneration(g)
+		return
+	}
+	for {
+		cur := localGen.Load()
+		if !generationNewer(g, cur) || localGen.CompareAndSwap(cur, g) {
+			return
+		}
+	}
+}
+
+// nextGeneration is the id of a MASTER claim: one above both the switch's
+// current id and every id gossiped in the cluster.
+func (c *Controller) nextGeneration(switchGen uint64) uint64 {
+	g := c.maxGeneration()
+	if switchGen != undefinedGeneration && generationNewer(switchGen, g) {
+		g = switchGen
+	}
+	if switchGen == undefinedGeneration && g == 0 {
+		return 1
+	}
+	return g + 1
+}
+
+// ownerOf names the replica owning a bridge ("" without a cluster).
+func (c *Controller) ownerOf(dpid uint64) string {
+	if cl := c.opts.Cluster; cl != nil {
+		o, _ := cl.Owner(dpid)
+		return o
+	}
+	return ""
+}
+
+// wantMaster decides whether this replica should be MASTER of a bridge:
+// always without a cluster; with one, only the owner, only with a quorum, and
+// only when no live replica enforces a newer blueprint (or a conflicting one
+// with the same revision).
+func (c *Controller) wantMaster(dpid uint64, p *policy) (bool, string) {
+	cl := c.opts.Cluster
+	if cl == nil {
+		return true, ""
+	}
+	if c.leaving.Load() {
+		return false, "this replica is leaving the cluster"
+	}
+	if !cl.HasQuorum() {
+		return false, "no quorum: this replica does not see a majority of the replica set"
+	}
+	owner, ok := cl.Owner(dpid)
+	if !ok || owner != cl.Name() {
+		return false, "owned by replica " + owner
+	}
+	for _, m := range cl.Members() {
+		if m.State.Revision > p.bp.Revision {
+			return false, fmt.Sprintf("replica %s enforces newer blueprint revision %d (this replica has %d): load it", m.Name, m.State.Revision, p.bp.Revision)
+		}
+		if m.State.Revision == p.bp.Revision && m.State.Hash != "" && m.State.Hash != p.hash {
+			return false, fmt.Sprintf("replica %s enforces different content under the same revision %d: blueprint conflict", m.Name, p.bp.Revision)
+		}
+	}
+	return true, ""
+}
+
+// publishState gossips this replica's blueprint version, connected bridges
+// and highest generation id.
+func (c *Controller) publishState() {
+	cl := c.opts.Cluster
+	if cl == nil {
+		return
+	}
+	c.mu.Lock()
+	p := c.pol
+	dpids := make([]uint64, 0, len(c.bridges))
+	for d, b := range c.bridges {
+		if b.status().Known {
+			dpids = append(dpids, d)
+		}
+	}
+	c.mu.Unlock()
+	sort.Slice(dpids, func(i, j int) bool { return dpids[i] < dpids[j] })
+	cl.SetLocal(cluster.LocalState{Revision: p.bp.Revision, Hash: p.hash, Connected: dpids,
+		MaxGeneration: cl.MaxGeneration(), OpenFlow: c.opts.Listen})
+}
+
+// ClusterStatus is the cluster part of /status.
+type ClusterStatus struct {
+	Self    string          `json:"self"`
+	Quorum  bool            `json:"quorum"`
+	Members []ClusterMember `json:"members"`
+}
+
+// ClusterMember is one live replica in /status.
+type ClusterMember struct {
+	Name          string   `json:"name"`
+	Addr          string   `json:"addr"`
+	Self          bool     `json:"self,omitempty"`
+	Revision      uint32   `json:"revision"`
+	Hash          string   `json:"blueprint_hash"`
+	Connected     int      `json:"bridges_connected"`
+	Owned         []string `json:"bridges_owned"`
+	MaxGeneration uint64   `json:"max_generation"`
+}
+
+func (c *Controller) clusterStatus() *ClusterStatus {
+	cl := c.opts.Cluster
+	if cl == nil {
+		return nil
+	}
+	cs := &ClusterStatus{Self: cl.Name(), Quorum: cl.HasQuorum()}
+	for _, m := range cl.Members() {
+		cm := ClusterMember{Name: m.Name, Addr: m.Addr, Self: m.Self, Revision: m.State.Revision, Hash: m.State.Hash,
+			Connected: len(m.State.Connected), MaxGeneration: m.State.MaxGeneration, Owned: []string{}}
+		for _, d := range m.Owned {
+			cm.Owned = append(cm.Owned, fmt.Sprintf("%016x", d))
+		}
+		cs.Members = append(cs.Members, cm)
+	}
+	return cs
+}
+
+// SetCluster makes this controller a replica of cl (call before Run).
+func (c *Controller) SetCluster(cl *cluster.Cluster) { c.opts.Cluster = cl }
+
+// Blueprint returns the blueprint in force.
+func (c *Controller) Blueprint() *flows.Blueprint { return c.policy().bp }

@@ -1,0 +1,357 @@
+package e2e
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vpcflow/vpcflow/examples/lab"
+	"github.com/vpcflow/vpcflow/flows"
+)
+
+// clusterBlueprint is the demo with three controller replicas.
+func clusterBlueprint(t *testing.T) string {
+	return demoBlueprint(t, func(s string) string {
+		return strings.Replace(s, "controllers: [tcp:192.0.2.250:6653]",
+			"controllers: [tcp:192.0.2.250:6653, tcp:192.0.2.251:6653, tcp:192.0.2.252:6653]", 1)
+	})
+}
+
+// clusterEnv is a lab with three replicas, each in its own management namespace.
+type clusterEnv struct {
+	*env
+	procs map[int]*lab.Proc
+}
+
+var allReplicas = []int{0, 1, 2}
+
+func startCluster(t *testing.T, blueprint string, ctlArgs ...string) *clusterEnv {
+	t.Helper()
+	e := startEnvNoController(t, blueprint)
+	ce := &clusterEnv{env: e, procs: map[int]*lab.Proc{}}
+	for _, i := range allReplicas {
+		ce.startReplica(i, ctlArgs...)
+	}
+	start := time.Now()
+	v, err := e.lab.WaitClusterConverged(e.ctx, allReplicas, 60*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("3 replicas converged %s after start: %s", time.Since(start).Round(time.Millisecond), v.Ownership())
+	return ce
+}
+
+func (ce *clusterEnv) startReplica(i int, args ...string) {
+	ce.t.Helper()
+	p, err := ce.lab.StartControllerIn(i, ce.lab.ReplicaArgs(i, append([]string{"--drift-interval", "5s"}, args...)...)...)
+	if err != nil {
+		ce.t.Fatal(err)
+	}
+	ce.procs[i] = p
+	ce.t.Cleanup(func() {
+		if p.Running() {
+			_ = p.Kill()
+		}
+	})
+}
+
+func without(all []int, x int) []int {
+	var out []int
+	for _, i := range all {
+		if i != x {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// pingDuring runs a continuous same-tier ping across hosts (blue-web-1 on
+// kvm1 -> blue-web-2 on kvm2) around f and asserts zero loss.
+func (ce *clusterEnv) pingDuring(what string, f func()) {
+	t := ce.t
+	t.Helper()
+	ce.pingOK("blue-web-1", "10.10.1.12", 10*time.Second)
+	ping, err := ce.lab.StartPing("blue-web-1", "10.10.1.12", 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReplies(t, ping, 5)
+	f()
+	n := replies(ping)
+	waitReplies(t, ping, n+20)
+	_ = ping.Stop()
+	tx, rx := ping.PingStats()
+	t.Logf("ping during %s: %d transmitted, %d received, %d lost", what, tx, rx, tx-rx)
+	if tx < 20 || tx-rx > 1 {
+		t.Fatalf("packet loss during %s: %d transmitted, %d received", what, tx, rx)
+	}
+}
+
+func TestClusterFailover(t *testing.T) {
+	ce := startCluster(t, clusterBlueprint(t))
+	v, _ := ce.lab.ReadCluster(ce.ctx, allReplicas)
+	owners := map[int]bool{}
+	for _, h := range ce.bp.Hosts {
+		owners[v.OwnerOf(h.Name)] = true
+	}
+	if len(owners) < 2 {
+		t.Errorf("bridges not spread over the replicas: %s", v.Ownership())
+	}
+	victim := v.OwnerOf("kvm1")
+	var victimHosts []string
+	for _, h := range ce.bp.Hosts {
+		if v.OwnerOf(h.Name) == victim {
+			victimHosts = append(victimHosts, h.Name)
+		}
+	}
+	survivors := without(allReplicas, victim)
+
+	ce.pingDuring("SIGKILL of the owner of kvm1", func() {
+		killed := time.Now()
+		if err := ce.procs[victim].Kill(); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 20*time.Second, "survivors master the killed replica's bridges", func() (bool, string) {
+			v, err := ce.lab.ReadCluster(ce.ctx, survivors)
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, h := range victimHosts {
+				if len(v.Masters[h]) != 1 {
+					return false, v.Ownership()
+				}
+			}
+			return true, ""
+		})
+		t.Logf("failover: new MASTER on %v %s after SIGKILL of replica %d", victimHosts, time.Since(killed).Round(time.Millisecond), victim)
+		if _, err := ce.lab.WaitClusterConverged(ce.ctx, survivors, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	ce.pingDuring("restart of the killed replica", func() {
+		ce.startReplica(victim)
+		// The switches reconnect to the restarted replica (OVS backs off up
+		// to max_backoff); ownership then moves back to it once, by
+		// rendezvous hashing over the replicas each bridge is connected to.
+		eventually(t, 30*time.Second, "switches reconnected to the restarted replica", func() (bool, string) {
+			st, err := ce.lab.ReplicaStatus(ce.ctx, victim)
+			if err != nil {
+				return false, err.Error()
+			}
+			n := 0
+			for _, b := range st.Bridges {
+				if b.Known && b.Connected {
+					n++
+				}
+			}
+			return n == len(ce.bp.Hosts), fmt.Sprintf("%d connected", n)
+		})
+		v, err := ce.lab.WaitClusterConverged(ce.ctx, allReplicas, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// No flapping: ownership stays put for a bounded window.
+		before := v.Ownership()
+		deadline := time.Now().Add(3 * time.Second)
+		for time.Now().Before(deadline) {
+			v2, err := ce.lab.ReadCluster(ce.ctx, allReplicas)
+			if err == nil {
+				if ok, why := v2.Converged(hostNames(ce.bp)); !ok || v2.Ownership() != before {
+					t.Fatalf("ownership flapped after rejoin: %s -> %s (%s)", before, v2.Ownership(), why)
+				}
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		t.Logf("rejoined: %s", before)
+	})
+	checkMatrix(t, ce.env)
+}
+
+func hostNames(bp *flows.Blueprint) []string {
+	var out []string
+	for _, h := range bp.Hosts {
+		out = append(out, h.Name)
+	}
+	return out
+}
+
+func TestClusterGracefulHandover(t *testing.T) {
+	ce := startCluster(t, clusterBlueprint(t))
+	v, _ := ce.lab.ReadCluster(ce.ctx, allReplicas)
+	victim := v.OwnerOf("kvm2")
+	ce.pingDuring("SIGTERM of the owner of kvm2", func() {
+		start := time.Now()
+		if err := ce.procs[victim].Stop(); err != nil {
+			t.Logf("stop: %v", err)
+		}
+		t.Logf("replica %d exited %s after SIGTERM", victim, time.Since(start).Round(time.Millisecond))
+		if !strings.Contains(ce.procs[victim].Log(), "handover complete") {
+			t.Errorf("replica %d did not report a completed handover:\n%s", victim, tailLines(ce.procs[victim].Log(), 15))
+		}
+		if _, err := ce.lab.WaitClusterConverged(ce.ctx, without(allReplicas, victim), 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("handover: survivors converged %s after SIGTERM", time.Since(start).Round(time.Millisecond))
+	})
+}
+
+func TestClusterPartition(t *testing.T) {
+	ce := startCluster(t, clusterBlueprint(t))
+	v, _ := ce.lab.ReadCluster(ce.ctx, allReplicas)
+	minority := v.OwnerOf("kvm1")
+	majority := without(allReplicas, minority)
+	var majorityAddrs []string
+	for _, i := range majority {
+		majorityAddrs = append(majorityAddrs, ce.lab.ReplicaAddr(i))
+	}
+	ce.pingDuring("a partition of the owner of kvm1 and its healing", func() {
+		if err := ce.lab.Partition(ce.ctx, minority, majorityAddrs); err != nil {
+			t.Fatal(err)
+		}
+		// The minority loses its quorum and stops writing; the majority
+		// masters every bridge. At no moment do two replicas report MASTER
+		// of one bridge for longer than the switch takes to demote one.
+		eventually(t, 20*time.Second, "minority without quorum, majority masters everything", func() (bool, string) {
+			st, err := ce.lab.ReplicaStatus(ce.ctx, minority)
+			if err != nil {
+				return false, err.Error()
+			}
+			if st.Cluster == nil || st.Cluster.Quorum {
+				return false, "minority still has quorum"
+			}
+			for _, b := range st.Bridges {
+				if b.Known && b.Role == "MASTER" {
+					return false, fmt.Sprintf("minority still MASTER of %s", b.Host)
+				}
+			}
+			v, err := ce.lab.ReadCluster(ce.ctx, majority)
+			if err != nil {
+				return false, err.Error()
+			}
+			ok, why := v.Converged(hostNames(ce.bp))
+			return ok, why
+		})
+		// Writes from the stale side must fail at the switch: ask the
+		// minority replica's view of roles as the switches report them.
+		st, _ := ce.lab.ReplicaStatus(ce.ctx, minority)
+		for _, b := range st.Bridges {
+			if b.Known && b.Connected && b.Role != "SLAVE" {
+				t.Errorf("minority replica: bridge %s role %q, want SLAVE", b.Host, b.Role)
+			}
+		}
+		if err := ce.lab.Heal(ce.ctx, minority); err != nil {
+			t.Fatal(err)
+		}
+		v, err := ce.lab.WaitClusterConverged(ce.ctx, allReplicas, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("healed: %s", v.Ownership())
+	})
+	checkMatrix(t, ce.env)
+}
+
+// TestProvisioningRace: several `vpcflow host apply` processes (one per
+// replica) race on the same fresh hosts, repeatedly; every round ends in
+// exactly one correct configuration.
+func TestProvisioningRace(t *testing.T) {
+	e := startEnvNoController(t, clusterBlueprint(t))
+	for round := 0; round < 4; round++ {
+		for _, h := range e.bp.Hosts {
+			// Make the host fresh again: no controller rows, no tunnel port.
+			if _, err := e.lab.OVS(e.ctx, h.Name, "ovs-vsctl", "del-controller", lab.Bridge, "--", "--if-exists", "del-port", lab.Bridge, "vpcflow-vxlan"); err != nil {
+				t.Fatal(err)
+			}
+			errs := make(chan error, 3)
+			for r := 0; r < 3; r++ {
+				go func() {
+					_, err := e.lab.Exec(e.ctx, e.lab.HostNS(h.Name), vpcflowBin, "host", "apply", "--blueprint", e.bpPath,
+						"--host", h.Name, "--ovsdb", e.lab.DBSock(h.Name))
+					errs <- err
+				}()
+			}
+			for r := 0; r < 3; r++ {
+				if err := <-errs; err != nil {
+					t.Fatalf("round %d %s: concurrent host apply failed: %v", round, h.Name, err)
+				}
+			}
+			ctls, _ := e.lab.OVS(e.ctx, h.Name, "ovs-vsctl", "--columns=target", "--format=csv", "--no-headings", "list", "controller")
+			targets := strings.Fields(strings.ReplaceAll(ctls, "\"", ""))
+			sort.Strings(targets)
+			want := []string{"tcp:192.0.2.250:6653", "tcp:192.0.2.251:6653", "tcp:192.0.2.252:6653"}
+			if strings.Join(targets, " ") != strings.Join(want, " ") {
+				t.Fatalf("round %d %s: controller rows %v, want exactly %v", round, h.Name, targets, want)
+			}
+			ports, _ := e.lab.OVS(e.ctx, h.Name, "ovs-vsctl", "list-ports", lab.Bridge)
+			if n := strings.Count(ports, "vpcflow-"); n != 1 {
+				t.Fatalf("round %d %s: %d tunnel ports: %s", round, h.Name, n, ports)
+			}
+		}
+	}
+}
+
+// TestClusterProvisions: replicas with --provision configure half-fresh
+// hosts (fail_mode=secure only: no controller targets, no tunnel port) over
+// OVSDB; only each host's owner does, and the hosts end up converged.
+func TestClusterProvisions(t *testing.T) {
+	bp := clusterBlueprint(t)
+	dir := t.TempDir() + "/lab"
+	for _, h := range []string{"kvm1", "kvm2", "kvm3"} {
+		bp = strings.Replace(bp, "    uplink: eth0\n", "    uplink: eth0 # "+h+"\n    ovsdb: unix:"+dir+"/"+h+"/db.sock\n", 1)
+	}
+	e := startEnvWith(t, bp, dir, func(l *lab.Lab, host string) error {
+		_, err := l.OVS(t.Context(), host, "ovs-vsctl", "set", "bridge", lab.Bridge, "fail_mode=secure")
+		return err
+	})
+	ce := &clusterEnv{env: e, procs: map[int]*lab.Proc{}}
+	for _, i := range allReplicas {
+		ce.startReplica(i, "--provision")
+	}
+	v, err := e.lab.WaitClusterConverged(e.ctx, allReplicas, 60*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("provisioned and converged: %s", v.Ownership())
+	for _, h := range e.bp.Hosts {
+		var by []int
+		for _, i := range allReplicas {
+			if lineWith(ce.procs[i].Log(), "host provisioned", "host="+h.Name) != "" {
+				by = append(by, i)
+			}
+		}
+		// Ownership can move while replicas join (2 of 3 form a quorum before
+		// the third arrives), so more than one replica may have provisioned a
+		// host over time; OVSDB wait-guards keep the result single.
+		t.Logf("%s provisioned by replicas %v (final owner %d)", h.Name, by, v.OwnerOf(h.Name))
+		if len(by) == 0 {
+			t.Errorf("%s: no replica provisioned it", h.Name)
+		}
+		ctls, _ := e.lab.OVS(e.ctx, h.Name, "ovs-vsctl", "--columns=target", "--format=csv", "--no-headings", "list", "controller")
+		if n := len(strings.Fields(ctls)); n != 3 {
+			t.Errorf("%s: %d controller rows: %s", h.Name, n, ctls)
+		}
+		ports, _ := e.lab.OVS(e.ctx, h.Name, "ovs-vsctl", "list-ports", lab.Bridge)
+		if n := strings.Count(ports, "vpcflow-"); n != 1 {
+			t.Errorf("%s: %d tunnel ports: %s", h.Name, n, ports)
+		}
+	}
+	checkMatrix(t, e)
+}
+
+func lineWith(s string, subs ...string) string {
+	for _, l := range strings.Split(s, "\n") {
+		ok := true
+		for _, x := range subs {
+			if !strings.Contains(l, x) {
+				ok = false
+			}
+		}
+		if ok {
+			return l
+		}
+	}
+	return ""
+}
