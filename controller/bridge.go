@@ -29,18 +29,21 @@ type bridge struct {
 
 // BridgeStatus is what /status reports per bridge.
 type BridgeStatus struct {
-	DatapathID     string    `json:"datapath_id"`
-	Host           string    `json:"host,omitempty"`
-	Known          bool      `json:"known"`
-	Connected      bool      `json:"connected"`
-	Remote         string    `json:"remote,omitempty"`
-	Role           string    `json:"role,omitempty"`
-	GenerationID   uint64    `json:"generation_id,omitempty"`
-	Converged      bool      `json:"converged"`
-	FlowsIntended  int       `json:"flows_intended"`
-	FlowsInstalled int       `json:"flows_installed"`
-	Revision       uint32    `json:"revision"`
-	MissingPorts   []string  `json:"missing_ports,omitempty"`
+	DatapathID     string   `json:"datapath_id"`
+	Host           string   `json:"host,omitempty"`
+	Known          bool     `json:"known"`
+	Connected      bool     `json:"connected"`
+	Remote         string   `json:"remote,omitempty"`
+	Role           string   `json:"role,omitempty"`
+	GenerationID   uint64   `json:"generation_id,omitempty"`
+	Converged      bool     `json:"converged"`
+	FlowsIntended  int      `json:"flows_intended"`
+	FlowsInstalled int      `json:"flows_installed"`
+	Revision       uint32   `json:"revision"`
+	MissingPorts   []string `json:"missing_ports,omitempty"`
+	// UnmanagedPorts are ports on the bridge the blueprint does not name:
+	// they get no flows (everything from them is dropped by classify).
+	UnmanagedPorts []string  `json:"unmanaged_ports,omitempty"`
 	LastReconcile  time.Time `json:"last_reconcile,omitempty"`
 	LastChanges    int       `json:"last_changes"`
 	FlowModsSent   uint64    `json:"flow_mods_sent"`
@@ -111,11 +114,28 @@ func (b *bridge) run(ctx context.Context) {
 		p := b.c.policy()
 		h, removed := b.hostFor(p)
 		if h == nil {
-			b.update(func(s *BridgeStatus) {
-				s.Known, s.Host, s.Converged = false, "", false
-				s.LastError = "datapath id not in the blueprint: no flows sent (fail-closed)"
-			})
-			b.log.Warn("unknown datapath: not in the blueprint; it gets no flow-mods and stays fail-closed")
+			b.update(func(s *BridgeStatus) { s.Known, s.Host, s.Converged = false, "", false })
+			err := b.reconcileOrphan(ctx, master, reason)
+			if errors.Is(err, errNeedMaster) {
+				// Guest flows of a removed host to delete: only the owner
+				// (MASTER) may. Nothing is claimed for a truly unknown datapath.
+				want, why := b.c.wantMaster(b.dpid, p)
+				b.update(func(s *BridgeStatus) { s.Standby = why })
+				err = nil
+				if want && time.Now().After(claimBlockedUntil) {
+					if err = b.claimMaster(ctx); err == nil {
+						master = true
+						err = b.reconcileOrphan(ctx, master, reason)
+					}
+				}
+			}
+			if err != nil {
+				if b.conn.Err() != nil {
+					return
+				}
+				b.log.WithError(err).Warn("orphan reconcile failed; will retry")
+				retry = time.After(b.c.opts.RetryInterval)
+			}
 		} else {
 			b.update(func(s *BridgeStatus) { s.Known, s.Host = true, h.Name })
 			want, why := b.c.wantMaster(b.dpid, p)
@@ -275,6 +295,7 @@ func (b *bridge) reconcile(ctx context.Context, p *policy, h *flows.Host, remove
 	names := ports.Names()
 	intended, missing := flows.Bind(compiled, ports)
 	sort.Strings(missing)
+	unmanaged := unmanagedPorts(compiled, ports)
 	installed, err := b.readFlows(ctx, names)
 	if err != nil {
 		return err
@@ -316,6 +337,7 @@ func (b *bridge) reconcile(ctx context.Context, p *policy, h *flows.Host, remove
 		s.FlowsIntended, s.FlowsInstalled = len(intended), len(installed)
 		s.Revision = p.bp.Revision
 		s.MissingPorts = missing
+		s.UnmanagedPorts = unmanaged
 		s.LastReconcile = time.Now()
 		s.LastChanges = sent
 		s.FlowModsSent += uint64(sent)
@@ -329,6 +351,9 @@ func (b *bridge) reconcile(ctx context.Context, p *policy, h *flows.Host, remove
 		"installed": len(installed), "converged": converged, "took": time.Since(start).Round(time.Millisecond).String()}
 	if len(missing) > 0 {
 		lf["missing_ports"] = missing
+	}
+	if len(unmanaged) > 0 {
+		lf["unmanaged_ports"] = unmanaged
 	}
 	if sent > 0 || !converged {
 		b.log.WithFields(lf).Info("reconciled")
@@ -373,4 +398,113 @@ func (b *bridge) logChanges(d *FlowDiff, reason string) {
 		}
 		b.log.WithFields(lf).Info("flow change")
 	}
+}
+
+// errNeedMaster: the orphan reconcile has guest flows to remove but this
+// replica is not MASTER of the bridge.
+var errNeedMaster = errors.New("not MASTER")
+
+// mgmtCategory reports whether a flow category keeps a host reachable (the
+// flows a host removed from the blueprint keeps).
+func mgmtCategory(f *flows.Flow) bool {
+	switch f.Cookie.Category() {
+	case flows.CatUnderlayMgmt, flows.CatHostOut, flows.CatTunnelAllow, flows.CatTunnelDrop,
+		flows.CatPeerARPGuard, flows.CatDefaultDrop:
+		return true
+	case flows.CatClassify:
+		// Only the uplink and LOCAL entries, not VM or tunnel ports.
+		o := f.Cookie.Object()
+		return o == 0 || o == 1
+	}
+	return false
+}
+
+// reconcileOrphan handles a datapath that is not in the blueprint. If its
+// table holds flows with vpcflow cookies, it is a host that was removed from
+// the blueprint (perhaps before this controller started): its management
+// flows (LOCAL<->uplink, tunnel allowlist) are kept as installed and every
+// guest flow is removed, so stale tenant policy never outlives the host's
+// removal. A datapath with no vpcflow flows is unknown: it gets no flow-mods
+// at all and stays fail-closed.
+func (b *bridge) reconcileOrphan(ctx context.Context, master bool, reason string) error {
+	ctx, cancel := context.WithTimeout(ctx, b.c.opts.OpTimeout)
+	defer cancel()
+	ports := flows.PortMap(b.conn.Ports())
+	installed, err := b.readFlows(ctx, ports.Names())
+	if err != nil {
+		return err
+	}
+	ours := false
+	var keep []flows.Flow
+	for i := range installed {
+		f := &installed[i]
+		if f.Unknown == "" && f.Cookie.Category() == flows.CatClassify {
+			ours = true
+		}
+		if f.Unknown == "" && mgmtCategory(f) {
+			keep = append(keep, *f)
+		}
+	}
+	if !ours {
+		b.update(func(s *BridgeStatus) {
+			s.FlowsInstalled = len(installed)
+			s.LastError = "datapath id not in the blueprint: no flows sent (fail-closed)"
+		})
+		b.log.WithField("flows", len(installed)).Warn("unknown datapath: not in the blueprint; it gets no flow-mods and stays fail-closed")
+		return nil
+	}
+	d := DiffFlows(keep, installed)
+	b.update(func(s *BridgeStatus) {
+		s.FlowsIntended, s.FlowsInstalled = len(keep), len(installed)
+		s.LastError = "host removed from the blueprint: management flows kept, guest flows removed"
+		s.Converged = d.Empty()
+	})
+	if d.Empty() {
+		return nil
+	}
+	if !master {
+		return errNeedMaster
+	}
+	msgs := make([][]byte, 0, len(d.Extra))
+	for i := range d.Extra {
+		m, err := flows.AppendFlowMod(nil, &d.Extra[i], flows.CmdDeleteStrict, ports)
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, m)
+	}
+	if err := b.conn.Bundle(ctx, msgs); err != nil {
+		return err
+	}
+	b.logChanges(&d, reason+" (host removed from the blueprint)")
+	b.update(func(s *BridgeStatus) {
+		s.FlowsInstalled = len(keep)
+		s.FlowModsSent += uint64(len(msgs))
+		s.Converged = true
+	})
+	return nil
+}
+
+// unmanagedPorts lists the bridge's ports that no compiled flow names.
+func unmanagedPorts(compiled []flows.Flow, ports flows.PortMap) []string {
+	named := map[string]bool{}
+	for i := range compiled {
+		if mf, ok := compiled[i].Match.Get(flows.FInPort); ok {
+			named[mf.Port] = true
+		}
+		for _, a := range compiled[i].Actions {
+			if o, ok := a.(flows.Output); ok {
+				named[o.Port] = true
+			}
+		}
+	}
+	var out []string
+	for name, no := range ports {
+		if no == flows.OFPPLocal || named[name] {
+			continue
+		}
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -42,8 +42,9 @@ type Options struct {
 	// OpTimeout bounds one OpenFlow operation (dump, bundle) (default 60s).
 	OpTimeout time.Duration
 	// ReclaimBackoff is how long a replica waits before re-claiming MASTER
-	// of a bridge after the switch demoted it (default 2s): replicas never
-	// fight over a bridge while their views of the cluster differ.
+	// of a bridge after the switch demoted it (default 5s, longer than the
+	// ~2.2 s a partitioned replica keeps believing it has a quorum): replicas
+	// never fight over a bridge while their views of the cluster differ.
 	ReclaimBackoff time.Duration
 	// Cluster, when set, makes this controller one replica of a cluster:
 	// only the bridge's owner (with a quorum) claims MASTER. nil = a single
@@ -81,7 +82,7 @@ func (o *Options) defaults() {
 		o.OpTimeout = 60 * time.Second
 	}
 	if o.ReclaimBackoff == 0 {
-		o.ReclaimBackoff = 2 * time.Second
+		o.ReclaimBackoff = 5 * time.Second
 	}
 	if o.ProvisionInterval == 0 {
 		o.ProvisionInterval = 30 * time.Second

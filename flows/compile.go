@@ -17,8 +17,9 @@ const (
 // conjTrustedPeers is the conjunction id of the trusted_peers tunnel match.
 const conjTrustedPeers = 1
 
-// VMObject is the cookie object id of a VM: a 32-bit FNV-1a hash of its name.
-// Audit maps it back through the provenance index (Index).
+// VMObject is the cookie object id of a VM: a 32-bit FNV-1a hash of its name
+// (the validator rejects blueprints where two VM names collide), so a flow's
+// cookie maps back to exactly one VM.
 func VMObject(name string) uint32 {
 	h := fnv.New32a()
 	h.Write([]byte(name))
@@ -151,7 +152,7 @@ func Compile(bp *Blueprint, hostName string) ([]Flow, error) {
 
 // CompileManagement returns only the flows that keep a host reachable
 // (LOCAL<->uplink and the tunnel allowlist). Used for a host removed from the
-// blueprint (DESIGN §5) and by `host watch` documentation.
+// blueprint (DESIGN §5).
 func CompileManagement(bp *Blueprint, h *Host) []Flow {
 	v := &hostView{bp: bp, host: h}
 	b := &builder{rev: bp.Revision}

@@ -41,7 +41,7 @@ const (
 	CatVPCForward             // [VM id] delivery to a VM's MAC (local port or tunnel)
 	CatFlood                  // [VNI] broadcast/multicast within a tier
 	CatDefaultDrop            // [table] a table's miss
-	CatTrustedPeerIn          // [conj id / VNI / peer IPv4] tunnel keys accepted from trusted_peers
+	CatTrustedPeerIn          // [VNI: clause 1/2, peer IPv4: clause 2/2, 0: the conj_id flow] tunnel keys accepted from trusted_peers
 	numCategories
 )
 

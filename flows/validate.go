@@ -349,6 +349,7 @@ func (v *validator) checkVPCs() {
 	vpcNames := map[string]int{}
 	vnis := map[uint32]string{}
 	vmNames := map[string]string{}
+	vmObjects := map[uint32]string{}
 	vmMACs := map[MAC]vmRef{}
 	ports := map[string]vmRef{} // host + "\x00" + port
 
@@ -433,8 +434,11 @@ func (v *validator) checkVPCs() {
 					v.errorf(fm+".name", "VM %s", msg)
 				} else if other, dup := vmNames[vm.Name]; dup {
 					v.errorf(fm+".name", "VM name %q is already used by %s: VM names must be unique across the blueprint", vm.Name, other)
+				} else if o, clash := vmObjects[VMObject(vm.Name)]; clash {
+					v.errorf(fm+".name", "VM name %q hashes to the same flow cookie object (0x%08x) as VM %q: rename one of them (cookies must map back to exactly one VM)", vm.Name, VMObject(vm.Name), o)
 				} else {
 					vmNames[vm.Name] = fm
+					vmObjects[VMObject(vm.Name)] = vm.Name
 				}
 
 				hi, hostKnown := hostIdx[vm.Host]

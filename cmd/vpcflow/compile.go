@@ -18,7 +18,7 @@ func runCompile(args []string) int {
 	host := fs.String("host", "", "host name from the blueprint (required)")
 	bare := fs.Bool("bare", false, "print only flows, no rule annotations")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	if *bpPath == "" || *host == "" {
 		fmt.Fprintln(os.Stderr, "vpcflow compile: --blueprint and --host are required")

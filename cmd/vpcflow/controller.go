@@ -52,7 +52,7 @@ func runController(args []string) int {
 	logFormat := fs.String("log-format", "text", "text or json")
 	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	if *bpPath == "" {
 		fmt.Fprintln(os.Stderr, "vpcflow controller: --blueprint is required")

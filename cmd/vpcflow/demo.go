@@ -60,7 +60,7 @@ func runDemo(args []string) int {
 	keep := fs.Bool("keep", false, "keep the lab running after the report until Ctrl-C (explore it with ip netns / ovs-ofctl)")
 	noInstall := fs.Bool("no-install", false, "do not apt-get install missing tools")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "vpcflow demo: must run as root (it creates network namespaces and OVS daemons)")

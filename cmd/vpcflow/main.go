@@ -3,6 +3,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"sort"
@@ -46,4 +47,12 @@ func main() {
 		os.Exit(2)
 	}
 	os.Exit(c.run(os.Args[2:]))
+}
+
+// parseExit maps a flag parse error to the exit code: 0 for -h, 2 otherwise.
+func parseExit(err error) int {
+	if err == flag.ErrHelp {
+		return 0
+	}
+	return 2
 }

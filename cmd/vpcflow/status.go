@@ -39,7 +39,7 @@ func runStatus(args []string) int {
 	url := fs.String("controller", "http://127.0.0.1:9653", "controller status API URL")
 	asJSON := fs.Bool("json", false, "print the raw JSON document")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseExit(err)
 	}
 	st, err := fetchStatus(*url)
 	if err != nil {

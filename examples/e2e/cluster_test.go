@@ -208,6 +208,7 @@ func TestClusterPartition(t *testing.T) {
 		majorityAddrs = append(majorityAddrs, ce.lab.ReplicaAddr(i))
 	}
 	ce.pingDuring("a partition of the owner of kvm1 and its healing", func() {
+		grantsBefore := strings.Count(ce.procs[minority].Log(), "role=MASTER")
 		if err := ce.lab.Partition(ce.ctx, minority, majorityAddrs); err != nil {
 			t.Fatal(err)
 		}
@@ -241,6 +242,12 @@ func TestClusterPartition(t *testing.T) {
 			if b.Known && b.Connected && b.Role != "SLAVE" {
 				t.Errorf("minority replica: bridge %s role %q, want SLAVE", b.Host, b.Role)
 			}
+		}
+		// Hold the partition past the minority's re-claim back-off: the
+		// cut-off replica must never win MASTER back while partitioned.
+		time.Sleep(6 * time.Second) // bounded observation window (negative check)
+		if n := strings.Count(ce.procs[minority].Log(), "role=MASTER"); n != grantsBefore {
+			t.Errorf("partitioned replica %d claimed MASTER during the partition:\n%s", minority, tailLines(ce.procs[minority].Log(), 20))
 		}
 		if err := ce.lab.Heal(ce.ctx, minority); err != nil {
 			t.Fatal(err)

@@ -1,0 +1,125 @@
+package controller
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"github.com/vpcflow/vpcflow/flows"
+)
+
+func demoFlows(t *testing.T) ([]flows.Flow, flows.PortMap) {
+	t.Helper()
+	bp, err := flows.Load("../examples/demo/blueprint.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, err := flows.Compile(bp, "kvm1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := flows.PortMap{"eth0": 1, "vnet0": 2, "vnet1": 3, "vnet2": 4, "vpcflow-vxlan": 5}
+	bound, missing := flows.Bind(fs, ports)
+	if len(missing) != 0 {
+		t.Fatalf("missing ports %v", missing)
+	}
+	return bound, ports
+}
+
+// asInstalled round-trips flows through the wire format the way a switch
+// reports them (FLOW_MOD body -> ofp_flow_stats -> DecodeFlowStats).
+func asInstalled(t *testing.T, fs []flows.Flow, ports flows.PortMap) []flows.Flow {
+	t.Helper()
+	names := ports.Names()
+	out := make([]flows.Flow, 0, len(fs))
+	for i := range fs {
+		m, err := flows.AppendFlowMod(nil, &fs[i], flows.CmdAdd, ports)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// FLOW_MOD: 8 header + 40 fixed, then match + instructions. Build
+		// ofp_flow_stats: 48 fixed bytes, then the same match + instructions.
+		body := m[48:]
+		e := make([]byte, 48+len(body))
+		binary.BigEndian.PutUint16(e[0:], uint16(len(e)))
+		e[2] = byte(fs[i].Table)
+		binary.BigEndian.PutUint16(e[12:], fs[i].Priority)
+		binary.BigEndian.PutUint64(e[24:], uint64(fs[i].Cookie))
+		copy(e[48:], body)
+		f, err := flows.DecodeFlowStats(e, names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+func TestDiffInSyncSendsNothing(t *testing.T) {
+	intended, ports := demoFlows(t)
+	installed := asInstalled(t, intended, ports)
+	d := DiffFlows(intended, installed)
+	if !d.Empty() || d.InSync != len(intended) {
+		t.Fatalf("identical tables: diff %d changes (%d missing, %d modified, %d extra), %d in sync of %d",
+			d.Changes(), len(d.Missing), len(d.Modified), len(d.Extra), d.InSync, len(intended))
+	}
+}
+
+func TestDiffIgnoresRevisionButNotRule(t *testing.T) {
+	intended, ports := demoFlows(t)
+	installed := asInstalled(t, intended, ports)
+	// Installed under an older revision: still in sync (the revision is the
+	// one that last changed the flow).
+	for i := range installed {
+		installed[i].Cookie = installed[i].Cookie.WithRevision(0)
+	}
+	if d := DiffFlows(intended, installed); !d.Empty() {
+		t.Fatalf("older revision with identical content: %d changes", d.Changes())
+	}
+	// Another rule's cookie on the same flow: modified.
+	installed[3].Cookie = flows.MakeCookie(flows.CatFlood, 7, 0)
+	d := DiffFlows(intended, installed)
+	if len(d.Modified) != 1 || d.Changes() != 1 {
+		t.Fatalf("changed rule bits: %d modified, %d changes", len(d.Modified), d.Changes())
+	}
+}
+
+func TestDiffMissingModifiedExtra(t *testing.T) {
+	intended, ports := demoFlows(t)
+	installed := asInstalled(t, intended, ports)
+	// Missing: drop two installed flows. Modified: change an action.
+	// Extra: a foreign flow.
+	installed = append(installed[:5], installed[7:]...)
+	for i := range installed {
+		if installed[i].Cookie.Category() == flows.CatHostOut {
+			installed[i].Actions = []flows.Action{flows.Output{Port: "vnet0"}}
+		}
+	}
+	foreign := flows.Flow{Table: flows.TL2Forward, Priority: 500, RawMatch: []byte{0, 1, 0, 4, 0, 0, 0, 0}}
+	installed = append(installed, foreign)
+	d := DiffFlows(intended, installed)
+	if len(d.Missing) != 2 || len(d.Modified) != 1 || len(d.Extra) != 1 {
+		t.Fatalf("want 2 missing, 1 modified, 1 extra; got %d, %d, %d", len(d.Missing), len(d.Modified), len(d.Extra))
+	}
+	if d.Modified[0].Cookie.Category() != flows.CatHostOut || d.Was[0].ActionsString() != "output:vnet0" {
+		t.Fatalf("modified flow: %s (was %s)", d.Modified[0].String(), d.Was[0].String())
+	}
+}
+
+func TestGenerationOrder(t *testing.T) {
+	cases := []struct {
+		a, b  uint64
+		newer bool
+	}{{2, 1, true}, {1, 2, false}, {5, 5, false}, {0, ^uint64(0), true}, {^uint64(0), 0, false}}
+	for _, c := range cases {
+		if got := generationNewer(c.a, c.b); got != c.newer {
+			t.Errorf("generationNewer(%d, %d) = %v, want %v", c.a, c.b, got, c.newer)
+		}
+	}
+	c := &Controller{}
+	if g := c.nextGeneration(undefinedGeneration); g != 1 && g != localGen.Load()+1 {
+		t.Errorf("first claim on a fresh switch: generation %d", g)
+	}
+	if g := c.nextGeneration(41); g <= 41 {
+		t.Errorf("claim after switch generation 41: %d", g)
+	}
+}
