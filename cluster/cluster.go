@@ -77,6 +77,8 @@ type liveMember struct {
 // Cluster is one replica's membership in the controller cluster.
 type Cluster struct {
 	cfg      Config
+	heardMu  sync.Mutex           // guards heard (never held with c.mu)
+	heard    map[string]time.Time // last probe ack per peer (quorum lease)
 	name     string
 	log      logrus.FieldLogger
 	quorum   int
@@ -186,6 +188,7 @@ func Start(cfg Config) (*Cluster, error) {
 	mlc.Logger = mlLogger
 	mlc.Delegate = &delegate{c}
 	mlc.Events = &events{c}
+	mlc.Ping = &pingDelegate{c}
 	mlc.Conflict = &events{c}
 	if len(cfg.SecretKey) > 0 {
 		mlc.SecretKey = slices.Clone(cfg.SecretKey)
@@ -472,25 +475,80 @@ func (c *Cluster) ownerLocked(dpid uint64) string {
 // IsOwner reports whether this replica owns dpid and may act on it:
 // Owner(dpid) is this replica AND HasQuorum().
 func (c *Cluster) IsOwner(dpid uint64) bool {
+	alive := c.aliveRemotes()
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return c.hasQuorumLocked() && c.ownerLocked(dpid) == c.name
+	return c.hasQuorumLocked(alive) && c.ownerLocked(dpid) == c.name
 }
 
 // HasQuorum reports whether this replica sees a strict majority of the
-// replica set live (itself included): live >= Replicas/2+1. Always false
+// replica set alive (itself included): alive >= Replicas/2+1. Only peers in
+// memberlist's alive state count: a peer that is merely suspected (no
+// answer to the last probe) does not, so a replica cut off by a partition
+// loses its quorum after one failed probe round instead of after the whole
+// suspicion timeout — it must not claim bridges in that window. Always false
 // after Leave or Shutdown.
 func (c *Cluster) HasQuorum() bool {
+	alive := c.aliveRemotes()
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return c.hasQuorumLocked()
+	return c.hasQuorumLocked(alive)
 }
 
-func (c *Cluster) hasQuorumLocked() bool {
+// aliveRemotes counts remote members in memberlist's alive state. It must
+// not be called with c.mu held: memberlist calls our event delegate (which
+// takes c.mu) while holding its own node lock.
+func (c *Cluster) aliveRemotes() int {
+	c.mu.RLock()
+	ml, closed := c.ml, c.closed
+	c.mu.RUnlock()
+	if ml == nil || closed {
+		return 0
+	}
+	lease := c.cfg.QuorumLease
+	if lease <= 0 {
+		lease = DefaultQuorumLease
+	}
+	now := time.Now()
+	c.heardMu.Lock()
+	defer c.heardMu.Unlock()
+	n := 0
+	for _, m := range ml.Members() {
+		if m.Name != c.name && m.State == memberlist.StateAlive && now.Sub(c.heard[m.Name]) <= lease {
+			n++
+		}
+	}
+	return n
+}
+
+// touch records that a peer answered us (probe ack) or joined.
+func (c *Cluster) touch(name string) {
+	c.heardMu.Lock()
+	if c.heard == nil {
+		c.heard = map[string]time.Time{}
+	}
+	c.heard[name] = time.Now()
+	c.heardMu.Unlock()
+}
+
+// pingDelegate records every successful probe of a peer (the quorum lease).
+type pingDelegate struct{ c *Cluster }
+
+func (p *pingDelegate) AckPayload() []byte { return nil }
+
+func (p *pingDelegate) NotifyPingComplete(other *memberlist.Node, rtt time.Duration, payload []byte) {
+	p.c.touch(other.Name)
+}
+
+func (c *Cluster) hasQuorumLocked(aliveRemotes int) bool {
 	if c.closed || c.left {
 		return false
 	}
-	return len(c.live)+1 >= c.quorum
+	live := len(c.live)
+	if aliveRemotes < live {
+		live = aliveRemotes
+	}
+	return live+1 >= c.quorum
 }
 
 // Quorum returns the quorum size and the replica-set size it derives from.
@@ -725,6 +783,7 @@ func (ev *events) NotifyJoin(n *memberlist.Node) {
 	if n.Name == c.name {
 		return
 	}
+	c.touch(n.Name)
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()

@@ -22,6 +22,8 @@ type bridge struct {
 	log  logrus.FieldLogger
 
 	kickCh chan string
+	// claimedGen is the generation id of our last granted MASTER claim.
+	claimedGen uint64
 
 	mu sync.Mutex
 	st BridgeStatus
@@ -105,7 +107,18 @@ func (b *bridge) run(ctx context.Context) {
 	defer b.update(func(s *BridgeStatus) { s.Connected = false; s.Converged = false })
 	b.log.Info("switch connected")
 	master := false
+	// After the switch demoted us, do not re-claim for ReclaimBackoff unless
+	// the cluster membership changed since (e.g. the replica that took the
+	// bridge died): then a claim is failover, not a fight.
 	var claimBlockedUntil time.Time
+	var blockedMembers string
+	blocked := func() bool {
+		return time.Now().Before(claimBlockedUntil) && b.c.memberKey() == blockedMembers
+	}
+	block := func() {
+		claimBlockedUntil = time.Now().Add(b.c.opts.ReclaimBackoff)
+		blockedMembers = b.c.memberKey()
+	}
 	drift := time.NewTicker(b.c.opts.DriftInterval)
 	defer drift.Stop()
 	var retry <-chan time.Time
@@ -122,7 +135,7 @@ func (b *bridge) run(ctx context.Context) {
 				want, why := b.c.wantMaster(b.dpid, p)
 				b.update(func(s *BridgeStatus) { s.Standby = why })
 				err = nil
-				if want && time.Now().After(claimBlockedUntil) {
+				if want && !blocked() {
 					if err = b.claimMaster(ctx); err == nil {
 						master = true
 						err = b.reconcileOrphan(ctx, master, reason)
@@ -141,7 +154,7 @@ func (b *bridge) run(ctx context.Context) {
 			want, why := b.c.wantMaster(b.dpid, p)
 			b.update(func(s *BridgeStatus) { s.Owner = b.c.ownerOf(b.dpid) })
 			switch {
-			case want && !master && time.Now().Before(claimBlockedUntil):
+			case want && !master && blocked():
 				retry = time.After(time.Until(claimBlockedUntil))
 			case want && !master:
 				if err := b.claimMaster(ctx); err != nil {
@@ -155,6 +168,13 @@ func (b *bridge) run(ctx context.Context) {
 				} else {
 					master = true
 				}
+			case !want && why == noQuorum:
+				// Stop writing at once; keep the role (see wantMaster).
+				if master {
+					b.log.Warn("quorum lost: stopped writing to this bridge")
+				}
+				master = false
+				b.update(func(s *BridgeStatus) { s.Converged = false; s.Standby = why })
 			case !want:
 				if master || b.conn.Role() != OFRoleSlave {
 					if err := b.becomeSlave(ctx, why); err != nil {
@@ -174,7 +194,7 @@ func (b *bridge) run(ctx context.Context) {
 					if errors.Is(err, ErrIsSlave) {
 						b.log.WithError(err).Warn("switch refused our writes: no longer MASTER; stopped writing")
 						master = false
-						claimBlockedUntil = time.Now().Add(b.c.opts.ReclaimBackoff)
+						block()
 					} else {
 						b.log.WithError(err).Error("reconcile failed; will retry")
 					}
@@ -203,7 +223,7 @@ func (b *bridge) run(ctx context.Context) {
 				b.update(func(s *BridgeStatus) { s.Converged = false })
 				// Do not fight: another replica claimed the bridge. Re-claim only
 				// after a back-off, and only if we still own it then.
-				claimBlockedUntil = time.Now().Add(b.c.opts.ReclaimBackoff)
+				block()
 			}
 			reason = "role change"
 		case <-drift.C:
@@ -220,16 +240,25 @@ func (b *bridge) run(ctx context.Context) {
 func (b *bridge) claimMaster(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, b.c.opts.OpTimeout)
 	defer cancel()
-	_, cur, err := b.conn.RequestRole(ctx, OFRoleNoChange, 0)
+	role, cur, err := b.conn.RequestRole(ctx, OFRoleNoChange, 0)
 	if err != nil {
 		return fmt.Errorf("read role: %w", err)
 	}
+	if role == OFRoleMaster && b.claimedGen != 0 && cur == b.claimedGen {
+		// Still MASTER under our own claim (e.g. the quorum came back before
+		// anyone else claimed): resume without a new claim.
+		b.log.WithField("generation", cur).Info("still MASTER under our own claim: resuming")
+		return nil
+	}
 	gen := b.c.nextGeneration(cur)
-	role, gen, err := b.conn.RequestRole(ctx, OFRoleMaster, gen)
+	role, gen, err = b.conn.RequestRole(ctx, OFRoleMaster, gen)
 	if err != nil {
 		return err
 	}
 	b.c.observeGeneration(gen)
+	if role == OFRoleMaster {
+		b.claimedGen = gen
+	}
 	b.update(func(s *BridgeStatus) { s.Role, s.GenerationID = role.String(), gen })
 	b.log.WithFields(logrus.Fields{"role": role.String(), "generation": gen}).Info("role granted")
 	if role != OFRoleMaster {

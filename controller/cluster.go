@@ -4,11 +4,15 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 	"sync/atomic"
 
 	"github.com/vpcflow/vpcflow/cluster"
 	"github.com/vpcflow/vpcflow/flows"
 )
+
+// noQuorum is wantMaster's reason when this replica lacks a quorum.
+const noQuorum = "no quorum: this replica does not see a majority of the replica set alive"
 
 // localGen is the highest role generation id this process has seen when
 // running without a cluster.
@@ -57,6 +61,20 @@ func (c *Controller) nextGeneration(switchGen uint64) uint64 {
 	return g + 1
 }
 
+// memberKey identifies the current set of live replicas ("" without a
+// cluster).
+func (c *Controller) memberKey() string {
+	cl := c.opts.Cluster
+	if cl == nil {
+		return ""
+	}
+	var names []string
+	for _, m := range cl.Members() {
+		names = append(names, m.Name)
+	}
+	return strings.Join(names, ",")
+}
+
 // ownerOf names the replica owning a bridge ("" without a cluster).
 func (c *Controller) ownerOf(dpid uint64) string {
 	if cl := c.opts.Cluster; cl != nil {
@@ -70,6 +88,11 @@ func (c *Controller) ownerOf(dpid uint64) string {
 // always without a cluster; with one, only the owner, only with a quorum, and
 // only when no live replica enforces a newer blueprint (or a conflicting one
 // with the same revision).
+//
+// errNoQuorum-style standby (no quorum) means: stop writing, but do not step
+// down to SLAVE — if another replica really takes the bridge, the switch's
+// generation arbitration demotes us; if our quorum comes back first, we
+// resume without a new claim.
 func (c *Controller) wantMaster(dpid uint64, p *policy) (bool, string) {
 	cl := c.opts.Cluster
 	if cl == nil {
@@ -79,7 +102,7 @@ func (c *Controller) wantMaster(dpid uint64, p *policy) (bool, string) {
 		return false, "this replica is leaving the cluster"
 	}
 	if !cl.HasQuorum() {
-		return false, "no quorum: this replica does not see a majority of the replica set"
+		return false, noQuorum
 	}
 	owner, ok := cl.Owner(dpid)
 	if !ok || owner != cl.Name() {

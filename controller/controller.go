@@ -280,10 +280,21 @@ func (c *Controller) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			quorumTick := time.NewTicker(50 * time.Millisecond)
+			defer quorumTick.Stop()
+			lastQuorum := cl.HasQuorum()
 			for {
 				select {
 				case <-ctx.Done():
 					return
+				case <-quorumTick.C:
+					// memberlist reports no event when a peer becomes
+					// suspect; quorum counts only alive peers, so poll it.
+					if q := cl.HasQuorum(); q != lastQuorum {
+						lastQuorum = q
+						c.log.WithField("quorum", q).Warn("cluster quorum changed")
+						c.kickAll("quorum change")
+					}
 				case <-cl.Changes():
 					c.kickAll("cluster change")
 					select {
