@@ -25,8 +25,9 @@ type bridge struct {
 	// claimedGen is the generation id of our last granted MASTER claim.
 	claimedGen uint64
 
-	mu sync.Mutex
-	st BridgeStatus
+	mu         sync.Mutex
+	st         BridgeStatus
+	catPackets map[flows.Category]uint64 // per-category packets at the last read
 }
 
 // BridgeStatus is what /status reports per bridge.
@@ -218,6 +219,7 @@ func (b *bridge) run(ctx context.Context) {
 			b.log.WithFields(logrus.Fields{"role": st.Role.String(), "generation": st.GenerationID}).Warn("role changed by the switch: stopped writing")
 			b.c.observeGeneration(st.GenerationID)
 			b.update(func(s *BridgeStatus) { s.Role, s.GenerationID = st.Role.String(), st.GenerationID })
+			b.c.metrics.roles.WithLabelValues(b.label(), st.Role.String()).Inc()
 			if st.Role != OFRoleMaster {
 				master = false
 				b.update(func(s *BridgeStatus) { s.Converged = false })
@@ -258,6 +260,7 @@ func (b *bridge) claimMaster(ctx context.Context) error {
 	b.c.observeGeneration(gen)
 	if role == OFRoleMaster {
 		b.claimedGen = gen
+		b.c.metrics.roles.WithLabelValues(b.label(), "MASTER").Inc()
 	}
 	b.update(func(s *BridgeStatus) { s.Role, s.GenerationID = role.String(), gen })
 	b.log.WithFields(logrus.Fields{"role": role.String(), "generation": gen}).Info("role granted")
@@ -285,6 +288,7 @@ func (b *bridge) becomeSlave(ctx context.Context, why string) error {
 		return err
 	}
 	b.update(func(s *BridgeStatus) { s.Role, s.GenerationID = role.String(), gen })
+	b.c.metrics.roles.WithLabelValues(b.label(), "SLAVE").Inc()
 	b.log.WithFields(logrus.Fields{"role": role.String(), "generation": gen, "why": why}).Info("standing by as SLAVE")
 	return nil
 }
@@ -349,10 +353,19 @@ func (b *bridge) reconcile(ctx context.Context, p *policy, h *flows.Host, remove
 				msgs = append(msgs, m)
 			}
 		}
+		if reason == "drift check" {
+			b.c.metrics.drift.WithLabelValues(b.label()).Inc()
+			b.log.WithFields(logrus.Fields{"missing": len(d.Missing), "extra": len(d.Extra), "modified": len(d.Modified)}).
+				Warn("drift detected: installed flows differ from the intended flows; repairing")
+		}
 		if err := b.conn.Bundle(ctx, msgs); err != nil {
+			b.c.metrics.modErrors.WithLabelValues(b.label()).Inc()
 			return fmt.Errorf("apply %d flow changes: %w", len(msgs), err)
 		}
 		sent = len(msgs)
+		b.c.metrics.flowMods.WithLabelValues(b.label(), "delete").Add(float64(len(d.Extra)))
+		b.c.metrics.flowMods.WithLabelValues(b.label(), "add").Add(float64(len(d.Missing)))
+		b.c.metrics.flowMods.WithLabelValues(b.label(), "modify").Add(float64(len(d.Modified)))
 		b.logChanges(&d, reason)
 		// Read back: converged only when the switch holds exactly the intended set.
 		if installed, err = b.readFlows(ctx, names); err != nil {
@@ -361,6 +374,8 @@ func (b *bridge) reconcile(ctx context.Context, p *policy, h *flows.Host, remove
 		d = DiffFlows(intended, installed)
 	}
 	converged := d.Empty()
+	b.recordCounters(installed)
+	b.c.metrics.reconcile.WithLabelValues(b.label()).Observe(time.Since(start).Seconds())
 	b.update(func(s *BridgeStatus) {
 		s.Converged = converged
 		s.FlowsIntended, s.FlowsInstalled = len(intended), len(installed)

@@ -134,12 +134,14 @@ type Controller struct {
 	listenAddr net.Addr
 	httpAddr   net.Addr
 	leaving    atomic.Bool
+	metrics    *metrics
 }
 
 // New loads the blueprint and returns a controller ready to Run.
 func New(opts Options) (*Controller, error) {
 	opts.defaults()
 	c := &Controller{opts: opts, log: opts.Log, bridges: map[uint64]*bridge{}, knownHosts: map[uint64]flows.Host{}}
+	c.metrics = newMetrics(c)
 	bp, err := flows.Load(opts.BlueprintPath)
 	if err != nil {
 		return nil, err

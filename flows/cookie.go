@@ -116,3 +116,6 @@ func (c Cookie) Rule() Cookie { return c & RuleMask }
 func (c Cookie) WithRevision(r uint32) Cookie { return c.Rule() | Cookie(r&MaxRevision) }
 
 func (c Cookie) String() string { return fmt.Sprintf("0x%016x", uint64(c)) }
+
+// Known reports whether c is a category vpcflow installs.
+func (c Category) Known() bool { return c > CatUnknown && c < numCategories }

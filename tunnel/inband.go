@@ -141,3 +141,19 @@ func SetConnectionMode(ctx context.Context, endpoint, bridge, mode string) (bool
 	defer c.Close()
 	return c.SetConnectionMode(ctx, bridge, mode)
 }
+
+// ControllerConnected reports whether any Controller row of the bridge says
+// is_connected (ovs-vswitchd refreshes the column every few seconds: fine
+// for recovery decisions, never for fencing).
+func (c *Client) ControllerConnected(ctx context.Context, bridge string) (bool, error) {
+	bc, err := c.readBridgeControllers(ctx, bridge)
+	if err != nil {
+		return false, err
+	}
+	for _, r := range bc.rows {
+		if r.IsConnected {
+			return true, nil
+		}
+	}
+	return false, nil
+}

@@ -222,3 +222,27 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
+
+func TestDecideMode(t *testing.T) {
+	g, h := 10*time.Second, 3*time.Second
+	cases := []struct {
+		name string
+		in   WatchInput
+		want string
+	}{
+		{"fresh host, no flows", WatchInput{Installed: false, Current: ModeInBand}, ModeInBand},
+		{"restarted vswitchd, rows out-of-band, no flows", WatchInput{Installed: false, Current: ModeOutOfBand}, ModeInBand},
+		{"flows installed by the controller: close at once", WatchInput{Installed: true, Connected: false, Current: ModeInBand}, ModeOutOfBand},
+		{"steady state", WatchInput{Installed: true, Connected: true, ConnectedFor: time.Hour, Current: ModeOutOfBand}, ModeOutOfBand},
+		{"short disconnect (controller restart)", WatchInput{Installed: true, DisconnectedFor: 5 * time.Second, Current: ModeOutOfBand}, ModeOutOfBand},
+		{"controller unreachable past grace", WatchInput{Installed: true, DisconnectedFor: 11 * time.Second, Current: ModeOutOfBand}, ModeInBand},
+		{"opened for unreachable: still not connected", WatchInput{Installed: true, DisconnectedFor: 2 * time.Second, Current: ModeInBand, OpenedUnreachable: true}, ModeInBand},
+		{"opened for unreachable: connected, not long", WatchInput{Installed: true, Connected: true, ConnectedFor: time.Second, Current: ModeInBand, OpenedUnreachable: true}, ModeInBand},
+		{"opened for unreachable: connected long enough", WatchInput{Installed: true, Connected: true, ConnectedFor: 4 * time.Second, Current: ModeInBand, OpenedUnreachable: true}, ModeOutOfBand},
+	}
+	for _, c := range cases {
+		if got, why := DecideMode(c.in, g, h); got != c.want {
+			t.Errorf("%s: got %s (%s), want %s", c.name, got, why, c.want)
+		}
+	}
+}

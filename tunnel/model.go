@@ -59,6 +59,7 @@ type controllerRow struct {
 	MaxBackoff      *int    `ovsdb:"max_backoff"`
 	InactivityProbe *int    `ovsdb:"inactivity_probe"`
 	ConnectionMode  *string `ovsdb:"connection_mode"`
+	IsConnected     bool    `ovsdb:"is_connected"`
 }
 
 // dbModel is the client database model over the tables above.

@@ -90,6 +90,54 @@ func DumpTable0(ctx context.Context, bridge string) (string, error) {
 // Watcher is the host-side in-band control loop (vpcflow host watch): it
 // keeps in-band control open exactly while the controller's management
 // flows are missing from table 0. It never touches flows itself.
+// WatchInput is what one watcher step observed.
+type WatchInput struct {
+	Installed       bool          // management flows present in table 0
+	Connected       bool          // some Controller row is_connected
+	DisconnectedFor time.Duration // how long no row has been connected (0 if connected)
+	ConnectedFor    time.Duration // how long some row has been connected (0 if not)
+	Current         string        // the rows' current mode (ModeInBand if any row is in-band)
+	// OpenedUnreachable: in-band is open because the controller was
+	// unreachable although management flows were installed.
+	OpenedUnreachable bool
+}
+
+// Watcher timing defaults.
+const (
+	// DefaultDisconnectGrace: with management flows installed but no
+	// controller connected for this long, in-band control is opened — the
+	// management path itself may be broken (e.g. a foreign flow), and only
+	// the controller can repair it.
+	DefaultDisconnectGrace = 10 * time.Second
+	// DefaultConnectedHold: in-band opened for an unreachable controller is
+	// closed only after the controller has been connected this long (time
+	// to reconcile and repair the management flows).
+	DefaultConnectedHold = 3 * time.Second
+)
+
+// DecideMode is the watcher's policy, a pure function:
+//   - management flows missing (fresh or restarted ovs-vswitchd): in-band,
+//     so the controller behind cloudbr0 can be reached;
+//   - flows installed but no controller connected for grace: in-band (the
+//     management path is broken; the controller repairs it when it connects);
+//   - in-band opened for missing flows: closed as soon as the flows are back;
+//   - in-band opened for an unreachable controller: closed once the
+//     controller has been connected for hold;
+//   - otherwise out-of-band.
+//
+// It returns the wanted mode and why.
+func DecideMode(in WatchInput, grace, hold time.Duration) (mode, reason string) {
+	switch {
+	case !in.Installed:
+		return ModeInBand, "management flows missing: in-band control opened so the controller can be reached"
+	case !in.Connected && in.DisconnectedFor >= grace:
+		return ModeInBand, fmt.Sprintf("no controller connected for %s although management flows are installed: in-band control opened so the controller can repair the management path", in.DisconnectedFor.Round(time.Second))
+	case in.Current == ModeInBand && in.OpenedUnreachable && !(in.Connected && in.ConnectedFor >= hold):
+		return ModeInBand, "waiting for the controller to reconnect and repair the management flows"
+	}
+	return ModeOutOfBand, "in-band control closed: management flows installed"
+}
+
 type Watcher struct {
 	// Endpoint is the local ovsdb-server (unix: socket recommended: it
 	// does not depend on the bridge's flows).
@@ -103,7 +151,13 @@ type Watcher struct {
 	// Logger (default: logrus standard logger).
 	Logger logrus.FieldLogger
 
-	client *Client
+	// DisconnectGrace and ConnectedHold tune DecideMode (defaults above).
+	DisconnectGrace, ConnectedHold time.Duration
+
+	client            *Client
+	connectedSince    time.Time
+	disconnectedSince time.Time
+	openedUnreachable bool
 }
 
 // Step reads table 0 and the Controller rows once and switches the
@@ -137,7 +191,44 @@ func (w *Watcher) Step(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	mode, change := DecideConnectionMode(installed, modes)
+	connected, err := w.client.ControllerConnected(ctx, w.Bridge)
+	if err != nil {
+		return "", err
+	}
+	now := time.Now()
+	in := WatchInput{Installed: installed, Connected: connected, Current: ModeOutOfBand, OpenedUnreachable: w.openedUnreachable}
+	if connected {
+		w.disconnectedSince = time.Time{}
+		if w.connectedSince.IsZero() {
+			w.connectedSince = now
+		}
+		in.ConnectedFor = now.Sub(w.connectedSince)
+	} else {
+		w.connectedSince = time.Time{}
+		if w.disconnectedSince.IsZero() {
+			w.disconnectedSince = now
+		}
+		in.DisconnectedFor = now.Sub(w.disconnectedSince)
+	}
+	for _, m := range modes {
+		if m == ModeInBand {
+			in.Current = ModeInBand
+		}
+	}
+	grace, hold := w.DisconnectGrace, w.ConnectedHold
+	if grace <= 0 {
+		grace = DefaultDisconnectGrace
+	}
+	if hold <= 0 {
+		hold = DefaultConnectedHold
+	}
+	mode, reason := DecideMode(in, grace, hold)
+	change := false
+	for _, m := range modes {
+		if m != mode {
+			change = true
+		}
+	}
 	if !change {
 		return "", nil
 	}
@@ -148,17 +239,16 @@ func (w *Watcher) Step(ctx context.Context) (string, error) {
 	if !changed {
 		return "", nil
 	}
+	w.openedUnreachable = mode == ModeInBand && installed
 	f := log.WithFields(logrus.Fields{"bridge": w.Bridge, "connection_mode": mode})
 	if mode == ModeOutOfBand {
-		f.Info("in-band control closed: management flows installed")
+		f.Info(reason)
 	} else {
-		f.Warn("management flows missing: in-band control opened so the controller can be reached")
+		f.Warn(reason)
 	}
 	return mode, nil
 }
 
-// Run calls Step every interval until ctx ends; errors are logged (once
-// per distinct message) and retried. It returns nil when ctx is cancelled.
 func (w *Watcher) Run(ctx context.Context, interval time.Duration) error {
 	if interval <= 0 {
 		return errors.New("watch interval must be positive")

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vpcflow/vpcflow/controller"
+)
+
+func init() {
+	register("audit", "intended vs installed flows per bridge, per-rule counters (exit 0 in sync, 1 drift, 2 cannot tell)", runAudit)
+}
+
+func runAudit(args []string) int {
+	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
+	ctl := fs.String("controller", "http://127.0.0.1:9653", "controller API URL")
+	host := fs.String("host", "", "audit only this host")
+	format := fs.String("format", "table", "table or json (json is the stable compliance format, docs/audit.md)")
+	all := fs.Bool("all-rules", false, "table format: list every rule's counters, not only drop rules that matched packets")
+	if err := fs.Parse(args); err != nil {
+		return parseExit(err)
+	}
+	if *format != "table" && *format != "json" {
+		fmt.Fprintln(os.Stderr, "vpcflow audit: --format must be table or json")
+		return 2
+	}
+	u := strings.TrimRight(*ctl, "/") + "/audit"
+	if *host != "" {
+		u += "?host=" + url.QueryEscape(*host)
+	}
+	cl := &http.Client{Timeout: 2 * time.Minute}
+	resp, err := cl.Get(u)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vpcflow audit: cannot reach the controller at %s: %v (is it running? pass --controller URL)\n", *ctl, err)
+		return 2
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(os.Stderr, "vpcflow audit: controller answered %s\n", resp.Status)
+		return 2
+	}
+	var rep controller.AuditReport
+	if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
+		fmt.Fprintf(os.Stderr, "vpcflow audit: bad audit document: %v\n", err)
+		return 2
+	}
+	if *host != "" && len(rep.Bridges) == 0 {
+		fmt.Fprintf(os.Stderr, "vpcflow audit: no bridge for host %q\n", *host)
+		return 2
+	}
+	if *format == "json" {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(rep)
+	} else {
+		printAudit(&rep, *all)
+	}
+	switch {
+	case !rep.Complete:
+		return 2
+	case !rep.InSync:
+		return 1
+	}
+	return 0
+}
+
+func printAudit(rep *controller.AuditReport, all bool) {
+	fmt.Printf("audit at %s: blueprint revision %d (%s)", rep.GeneratedAt.Format(time.RFC3339), rep.Revision, short(rep.BlueprintHash))
+	if rep.Replica != "" {
+		fmt.Printf(", replica %s", rep.Replica)
+	}
+	fmt.Println()
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tDATAPATH\tROLE\tSTATE\tINTENDED\tINSTALLED\tIN-SYNC\tMISSING\tEXTRA\tMODIFIED")
+	for _, b := range rep.Bridges {
+		state := "in sync"
+		switch {
+		case !b.Audited:
+			state = "CANNOT TELL: " + b.Error
+		case b.Drift:
+			state = "DRIFT"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", dash(b.Host), b.DatapathID, dash(b.Role), state,
+			b.Intended, b.Installed, b.InSync, len(b.Missing), len(b.Extra), len(b.Modified))
+	}
+	tw.Flush()
+	for _, b := range rep.Bridges {
+		if !b.Audited {
+			continue
+		}
+		for _, f := range b.Missing {
+			fmt.Printf("%s MISSING  [%s] %s\n    %s\n", b.Host, f.Rule, f.Describe, f.Flow)
+		}
+		for _, f := range b.Extra {
+			fmt.Printf("%s EXTRA    [%s] %s\n    %s\n", b.Host, f.Rule, f.Describe, f.Flow)
+		}
+		for _, f := range b.Modified {
+			fmt.Printf("%s MODIFIED [%s] %s\n    intended:  %s\n    installed: %s\n", b.Host, f.Rule, f.Describe, f.Flow, f.Installed)
+		}
+	}
+	fmt.Println("\nrule counters (drop rules with matches; --all-rules for every rule):")
+	tw = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tRULE\tCOOKIE\tFLOWS\tPACKETS\tBYTES\tWHAT")
+	for _, b := range rep.Bridges {
+		for _, r := range b.Rules {
+			if !all && !(r.Drop && r.Packets > 0) {
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", b.Host, r.Rule, r.Cookie, r.Flows, r.Packets, r.Bytes, r.Describe)
+		}
+	}
+	tw.Flush()
+}
