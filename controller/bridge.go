@@ -22,6 +22,8 @@ type bridge struct {
 	log  logrus.FieldLogger
 
 	kickCh chan string
+	// identity is the switch's TLS certificate name ("" without TLS).
+	identity string
 	// claimedGen is the generation id of our last granted MASTER claim.
 	claimedGen uint64
 

@@ -6,6 +6,7 @@ package controller
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -50,6 +51,13 @@ type Options struct {
 	// only the bridge's owner (with a quorum) claims MASTER. nil = a single
 	// replica that masters every bridge.
 	Cluster *cluster.Cluster
+	// TLS is the listener's configuration for ssl: (mutual TLS: switches
+	// must present a certificate signed by the CA; see package pki). A
+	// switch's certificate CommonName must be its blueprint host's name.
+	TLS *tls.Config
+	// OVSDBTLS is the client configuration for ssl: OVSDB endpoints
+	// (--provision).
+	OVSDBTLS *tls.Config
 	// Provision makes the controller provision hosts that have an `ovsdb:`
 	// endpoint (only the owner replica of a host does).
 	Provision bool
@@ -135,6 +143,7 @@ type Controller struct {
 	httpAddr   net.Addr
 	leaving    atomic.Bool
 	metrics    *metrics
+	rejected   []Rejected
 }
 
 // New loads the blueprint and returns a controller ready to Run.
@@ -225,9 +234,15 @@ func (c *Controller) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen(network, addr)
+	if network == "ssl" && c.opts.TLS == nil {
+		return fmt.Errorf("listen %s: ssl: needs --tls-cert, --tls-key and --tls-ca", c.opts.Listen)
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("openflow listen %s: %w", c.opts.Listen, err)
+	}
+	if network == "ssl" {
+		ln = tls.NewListener(ln, c.opts.TLS)
 	}
 	c.mu.Lock()
 	c.listenAddr = ln.Addr()
@@ -368,13 +383,14 @@ func (c *Controller) watchFile(ctx context.Context) {
 	}
 }
 
-// ParseListen parses tcp:HOST:PORT (or HOST:PORT).
+// ParseListen parses tcp:HOST:PORT, ssl:HOST:PORT (network "ssl") or
+// HOST:PORT.
 func ParseListen(s string) (network, addr string, err error) {
 	switch {
 	case strings.HasPrefix(s, "tcp:"):
 		return "tcp", s[4:], nil
 	case strings.HasPrefix(s, "ssl:"):
-		return "", "", fmt.Errorf("listen %q: ssl: is not supported yet (see the security issue); use tcp: on the management network", s)
+		return "ssl", s[4:], nil
 	case strings.Contains(s, ":") && !strings.Contains(s, "://"):
 		return "tcp", s, nil
 	}
@@ -384,6 +400,14 @@ func ParseListen(s string) (network, addr string, err error) {
 func (c *Controller) serveConn(ctx context.Context, nc net.Conn) {
 	log := c.log.WithField("remote", nc.RemoteAddr().String())
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	if tc, ok := nc.(*tls.Conn); ok {
+		if err := tc.HandshakeContext(hctx); err != nil {
+			cancel()
+			c.reject(nc.RemoteAddr().String(), 0, "tls handshake failed: "+err.Error())
+			nc.Close()
+			return
+		}
+	}
 	conn, err := OFHandshake(hctx, nc, log)
 	cancel()
 	if err != nil {
@@ -391,7 +415,15 @@ func (c *Controller) serveConn(ctx context.Context, nc net.Conn) {
 		nc.Close()
 		return
 	}
+	identity := peerIdentity(nc)
+	dpid := conn.DatapathID()
+	if why := c.checkIdentity(dpid, conn.RemoteAddr(), identity); why != "" {
+		c.reject(conn.RemoteAddr(), dpid, why)
+		conn.Close()
+		return
+	}
 	b := newBridge(c, conn)
+	b.identity = identity
 	c.mu.Lock()
 	old := c.bridges[b.dpid]
 	c.bridges[b.dpid] = b
@@ -408,6 +440,72 @@ func (c *Controller) serveConn(ctx context.Context, nc net.Conn) {
 	}
 	c.mu.Unlock()
 	c.publishState()
+}
+
+// peerIdentity is the switch's certificate CommonName ("" without TLS).
+func peerIdentity(nc net.Conn) string {
+	if tc, ok := nc.(*tls.Conn); ok {
+		if st := tc.ConnectionState(); len(st.PeerCertificates) > 0 {
+			return st.PeerCertificates[0].Subject.CommonName
+		}
+	}
+	return ""
+}
+
+func hostOf(remote string) string {
+	h, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return remote
+	}
+	return h
+}
+
+// checkIdentity refuses a connection that claims a datapath id it may not
+// hold: with TLS, the certificate must name the blueprint host that owns the
+// datapath id; and a datapath id already connected from another address or
+// certificate is not taken over while that connection is alive (a rogue
+// switch cannot hijack a bridge's identity; a genuine reconnect comes from
+// the same address and certificate).
+func (c *Controller) checkIdentity(dpid uint64, remote, identity string) string {
+	if identity != "" {
+		if h := c.policy().bp.HostByDPID(dpid); h != nil && h.Name != identity {
+			return fmt.Sprintf("certificate names %q but datapath id %016x belongs to host %s", identity, dpid, h.Name)
+		}
+	}
+	c.mu.Lock()
+	old := c.bridges[dpid]
+	c.mu.Unlock()
+	if old == nil || old.conn.Err() != nil {
+		return ""
+	}
+	if hostOf(old.conn.RemoteAddr()) != hostOf(remote) || old.identity != identity {
+		return fmt.Sprintf("datapath id %016x is already connected from %s (certificate %q); refused a second connection claiming it from %s (certificate %q)",
+			dpid, old.conn.RemoteAddr(), old.identity, remote, identity)
+	}
+	return ""
+}
+
+// Rejected is one refused switch connection (reported in /status).
+type Rejected struct {
+	At         time.Time `json:"at"`
+	Remote     string    `json:"remote"`
+	DatapathID string    `json:"datapath_id,omitempty"`
+	Reason     string    `json:"reason"`
+}
+
+func (c *Controller) reject(remote string, dpid uint64, reason string) {
+	r := Rejected{At: time.Now().UTC(), Remote: remote, Reason: reason}
+	if dpid != 0 {
+		r.DatapathID = fmt.Sprintf("%016x", dpid)
+	}
+	c.log.WithFields(logrus.Fields{"remote": remote, "datapath_id": r.DatapathID}).Warn("switch connection refused: " + reason)
+	c.metrics.rejected.Inc()
+	c.mu.Lock()
+	c.rejected = append(c.rejected, r)
+	if len(c.rejected) > 50 {
+		c.rejected = c.rejected[len(c.rejected)-50:]
+	}
+	c.mu.Unlock()
 }
 
 func (c *Controller) kickAll(reason string) {

@@ -20,6 +20,8 @@ type Status struct {
 	LastReloadError string         `json:"last_reload_error,omitempty"`
 	Bridges         []BridgeStatus `json:"bridges"`
 	Cluster         *ClusterStatus `json:"cluster,omitempty"`
+	// Rejected lists the last refused switch connections (rogue switches).
+	Rejected []Rejected `json:"rejected,omitempty"`
 }
 
 // Status reports every blueprint host's bridge (connected or not) and every
@@ -28,7 +30,7 @@ func (c *Controller) Status() Status {
 	c.mu.Lock()
 	p := c.pol
 	st := Status{Revision: p.bp.Revision, BlueprintHash: p.hash, Blueprint: c.opts.BlueprintPath,
-		LoadedAt: p.loaded, LastReloadError: c.reloadErr}
+		LoadedAt: p.loaded, LastReloadError: c.reloadErr, Rejected: append([]Rejected(nil), c.rejected...)}
 	brs := make(map[uint64]*bridge, len(c.bridges))
 	for k, v := range c.bridges {
 		brs[k] = v

@@ -18,6 +18,7 @@ type metrics struct {
 	modErrors *prometheus.CounterVec
 	drift     *prometheus.CounterVec
 	roles     *prometheus.CounterVec
+	rejected  prometheus.Counter
 }
 
 func newMetrics(c *Controller) *metrics {
@@ -34,8 +35,10 @@ func newMetrics(c *Controller) *metrics {
 			Help: "Times the installed flows were found to differ from the intended flows outside a blueprint or port change."}, []string{"bridge"}),
 		roles: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vpcflow_role_changes_total",
 			Help: "OpenFlow role changes of this replica on a bridge (granted MASTER, demoted by the switch, stood by as SLAVE)."}, []string{"bridge", "role"}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "vpcflow_rejected_connections_total",
+			Help: "Switch connections refused (TLS failure, certificate not matching the datapath's host, datapath id already connected elsewhere)."}),
 	}
-	m.reg.MustRegister(m.reconcile, m.flowMods, m.modErrors, m.drift, m.roles, &statusCollector{c})
+	m.reg.MustRegister(m.rejected, m.reconcile, m.flowMods, m.modErrors, m.drift, m.roles, &statusCollector{c})
 	return m
 }
 

@@ -58,7 +58,7 @@ func (c *Controller) provisionHost(ctx context.Context, bp *flows.Blueprint, h *
 	ctx, cancel := context.WithTimeout(ctx, c.opts.OpTimeout)
 	defer cancel()
 	log := c.log.WithFields(logrus.Fields{"host": h.Name, "ovsdb": h.OVSDB})
-	res, err := tunnel.Apply(ctx, tunnel.ApplyOptions{Endpoint: h.OVSDB, Host: h, Encapsulation: bp.Encapsulation,
+	res, err := tunnel.Apply(ctx, tunnel.ApplyOptions{Endpoint: h.OVSDB, TLS: c.opts.OVSDBTLS, Host: h, Encapsulation: bp.Encapsulation,
 		Controllers: bp.Controllers, Logger: log.WithField("component", "provision")})
 	if err != nil {
 		return err

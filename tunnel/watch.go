@@ -3,6 +3,7 @@ package tunnel
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -151,6 +152,8 @@ type Watcher struct {
 	// Logger (default: logrus standard logger).
 	Logger logrus.FieldLogger
 
+	// TLS is the client configuration for an ssl: Endpoint.
+	TLS *tls.Config
 	// DisconnectGrace and ConnectedHold tune DecideMode (defaults above).
 	DisconnectGrace, ConnectedHold time.Duration
 
@@ -181,7 +184,7 @@ func (w *Watcher) Step(ctx context.Context) (string, error) {
 			w.client.Close()
 			w.client = nil
 		}
-		c, err := Dial(ctx, w.Endpoint)
+		c, err := DialTLS(ctx, w.Endpoint, w.TLS)
 		if err != nil {
 			return "", err
 		}

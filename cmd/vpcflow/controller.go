@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"flag"
 	"fmt"
 	"net"
@@ -14,7 +15,24 @@ import (
 
 	"github.com/vpcflow/vpcflow/cluster"
 	"github.com/vpcflow/vpcflow/controller"
+	"github.com/vpcflow/vpcflow/pki"
 )
+
+// readClusterKey reads a memberlist key: raw 16/24/32 bytes, or base64 of them.
+func readClusterKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	t := strings.TrimSpace(string(b))
+	if d, err := base64.StdEncoding.DecodeString(t); err == nil && (len(d) == 16 || len(d) == 24 || len(d) == 32) {
+		return d, nil
+	}
+	if n := len(b); n == 16 || n == 24 || n == 32 {
+		return b, nil
+	}
+	return nil, fmt.Errorf("%s: want a 16, 24 or 32 byte key (raw, or base64: head -c 32 /dev/urandom | base64)", path)
+}
 
 // splitHostPortDefault parses IP[:PORT].
 func splitHostPortDefault(s string, def int) (string, int, error) {
@@ -49,6 +67,12 @@ func runController(args []string) int {
 	probeInterval := fs.Duration("probe-interval", 0, "memberlist probe interval (default: cluster.DefaultConfig)")
 	probeTimeout := fs.Duration("probe-timeout", 0, "memberlist probe timeout (default: cluster.DefaultConfig)")
 	suspicionMult := fs.Int("suspicion-mult", 0, "memberlist suspicion multiplier (default: cluster.DefaultConfig)")
+	tlsCert := fs.String("tls-cert", "", "ssl: listener and ssl: OVSDB endpoints: this controller's certificate (vpcflow pki sign)")
+	tlsKey := fs.String("tls-key", "", "ssl: this controller's key")
+	tlsCA := fs.String("tls-ca", "", "ssl: the CA that switch (and ovsdb-server) certificates must chain to")
+	clusterKeyFile := fs.String("cluster-key-file", "", "replica mode: file holding the memberlist encryption key (16, 24 or 32 bytes, raw or base64); replicas without it cannot join")
+	clusterAllow := fs.String("cluster-allow", "", "replica mode: comma-separated CIDRs replicas may connect from (set = only these; an empty value given explicitly with --cluster-restrict denies every peer)")
+	clusterRestrict := fs.Bool("cluster-restrict", false, "replica mode: enforce --cluster-allow (empty list = deny all)")
 	logFormat := fs.String("log-format", "text", "text or json")
 	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
@@ -63,8 +87,19 @@ func runController(args []string) int {
 		fmt.Fprintln(os.Stderr, "vpcflow controller:", err)
 		return 2
 	}
-	c, err := controller.New(controller.Options{BlueprintPath: *bpPath, Listen: *listen, HTTP: *httpAddr,
-		DriftInterval: *drift, Provision: *provision, Log: log})
+	opts := controller.Options{BlueprintPath: *bpPath, Listen: *listen, HTTP: *httpAddr,
+		DriftInterval: *drift, Provision: *provision, Log: log}
+	if *tlsCert != "" || *tlsKey != "" || *tlsCA != "" || strings.HasPrefix(*listen, "ssl:") {
+		if opts.TLS, err = pki.ServerConfig(*tlsCert, *tlsKey, *tlsCA); err != nil {
+			fmt.Fprintln(os.Stderr, "vpcflow controller:", err)
+			return 2
+		}
+		if opts.OVSDBTLS, err = pki.ClientConfig(*tlsCert, *tlsKey, *tlsCA); err != nil {
+			fmt.Fprintln(os.Stderr, "vpcflow controller:", err)
+			return 2
+		}
+	}
+	c, err := controller.New(opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vpcflow controller: cannot start:")
 		fmt.Fprintln(os.Stderr, err)
@@ -96,6 +131,20 @@ func runController(args []string) int {
 			cfg.SuspicionMult = *suspicionMult
 		}
 		cfg.Log = log.WithField("component", "cluster")
+		if *clusterKeyFile != "" {
+			key, err := readClusterKey(*clusterKeyFile)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "vpcflow controller: --cluster-key-file:", err)
+				return 2
+			}
+			cfg.SecretKey = key
+		}
+		if *clusterRestrict || *clusterAllow != "" {
+			cfg.RestrictCIDRs = true
+			if *clusterAllow != "" {
+				cfg.CIDRsAllowed = strings.Split(*clusterAllow, ",")
+			}
+		}
 		if err := cfg.Validate(); err != nil {
 			fmt.Fprintln(os.Stderr, "vpcflow controller:", err)
 			return 2

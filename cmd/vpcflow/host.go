@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/vpcflow/vpcflow/flows"
+	"github.com/vpcflow/vpcflow/pki"
 	"github.com/vpcflow/vpcflow/tunnel"
 )
 
@@ -57,6 +59,15 @@ func runHost(args []string) int {
 // hostFlags are the flags apply and watch share.
 type hostFlags struct {
 	blueprint, host, ovsdb, bridge, logFormat, logLevel string
+	tlsCert, tlsKey, tlsCA                              string
+}
+
+// tlsConfig is the OVSDB client TLS configuration for ssl: endpoints.
+func (h *hostFlags) tlsConfig(endpoint string) (*tls.Config, error) {
+	if !strings.HasPrefix(endpoint, "ssl:") {
+		return nil, nil
+	}
+	return pki.ClientConfig(h.tlsCert, h.tlsKey, h.tlsCA)
 }
 
 func (h *hostFlags) register(fs *flag.FlagSet) {
@@ -66,6 +77,9 @@ func (h *hostFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&h.bridge, "bridge", tunnel.DefaultBridge, "bridge to manage")
 	fs.StringVar(&h.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&h.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&h.tlsCert, "tls-cert", "", "ssl: OVSDB endpoints: client certificate (vpcflow pki sign)")
+	fs.StringVar(&h.tlsKey, "tls-key", "", "ssl: OVSDB endpoints: client key")
+	fs.StringVar(&h.tlsCA, "tls-ca", "", "ssl: OVSDB endpoints: CA certificate the server must chain to")
 }
 
 // parse parses args, checks the required flags and loads the host; it
@@ -162,7 +176,13 @@ func runHostApply(args []string) int {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
+	tcfg, err := hf.tlsConfig(hf.endpoint(host))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vpcflow host apply:", err)
+		return 2
+	}
 	res, err := tunnel.Apply(ctx, tunnel.ApplyOptions{
+		TLS:           tcfg,
 		Endpoint:      hf.endpoint(host),
 		Bridge:        hf.bridge,
 		Host:          host,
@@ -214,7 +234,12 @@ func runHostWatch(args []string) int {
 	ep := hf.endpoint(host)
 	log.WithFields(logrus.Fields{"bridge": hf.bridge, "host": host.Name, "uplink": host.Uplink, "ovsdb": ep, "interval": interval.String()}).
 		Info("watching management flows to manage in-band control")
-	w := &tunnel.Watcher{Endpoint: ep, Bridge: hf.bridge, Uplink: host.Uplink, Logger: log}
+	tcfg, err := hf.tlsConfig(ep)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vpcflow host watch:", err)
+		return 2
+	}
+	w := &tunnel.Watcher{Endpoint: ep, TLS: tcfg, Bridge: hf.bridge, Uplink: host.Uplink, Logger: log}
 	if err := w.Run(ctx, *interval); err != nil {
 		fmt.Fprintln(os.Stderr, "vpcflow host watch:", err)
 		return 1
