@@ -4,7 +4,7 @@ GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 BIN := bin/vpcflow
 
-.PHONY: all build deps test unit e2e lint demo clean
+.PHONY: all build deps test unit fuzz e2e lint demo clean
 
 all: build
 
@@ -26,13 +26,22 @@ unit:
 	$(GO) test -count=1 ./flows/... ./cmd/...
 	$(GO) test -count=1 -race ./controller/... ./tunnel/... ./cluster/...
 
+# fuzz: every fuzz target for a bounded time (hostile input: blueprint
+# parsing, the OpenFlow reader, flow-stats decoding). Regression inputs live
+# in each package's testdata/fuzz/.
+FUZZTIME ?= 15s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./flows/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFlowStats$$' -fuzztime $(FUZZTIME) ./flows/
+	$(GO) test -run '^$$' -fuzz '^FuzzOFRead$$' -fuzztime $(FUZZTIME) ./controller/
+
 # e2e: real ovs-vswitchd in network namespaces (needs root and Open vSwitch;
 # VPCFLOW_E2E=0 skips it explicitly).
 e2e: build
 	VPCFLOW_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m -v ./examples/... 2>&1 | tee /tmp/vpcflow-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
 
 # test: everything CI runs (the README's test command).
-test: deps lint unit e2e
+test: deps lint unit fuzz e2e
 
 # demo: a real userspace-OVS lab with 3 hypervisors driven by the controller.
 demo: deps build

@@ -1,8 +1,7 @@
 package controller
 
 import (
-	"encoding/hex"
-	"strconv"
+	"encoding/binary"
 
 	"github.com/vpcflow/vpcflow/flows"
 )
@@ -29,11 +28,52 @@ func (d *FlowDiff) Empty() bool {
 // Changes is the number of flow-mods the diff needs.
 func (d *FlowDiff) Changes() int { return len(d.Missing) + len(d.Modified) + len(d.Extra) }
 
-func installedKey(f *flows.Flow) string {
+// appendKey appends a compact binary key of a flow's switch identity:
+// table, priority and the canonical (sorted, normalised) match, field by
+// field. It identifies the same entries as flows.Flow.Key (whose text form
+// is built from the same fields) without formatting text: the read-back diff
+// of 100k flows spent most of its time and allocations rendering keys
+// (pprof: Flow.Key + ActionsString ~0.45 s of a 1.0 s reconcile).
+func appendKey(buf []byte, f *flows.Flow) []byte {
 	if f.Unknown != "" {
-		return "unknown:table=" + strconv.Itoa(int(f.Table)) + ",priority=" + strconv.Itoa(int(f.Priority)) + "," + hex.EncodeToString(f.RawMatch)
+		buf = append(buf, 0xff, byte(f.Table), byte(f.Priority>>8), byte(f.Priority))
+		return append(buf, f.RawMatch...)
 	}
-	return f.Key()
+	buf = append(buf, 0, byte(f.Table), byte(f.Priority>>8), byte(f.Priority))
+	for _, x := range f.Match {
+		buf = append(buf, byte(x.Field))
+		if x.Field == flows.FInPort {
+			buf = binary.BigEndian.AppendUint16(buf, uint16(len(x.Port)))
+			buf = append(buf, x.Port...)
+			continue
+		}
+		buf = binary.BigEndian.AppendUint64(buf, x.Value)
+		if x.Masked {
+			buf = append(buf, 1)
+			buf = binary.BigEndian.AppendUint64(buf, x.Mask)
+		} else {
+			buf = append(buf, 0)
+		}
+	}
+	return buf
+}
+
+// sameActions reports whether two flows have the same instructions (what
+// ActionsString renders), comparing the typed actions instead of text.
+func sameActions(a, b *flows.Flow) bool {
+	if a.Unknown != "" || b.Unknown != "" {
+		return a.Unknown == b.Unknown && a.ActionsString() == b.ActionsString()
+	}
+	if a.Goto != b.Goto || len(a.Actions) != len(b.Actions) {
+		return false
+	}
+	for i := range a.Actions {
+		// Every action type is a comparable struct.
+		if a.Actions[i] != b.Actions[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // DiffFlows compares intended (compiled and bound) with installed (decoded
@@ -41,20 +81,23 @@ func installedKey(f *flows.Flow) string {
 func DiffFlows(intended, installed []flows.Flow) FlowDiff {
 	var d FlowDiff
 	have := make(map[string]int, len(installed))
+	var kb []byte
 	for i := range installed {
-		have[installedKey(&installed[i])] = i
+		kb = appendKey(kb[:0], &installed[i])
+		have[string(kb)] = i
 	}
 	used := make([]bool, len(installed))
 	for i := range intended {
 		f := &intended[i]
-		j, ok := have[f.Key()]
+		kb = appendKey(kb[:0], f)
+		j, ok := have[string(kb)]
 		if !ok {
 			d.Missing = append(d.Missing, *f)
 			continue
 		}
 		used[j] = true
 		g := &installed[j]
-		if g.Cookie.Rule() == f.Cookie.Rule() && g.ActionsString() == f.ActionsString() {
+		if g.Cookie.Rule() == f.Cookie.Rule() && sameActions(g, f) {
 			d.InSync++
 			continue
 		}

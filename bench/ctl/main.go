@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	httppprof "net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime"
@@ -85,6 +86,8 @@ func run(bp, listen, httpAddr, sock, cpuprof, memprof, level string, drift time.
 				http.Error(w, err.Error(), http.StatusConflict)
 			}
 		})
+		mux.HandleFunc("/debug/pprof/", httppprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
 		go func() { _ = http.Serve(ln, mux) }()
 		defer os.Remove(sock)
 	}
