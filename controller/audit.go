@@ -138,7 +138,7 @@ func (b *bridge) audit(ctx context.Context, p *policy, a *BridgeAudit) error {
 	}
 	var compiled []flows.Flow
 	if removed {
-		compiled = flows.CompileManagement(p.bp, h)
+		compiled = flows.CompileManagementWith(p.bp, h, p.opts)
 	} else {
 		var err error
 		if compiled, err = p.compile(h.Name); err != nil {

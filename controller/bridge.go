@@ -24,6 +24,8 @@ type bridge struct {
 	kickCh chan string
 	// identity is the switch's TLS certificate name ("" without TLS).
 	identity string
+	// meterOK: the drop-logging meter is installed on this connection.
+	meterOK bool
 	// claimedGen is the generation id of our last granted MASTER claim.
 	claimedGen uint64
 
@@ -109,6 +111,7 @@ func (b *bridge) hostFor(p *policy) (h *flows.Host, removed bool) {
 func (b *bridge) run(ctx context.Context) {
 	defer b.update(func(s *BridgeStatus) { s.Connected = false; s.Converged = false })
 	b.log.Info("switch connected")
+	go b.logDrops(ctx)
 	master := false
 	// After the switch demoted us, do not re-claim for ReclaimBackoff unless
 	// the cluster membership changed since (e.g. the replica that took the
@@ -317,14 +320,39 @@ func (b *bridge) reconcile(ctx context.Context, p *policy, h *flows.Host, remove
 	ctx, cancel := context.WithTimeout(ctx, b.c.opts.OpTimeout)
 	defer cancel()
 	start := time.Now()
+	// A reload that does not touch this host's inputs (same connection,
+	// same ports) cannot change its flows: skip compile, dump and diff.
+	var fp uint64
+	pkey := portsKey(b.conn.Ports())
+	if !removed {
+		var same bool
+		fp, same = reloadUnchanged(b.dpid, b.conn, p.bp, h.Name, pkey)
+		if same && reason == "reload" {
+			b.update(func(s *BridgeStatus) {
+				s.Revision = p.bp.Revision
+				s.LastReconcile = time.Now()
+				s.LastChanges = 0
+				s.Reconciles++
+			})
+			b.log.WithFields(logrus.Fields{"host": h.Name, "reason": reason}).Debug("reconciled: blueprint change does not affect this host")
+			return nil
+		}
+	}
+	forgetConverged(b.dpid)
 	var compiled []flows.Flow
 	if removed {
-		compiled = flows.CompileManagement(p.bp, h)
+		compiled = flows.CompileManagementWith(p.bp, h, p.opts)
 	} else {
 		var err error
 		if compiled, err = p.compile(h.Name); err != nil {
 			return err
 		}
+	}
+	if p.opts.DropLog && !b.meterOK {
+		if err := b.installMeter(ctx); err != nil {
+			return err
+		}
+		b.meterOK = true
 	}
 	ports := flows.PortMap(b.conn.Ports())
 	names := ports.Names()
@@ -408,6 +436,9 @@ func (b *bridge) reconcile(ctx context.Context, p *policy, h *flows.Host, remove
 	}
 	if !converged {
 		return errors.New("read-back differs from the intended flows")
+	}
+	if !removed && pkey == portsKey(b.conn.Ports()) {
+		rememberConverged(b.dpid, b.conn, fp, pkey)
 	}
 	return nil
 }

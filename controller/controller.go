@@ -58,6 +58,11 @@ type Options struct {
 	// OVSDBTLS is the client configuration for ssl: OVSDB endpoints
 	// (--provision).
 	OVSDBTLS *tls.Config
+	// DropLog sends packets dropped by the security rules to the controller
+	// (rate-limited by an OpenFlow meter) and logs each (see droplog.go).
+	DropLog bool
+	// DropLogRate is the meter rate in packets/s per bridge (default 20).
+	DropLogRate uint32
 	// Provision makes the controller provision hosts that have an `ovsdb:`
 	// endpoint (only the owner replica of a host does).
 	Provision bool
@@ -92,6 +97,9 @@ func (o *Options) defaults() {
 	if o.ReclaimBackoff == 0 {
 		o.ReclaimBackoff = 5 * time.Second
 	}
+	if o.DropLogRate == 0 {
+		o.DropLogRate = 20
+	}
 	if o.ProvisionInterval == 0 {
 		o.ProvisionInterval = 30 * time.Second
 	}
@@ -105,6 +113,7 @@ func (o *Options) defaults() {
 
 // policy is one accepted blueprint with its compiled flows cache.
 type policy struct {
+	opts   flows.CompileOptions
 	bp     *flows.Blueprint
 	hash   string
 	loaded time.Time
@@ -119,7 +128,7 @@ func (p *policy) compile(host string) ([]flows.Flow, error) {
 	if fs, ok := p.compiled[host]; ok {
 		return fs, nil
 	}
-	fs, err := flows.Compile(p.bp, host)
+	fs, err := flows.CompileWith(p.bp, host, p.opts)
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +170,8 @@ func New(opts Options) (*Controller, error) {
 }
 
 func (c *Controller) setPolicy(bp *flows.Blueprint) {
-	p := &policy{bp: bp, hash: bp.Hash(), loaded: time.Now(), compiled: map[string][]flows.Flow{}}
+	p := &policy{bp: bp, hash: bp.Hash(), loaded: time.Now(), compiled: map[string][]flows.Flow{},
+		opts: flows.CompileOptions{DropLog: c.opts.DropLog}}
 	c.pol = p
 	for i := range bp.Hosts {
 		c.knownHosts[bp.Hosts[i].DPID] = bp.Hosts[i]

@@ -108,6 +108,9 @@ type OFConn struct {
 	portEv chan struct{}
 	roleSt chan OFRoleStatus
 
+	packetIns        chan []byte   // PACKET_IN messages (drop logging), bounded
+	packetInsDropped atomic.Uint64 // PACKET_INs discarded because packetIns was full
+
 	done      chan struct{}
 	closeOnce sync.Once
 	err       error // set before done is closed
@@ -250,17 +253,18 @@ func ofHandshake(ctx context.Context, nc net.Conn, log logrus.FieldLogger, opts 
 
 func newOFConn(nc net.Conn, log logrus.FieldLogger, opts ofOptions) *OFConn {
 	c := &OFConn{
-		nc:      nc,
-		br:      bufio.NewReaderSize(nc, 64<<10),
-		opts:    opts,
-		wmu:     make(chan struct{}, 1),
-		async:   make(chan []byte, 16),
-		pending: make(map[uint32]*ofPending),
-		ports:   make(map[string]uint32),
-		role:    OFRoleEqual,
-		portEv:  make(chan struct{}, 1),
-		roleSt:  make(chan OFRoleStatus, 8),
-		done:    make(chan struct{}),
+		nc:        nc,
+		br:        bufio.NewReaderSize(nc, 64<<10),
+		opts:      opts,
+		wmu:       make(chan struct{}, 1),
+		async:     make(chan []byte, 16),
+		pending:   make(map[uint32]*ofPending),
+		ports:     make(map[string]uint32),
+		role:      OFRoleEqual,
+		portEv:    make(chan struct{}, 1),
+		roleSt:    make(chan OFRoleStatus, 8),
+		packetIns: make(chan []byte, 256),
+		done:      make(chan struct{}),
 	}
 	if a := nc.RemoteAddr(); a != nil {
 		c.remote = a.String()
@@ -400,6 +404,13 @@ func (c *OFConn) Close() error {
 	return nil
 }
 
+// PacketIns delivers PACKET_IN messages (complete, header included). The
+// channel holds at most 256; more are counted by PacketInsSuppressed.
+func (c *OFConn) PacketIns() <-chan []byte { return c.packetIns }
+
+// PacketInsSuppressed counts PACKET_INs discarded because nobody kept up.
+func (c *OFConn) PacketInsSuppressed() uint64 { return c.packetInsDropped.Load() }
+
 // IgnoredMessages returns how many unsupported or unsolicited messages
 // (PACKET_IN, FLOW_REMOVED, unknown experimenter, late replies, ...) were
 // dropped.
@@ -500,6 +511,16 @@ func (c *OFConn) dispatch(h ofHeader, msg []byte) error {
 		return nil
 	case OFPTPortStatus:
 		return c.handlePortStatus(msg)
+	case OFPTPacketIn:
+		// Only drop logging sends packets here (flows are proactive). The
+		// channel is bounded: when the consumer is behind, the event is
+		// counted as suppressed, never queued without limit.
+		select {
+		case c.packetIns <- append([]byte(nil), msg...):
+		default:
+			c.packetInsDropped.Add(1)
+		}
+		return nil
 	case OFPTRoleStatus14:
 		if len(msg) < 24 {
 			return fmt.Errorf("malformed ROLE_STATUS: %d bytes", len(msg))

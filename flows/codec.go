@@ -19,10 +19,11 @@ import (
 
 // Special OpenFlow port numbers.
 const (
-	OFPPInPort = 0xfffffff8
-	OFPPLocal  = 0xfffffffe
-	OFPPAny    = 0xffffffff
-	OFPGAny    = 0xffffffff
+	OFPPController = 0xfffffffd
+	OFPPInPort     = 0xfffffff8
+	OFPPLocal      = 0xfffffffe
+	OFPPAny        = 0xffffffff
+	OFPGAny        = 0xffffffff
 )
 
 // PortMap maps port names to OpenFlow port numbers for one bridge.
@@ -34,6 +35,8 @@ func (pm PortMap) number(name string) (uint32, bool) {
 		return OFPPLocal, true
 	case PortInPort:
 		return OFPPInPort, true
+	case PortController:
+		return OFPPController, true
 	}
 	if strings.HasPrefix(name, "#") {
 		n, err := strconv.ParseUint(name[1:], 10, 32)
@@ -51,6 +54,7 @@ func (pm PortMap) Names() map[uint32]string {
 	}
 	r[OFPPLocal] = PortLocal
 	r[OFPPInPort] = PortInPort
+	r[OFPPController] = PortController
 	return r
 }
 
@@ -183,6 +187,9 @@ func appendActions(buf []byte, acts []Action, ports PortMap) ([]byte, error) {
 			binary.BigEndian.PutUint16(b[0:], ofp.ActionType_Output)
 			binary.BigEndian.PutUint16(b[2:], 16)
 			binary.BigEndian.PutUint32(b[4:], n)
+			if n == OFPPController {
+				binary.BigEndian.PutUint16(b[8:], x.MaxLen)
+			}
 			buf = append(buf, b[:]...)
 		case SetField:
 			size := x.Field.info().size
@@ -251,6 +258,13 @@ func AppendFlowMod(buf []byte, f *Flow, cmd uint8, ports PortMap) ([]byte, error
 		return nil, err
 	}
 	if cmd != CmdDeleteStrict {
+		if f.Meter != 0 {
+			var m [8]byte
+			binary.BigEndian.PutUint16(m[0:], 6) // OFPIT_METER
+			binary.BigEndian.PutUint16(m[2:], 8)
+			binary.BigEndian.PutUint32(m[4:], f.Meter)
+			buf = append(buf, m[:]...)
+		}
 		if len(f.Actions) > 0 {
 			is := len(buf)
 			buf = append(buf, 0, 4, 0, 0, 0, 0, 0, 0) // OFPIT_APPLY_ACTIONS
@@ -349,6 +363,11 @@ func DecodeFlowStats(e []byte, names map[uint32]string) (Flow, error) {
 		body := ins[:il]
 		ins = ins[il:]
 		switch t {
+		case 6: // OFPIT_METER
+			if il < 8 {
+				return f, decodeErr("meter length %d", il)
+			}
+			f.Meter = binary.BigEndian.Uint32(body[4:])
 		case ofp.InstrType_GOTO_TABLE:
 			if il < 8 {
 				return f, decodeErr("goto_table length %d", il)
@@ -383,6 +402,8 @@ func portName(n uint32, names map[uint32]string) string {
 		return PortLocal
 	case OFPPInPort:
 		return PortInPort
+	case OFPPController:
+		return PortController
 	}
 	return "#" + strconv.FormatUint(uint64(n), 10)
 }
@@ -405,7 +426,11 @@ func decodeActions(b []byte, names map[uint32]string) ([]Action, []string, error
 			if l < 16 {
 				return nil, nil, decodeErr("output length %d", l)
 			}
-			acts = append(acts, Output{portName(binary.BigEndian.Uint32(a[4:]), names)})
+			o := Output{Port: portName(binary.BigEndian.Uint32(a[4:]), names)}
+			if o.Port == PortController {
+				o.MaxLen = binary.BigEndian.Uint16(a[8:])
+			}
+			acts = append(acts, o)
 		case ofp.ActionType_SetField:
 			h := binary.BigEndian.Uint32(a[4:])
 			class, field, hasMask, fl := uint16(h>>16), uint8(h>>9)&0x7f, h&0x100 != 0, int(h&0xff)

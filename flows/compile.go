@@ -1,6 +1,7 @@
 package flows
 
 import (
+	"encoding/binary"
 	"fmt"
 	"hash/fnv"
 	"net/netip"
@@ -90,15 +91,41 @@ func newHostView(bp *Blueprint, h *Host) *hostView {
 	return v
 }
 
+// CompileOptions change what Compile emits.
+type CompileOptions struct {
+	// DropLog sends packets dropped by the security rules (spoof-drop,
+	// mgmt-guard, tunnel-allowlist-drop) to the controller too, through
+	// OpenFlow meter DropLogMeter (rate-limited on the switch), so the
+	// controller can log them. Allowed traffic is never metered.
+	DropLog bool
+}
+
+// DropLogMeter is the OpenFlow meter id of drop logging; DropLogMaxLen the
+// bytes of each dropped packet sent to the controller.
+const (
+	DropLogMeter  = 1
+	DropLogMaxLen = 128
+)
+
+// DropLogged reports whether drop logging applies to a category.
+func DropLogged(c Category) bool {
+	return c == CatSpoofDrop || c == CatMgmtGuard || c == CatTunnelDrop
+}
+
 // builder accumulates flows and contract violations.
 type builder struct {
 	rev   uint32
+	opts  CompileOptions
 	flows []Flow
 	errs  []error
 }
 
 func (b *builder) add(f Flow) {
 	f.Cookie = f.Cookie.WithRevision(b.rev)
+	if b.opts.DropLog && DropLogged(f.Cookie.Category()) && len(f.Actions) == 0 && f.Goto == NoGoto {
+		f.Meter = DropLogMeter
+		f.Actions = []Action{Output{Port: PortController, MaxLen: DropLogMaxLen}}
+	}
 	if err := CheckContract(&f); err != nil {
 		b.errs = append(b.errs, err)
 		return
@@ -129,12 +156,17 @@ func ipv4(a netip.Addr) uint64 { return IPValue(a) }
 // Compile returns the flows host hostName's cloudbr0 must carry. bp must be
 // validated. Flows name ports; the controller maps names to ofports.
 func Compile(bp *Blueprint, hostName string) ([]Flow, error) {
+	return CompileWith(bp, hostName, CompileOptions{})
+}
+
+// CompileWith is Compile with options.
+func CompileWith(bp *Blueprint, hostName string, opts CompileOptions) ([]Flow, error) {
 	h := bp.HostByName(hostName)
 	if h == nil {
 		return nil, fmt.Errorf("host %q is not in blueprint %s", hostName, bp.Source)
 	}
 	v := newHostView(bp, h)
-	b := &builder{rev: bp.Revision}
+	b := &builder{rev: bp.Revision, opts: opts}
 	b.defaultDrops()
 	b.classify(v)
 	b.underlayIn(v)
@@ -154,8 +186,13 @@ func Compile(bp *Blueprint, hostName string) ([]Flow, error) {
 // (LOCAL<->uplink and the tunnel allowlist). Used for a host removed from the
 // blueprint (DESIGN §5).
 func CompileManagement(bp *Blueprint, h *Host) []Flow {
+	return CompileManagementWith(bp, h, CompileOptions{})
+}
+
+// CompileManagementWith is CompileManagement with options.
+func CompileManagementWith(bp *Blueprint, h *Host, opts CompileOptions) []Flow {
 	v := &hostView{bp: bp, host: h}
-	b := &builder{rev: bp.Revision}
+	b := &builder{rev: bp.Revision, opts: opts}
 	b.defaultDrops()
 	b.classifyMgmt(v)
 	b.underlayIn(v)
@@ -235,14 +272,14 @@ func (b *builder) underlayIn(v *hostView) {
 			note += ", source MAC " + p.mac.String()
 			b.add(Flow{Table: TUnderlayIn, Priority: 180, Cookie: MakeCookie(CatPeerARPGuard, uint32(ipv4(p.addr)), 0),
 				Match:   match(exact(FEthType, EthARP), exact(FARPSpa, ipv4(p.addr)), exact(FEthSrc, MACValue(p.mac))),
-				Actions: []Action{Output{PortLocal}},
+				Actions: []Action{Output{Port: PortLocal}},
 				Note:    fmt.Sprintf("ARP from %s's tunnel IP %s with its MAC %s", p.name, p.addr, p.mac)})
 			b.add(Flow{Table: TUnderlayIn, Priority: 170, Cookie: MakeCookie(CatPeerARPGuard, uint32(ipv4(p.addr)), 0),
 				Match: match(exact(FEthType, EthARP), exact(FARPSpa, ipv4(p.addr))),
 				Note:  fmt.Sprintf("ARP claiming %s's tunnel IP %s from another MAC: dropped (anti-spoofing)", p.name, p.addr)})
 		}
 		b.add(Flow{Table: TUnderlayIn, Priority: 200, Cookie: MakeCookie(CatTunnelAllow, uint32(ipv4(p.addr)), 0),
-			Match: tunnelMatch(fs...), Actions: []Action{Output{PortLocal}}, Note: note})
+			Match: tunnelMatch(fs...), Actions: []Action{Output{Port: PortLocal}}, Note: note})
 	}
 	b.add(Flow{Table: TUnderlayIn, Priority: 190, Cookie: MakeCookie(CatTunnelDrop, ProtoUDP, 0),
 		Match: ipMatch(exact(FIPProto, ProtoUDP), exact(FUDPDst, VXLANPort)),
@@ -251,13 +288,13 @@ func (b *builder) underlayIn(v *hostView) {
 		Match: ipMatch(exact(FIPProto, ProtoGRE)),
 		Note:  "GRE from an untrusted source: dropped and counted"})
 	b.add(Flow{Table: TUnderlayIn, Priority: 100, Cookie: MakeCookie(CatUnderlayMgmt, 0, 0),
-		Actions: []Action{Output{PortLocal}},
+		Actions: []Action{Output{Port: PortLocal}},
 		Note:    "other uplink traffic (management, storage, ARP) to the host stack; never to a VM port"})
 }
 
 func (b *builder) hostOut(v *hostView) {
 	b.add(Flow{Table: THostOut, Priority: 100, Cookie: MakeCookie(CatHostOut, 0, 0),
-		Actions: []Action{Output{v.host.Uplink}},
+		Actions: []Action{Output{Port: v.host.Uplink}},
 		Note:    "host stack and encapsulated tunnel traffic out of the uplink " + v.host.Uplink})
 }
 
@@ -353,7 +390,7 @@ func (b *builder) arpResponder(v *hostView) {
 					SetField{FARPSha, mac},
 					Move{Src: FARPSpa, Dst: FARPTpa, NBits: 32},
 					SetField{FARPSpa, ip},
-					Output{PortInPort},
+					Output{Port: PortInPort},
 				},
 				Note: fmt.Sprintf("ARP who-has %s in tier %s/%s: answered %s (VM %s)", r.VM.Addr, t.VPC.Name, t.Tier.Name, r.VM.HW, r.VM.Name)})
 		}
@@ -406,9 +443,9 @@ func (b *builder) l2Forward(v *hostView) {
 			obj := VMObject(r.VM.Name)
 			mac := MACValue(r.VM.HW)
 			if r.VM.Host == v.host.Name {
-				localOut = append(localOut, Output{r.VM.Port})
+				localOut = append(localOut, Output{Port: r.VM.Port})
 				b.add(Flow{Table: TL2Forward, Priority: 200, Cookie: MakeCookie(CatVPCForward, obj, 0),
-					Match: match(exact(RegTier, vni), exact(FEthDst, mac)), Actions: []Action{Output{r.VM.Port}},
+					Match: match(exact(RegTier, vni), exact(FEthDst, mac)), Actions: []Action{Output{Port: r.VM.Port}},
 					Note: fmt.Sprintf("to VM %s (%s) on local port %s", r.VM.Name, r.VM.HW, r.VM.Port)})
 				continue
 			}
@@ -418,13 +455,13 @@ func (b *builder) l2Forward(v *hostView) {
 			}
 			b.add(Flow{Table: TL2Forward, Priority: 200, Cookie: MakeCookie(CatVPCForward, obj, 0),
 				Match:   match(exact(RegTier, vni), exact(RegOrigin, OriginVM), exact(FEthDst, mac)),
-				Actions: []Action{SetField{FTunID, vni}, SetField{FTunDst, ipv4(ph.Addr)}, Output{tunnel}},
+				Actions: []Action{SetField{FTunID, vni}, SetField{FTunDst, ipv4(ph.Addr)}, Output{Port: tunnel}},
 				Note:    fmt.Sprintf("to VM %s (%s) on host %s: tunnel key %d to %s", r.VM.Name, r.VM.HW, ph.Name, vni, ph.Addr)})
 		}
 		bcast := masked(FEthDst, 0x010000000000, 0x010000000000)
 		fromVM := append([]Action(nil), localOut...)
 		for _, p := range v.tierPeers[t.Tier.VNI] {
-			fromVM = append(fromVM, SetField{FTunID, vni}, SetField{FTunDst, ipv4(p.Addr)}, Output{tunnel})
+			fromVM = append(fromVM, SetField{FTunID, vni}, SetField{FTunDst, ipv4(p.Addr)}, Output{Port: tunnel})
 		}
 		b.add(Flow{Table: TL2Forward, Priority: 100, Cookie: MakeCookie(CatFlood, t.Tier.VNI, 0),
 			Match: match(exact(RegTier, vni), exact(RegOrigin, OriginVM), bcast), Actions: fromVM,
@@ -433,4 +470,78 @@ func (b *builder) l2Forward(v *hostView) {
 			Match: match(exact(RegTier, vni), exact(RegOrigin, OriginTunnel), bcast), Actions: localOut,
 			Note: fmt.Sprintf("broadcast/multicast from the tunnel for tier %s/%s: local ports only (split horizon)", t.VPC.Name, t.Tier.Name)})
 	}
+}
+
+// HostFingerprint hashes every blueprint input that Compile(bp, hostName)
+// reads, except the revision (it only stamps cookies, which the reconcile
+// diff ignores): two blueprints with the same fingerprint for a host compile
+// to the same flows for it. The controller uses it to leave hosts a reload
+// does not affect alone (no compile, no dump). ok is false for an unknown
+// host. bp must be validated.
+func HostFingerprint(bp *Blueprint, hostName string) (fp uint64, ok bool) {
+	h := bp.HostByName(hostName)
+	if h == nil {
+		return 0, false
+	}
+	hs := fnv.New64a()
+	var buf []byte
+	str := func(s string) { buf = append(append(buf, s...), 0) }
+	u64 := func(v uint64) { buf = binary.BigEndian.AppendUint64(buf, v) }
+	str(string(bp.Encapsulation))
+	str(h.Name)
+	str(h.Uplink)
+	for _, p := range bp.MgmtPrefixes {
+		str(p.String())
+	}
+	for _, p := range bp.Management.HostPorts {
+		u64(uint64(p))
+	}
+	str("peers")
+	for _, a := range bp.PeerAddrs {
+		u64(IPValue(a))
+	}
+	str("hosts")
+	for i := range bp.Hosts {
+		o := &bp.Hosts[i]
+		str(o.Name)
+		u64(IPValue(o.Addr))
+		u64(MACValue(o.MAC))
+		if o.HasMAC {
+			buf = append(buf, 1)
+		}
+	}
+	for pi := range bp.VPCs {
+		p := &bp.VPCs[pi]
+		for ti := range p.Tiers {
+			t := &p.Tiers[ti]
+			present := false
+			for mi := range t.VMs {
+				if t.VMs[mi].Host == h.Name {
+					present = true
+					break
+				}
+			}
+			if !present {
+				continue
+			}
+			str(p.Name)
+			str(t.Name)
+			u64(uint64(t.VNI))
+			str(t.Prefix.String())
+			for mi := range t.VMs {
+				m := &t.VMs[mi]
+				str(m.Name)
+				str(m.Host)
+				str(m.Port)
+				u64(MACValue(m.HW))
+				u64(IPValue(m.Addr))
+			}
+		}
+		if len(buf) > 1<<16 {
+			hs.Write(buf)
+			buf = buf[:0]
+		}
+	}
+	hs.Write(buf)
+	return hs.Sum64(), true
 }

@@ -764,16 +764,16 @@ func TestEvaluatorSemantics(t *testing.T) {
 		{Table: TClassify, Priority: 10, Cookie: ck, Match: match(inPort("p1")), Goto: TVMEgress},
 		// tp_dst on a TCP match must never match UDP or ARP.
 		{Table: TVMEgress, Priority: 300, Cookie: ck, Match: ipMatch(exact(FIPProto, ProtoTCP), exact(FTCPDst, 22)),
-			Actions: []Action{Output{"ssh"}}},
+			Actions: []Action{Output{Port: "ssh"}}},
 		// conjunction: (ip_dst=10.0.0.2) AND (udp_dst=53) at priority 200
 		{Table: TVMEgress, Priority: 200, Cookie: ck, Match: ipMatch(exact(FIPv4Dst, IPValue(dst))),
 			Actions: []Action{Conjunction{7, 1, 2}}},
 		{Table: TVMEgress, Priority: 200, Cookie: ck, Match: ipMatch(exact(FIPProto, ProtoUDP), exact(FUDPDst, 53)),
 			Actions: []Action{Conjunction{7, 2, 2}}},
 		{Table: TVMEgress, Priority: 200, Cookie: ck, Match: match(exact(FConjID, 7)),
-			Actions: []Action{Move{Src: FIPv4Dst, Dst: FReg2, NBits: 8, SrcOfs: 0, DstOfs: 4}, Output{"dns"}, Output{"p1"}, Output{PortInPort}}},
+			Actions: []Action{Move{Src: FIPv4Dst, Dst: FReg2, NBits: 8, SrcOfs: 0, DstOfs: 4}, Output{Port: "dns"}, Output{Port: "p1"}, Output{Port: PortInPort}}},
 		{Table: TVMEgress, Priority: 100, Cookie: ck, Match: ipMatch(),
-			Actions: []Action{SetField{FTunID, 9}, SetField{FTunDst, IPValue(dst)}, Output{"tun"}, SetField{FTunDst, IPValue(src)}, Output{"tun"}}},
+			Actions: []Action{SetField{FTunID, 9}, SetField{FTunDst, IPValue(dst)}, Output{Port: "tun"}, SetField{FTunDst, IPValue(src)}, Output{Port: "tun"}}},
 		{Table: TVMEgress, Priority: 0, Cookie: ck},
 	}
 	ev := NewFlowTable(fs)
@@ -819,14 +819,14 @@ func TestEvaluatorSemantics(t *testing.T) {
 	}
 	// A higher-priority ordinary flow beats a conjunction.
 	fs2 := append([]Flow(nil), fs...)
-	fs2 = append(fs2, Flow{Table: TVMEgress, Priority: 250, Cookie: ck, Match: ipMatch(exact(FIPProto, ProtoUDP)), Actions: []Action{Output{"hi"}}})
+	fs2 = append(fs2, Flow{Table: TVMEgress, Priority: 250, Cookie: ck, Match: ipMatch(exact(FIPProto, ProtoUDP)), Actions: []Action{Output{Port: "hi"}}})
 	tr = Evaluate(fs2, UDPPacket("p1", a, b, src, dst, 1, 53))
 	if len(tr.Outputs) != 1 || tr.Outputs[0].Port != "hi" {
 		t.Errorf("hard above soft:\n%s", tr)
 	}
 	// Same-priority overlap with different actions is reported.
 	fs3 := append([]Flow(nil), fs...)
-	fs3 = append(fs3, Flow{Table: TVMEgress, Priority: 300, Cookie: ck, Match: ipMatch(exact(FIPv4Src, IPValue(src))), Actions: []Action{Output{"x"}}})
+	fs3 = append(fs3, Flow{Table: TVMEgress, Priority: 300, Cookie: ck, Match: ipMatch(exact(FIPv4Src, IPValue(src))), Actions: []Action{Output{Port: "x"}}})
 	tr = Evaluate(fs3, TCPPacket("p1", a, b, src, dst, 1, 22))
 	if len(tr.Steps) < 2 || len(tr.Steps[1].Ambiguous) != 1 {
 		t.Errorf("ambiguity not reported:\n%s", tr)
@@ -842,7 +842,7 @@ func TestEvaluatorCatchesLeaks(t *testing.T) {
 		t.Fatal(err)
 	}
 	rogue := Flow{Table: TUnderlayIn, Priority: 500, Cookie: MakeCookie(CatUnknown, 0, 0),
-		Match: ipMatch(exact(FIPv4Dst, IPValue(mustAddr("10.10.1.11")))), Actions: []Action{Output{"vnet0"}}}
+		Match: ipMatch(exact(FIPv4Dst, IPValue(mustAddr("10.10.1.11")))), Actions: []Action{Output{Port: "vnet0"}}}
 	c.Flows["kvm1"] = append(c.Flows["kvm1"], rogue)
 	c.tables["kvm1"] = NewFlowTable(c.Flows["kvm1"])
 	as := c.Send("kvm1", ICMPPacket("eth0", MAC{0x0e, 0, 0, 0, 0, 1}, MAC{0x52, 0x54, 0, 0xb1, 1, 0x0b}, mustAddr("192.0.2.250"), mustAddr("10.10.1.11")))

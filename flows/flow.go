@@ -10,8 +10,9 @@ import (
 
 // Port names with a fixed OpenFlow number.
 const (
-	PortLocal  = "LOCAL"
-	PortInPort = "IN_PORT"
+	PortLocal      = "LOCAL"
+	PortInPort     = "IN_PORT"
+	PortController = "CONTROLLER"
 )
 
 // Tunnel port names created by `vpcflow host apply`.
@@ -46,8 +47,12 @@ type Action interface {
 	String() string // ovs-ofctl syntax
 }
 
-// Output sends the packet to a port (by name; LOCAL and IN_PORT are special).
-type Output struct{ Port string }
+// Output sends the packet to a port (by name; LOCAL, IN_PORT and CONTROLLER
+// are special). MaxLen is the bytes sent to the controller (CONTROLLER only).
+type Output struct {
+	Port   string
+	MaxLen uint16
+}
 
 // SetField writes a whole field.
 type SetField struct {
@@ -75,6 +80,8 @@ func (o Output) String() string {
 		return "LOCAL"
 	case PortInPort:
 		return "IN_PORT"
+	case PortController:
+		return "CONTROLLER:" + strconv.Itoa(int(o.MaxLen))
 	}
 	return "output:" + quotePort(o.Port)
 }
@@ -130,6 +137,7 @@ type Flow struct {
 	Match    Match
 	Actions  []Action
 	Goto     TableID // next table, or NoGoto
+	Meter    uint32  // OpenFlow meter applied first (0 = none)
 	// Note annotates the rule in blueprint terms (compile output, audit). Not
 	// sent to the switch.
 	Note string
@@ -165,7 +173,10 @@ func (f *Flow) ActionsString() string {
 	if f.Unknown != "" {
 		return "unknown(" + f.Unknown + ")"
 	}
-	parts := make([]string, 0, len(f.Actions)+1)
+	parts := make([]string, 0, len(f.Actions)+2)
+	if f.Meter != 0 {
+		parts = append(parts, "meter:"+strconv.Itoa(int(f.Meter)))
+	}
 	for _, a := range f.Actions {
 		parts = append(parts, a.String())
 	}
@@ -322,7 +333,7 @@ func formatValue(f Field, v uint64) string {
 }
 
 func quotePort(name string) string {
-	if name == PortLocal || name == PortInPort {
+	if name == PortLocal || name == PortInPort || name == PortController {
 		return name
 	}
 	for _, r := range name {

@@ -8,6 +8,7 @@ package tunnel
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -559,7 +560,7 @@ func (d *doctor) checkDatapath() CheckResult {
 		return pass(CheckDatapath, detail+bridgeNote)
 	}
 	why := kerr.Error()
-	if os.IsNotExist(kerr) {
+	if errors.Is(kerr, os.ErrNotExist) {
 		why = "generic netlink family ovs_datapath not registered (openvswitch kernel module not loaded)"
 	}
 	if dpType == "system" {
@@ -1021,6 +1022,11 @@ func (d *doctor) checkOVSDBListen(ctx context.Context) CheckResult {
 				}
 				ls = append(ls, listener{proto: proto, addr: s.Addr(), port: int(s.Port()), source: "socket"})
 			}
+			for i := range ls {
+				if ls[i].source == "socket" && !slices.ContainsFunc(ls[:i], func(o listener) bool { return o.addr == ls[i].addr && o.port == ls[i].port }) {
+					ls[i].source = "listening socket"
+				}
+			}
 		}
 	}
 	if !remotesKnown && !socketsKnown && (d.db == nil || len(ls) == 0) {
@@ -1041,7 +1047,10 @@ func (d *doctor) checkOVSDBListen(ctx context.Context) CheckResult {
 			if uniq[i].proto == "tcp" {
 				uniq[i].proto = l.proto
 			}
-			if l.source != "socket" && !strings.Contains(uniq[i].source, l.source) {
+			switch {
+			case l.source == "socket" && !strings.HasSuffix(uniq[i].source, ", listening"):
+				uniq[i].source += ", listening"
+			case l.source != "socket" && !strings.Contains(uniq[i].source, l.source):
 				uniq[i].source += ", " + l.source
 			}
 			continue
@@ -1326,7 +1335,10 @@ func standbyNote(s string) string {
 // SystemEnv is the real host: the local file system, commands from PATH,
 // the kernel's interfaces, generic netlink (go-openvswitch ovsnl), HTTP and
 // a read-only OVSDB session.
-type SystemEnv struct{}
+type SystemEnv struct {
+	// TLS is the OVSDB client configuration for ssl: endpoints.
+	TLS *tls.Config
+}
 
 // ReadFile implements DoctorEnv.
 func (SystemEnv) ReadFile(path string) ([]byte, error) { return os.ReadFile(path) }
@@ -1433,10 +1445,10 @@ func (SystemEnv) HTTPGet(ctx context.Context, url string) ([]byte, error) {
 }
 
 // ReadOVSDB implements DoctorEnv: one session, one read-only transaction.
-func (SystemEnv) ReadOVSDB(ctx context.Context, endpoint, bridge string) (*OVSDBState, error) {
+func (e SystemEnv) ReadOVSDB(ctx context.Context, endpoint, bridge string) (*OVSDBState, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	c, err := dialDoctor(ctx, endpoint)
+	c, err := dialDoctor(ctx, endpoint, e.TLS)
 	if err != nil {
 		return nil, err
 	}
@@ -1509,13 +1521,14 @@ const (
 	tableSSL     = "SSL"
 )
 
-// dialDoctor opens a session with the doctor's models (unix: or tcp:).
-func dialDoctor(ctx context.Context, endpoint string) (*Client, error) {
+// dialDoctor opens a session with the doctor's models; tlsConfig is
+// required for ssl: endpoints.
+func dialDoctor(ctx context.Context, endpoint string, tlsConfig *tls.Config) (*Client, error) {
 	if err := CheckEndpoint(endpoint); err != nil {
 		return nil, err
 	}
-	if strings.HasPrefix(endpoint, "ssl:") {
-		return nil, fmt.Errorf("doctor reads OVSDB over unix: or tcp: only; run it on the host with the local socket (unix:$OVS_RUNDIR/db.sock) instead of %s", endpoint)
+	if strings.HasPrefix(endpoint, "ssl:") && tlsConfig == nil {
+		return nil, fmt.Errorf("OVSDB endpoint %s needs a client certificate (--tls-cert, --tls-key, --tls-ca); on the host itself use the local socket unix:$OVS_RUNDIR/db.sock", endpoint)
 	}
 	dbm, err := model.NewClientDBModel("Open_vSwitch", map[string]model.Model{
 		tableRoot:       &docRootRow{},
@@ -1529,7 +1542,11 @@ func dialDoctor(ctx context.Context, endpoint string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("OVSDB model: %w", err)
 	}
-	ovs, err := client.NewOVSDBClient(dbm, client.WithEndpoint(endpoint))
+	opts := []client.Option{client.WithEndpoint(endpoint)}
+	if tlsConfig != nil && strings.HasPrefix(endpoint, "ssl:") {
+		opts = append(opts, client.WithTLSConfig(tlsConfig))
+	}
+	ovs, err := client.NewOVSDBClient(dbm, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("OVSDB client for %s: %w", endpoint, err)
 	}

@@ -60,6 +60,8 @@ func runController(args []string) int {
 	listen := fs.String("listen", "tcp:127.0.0.1:6653", "OpenFlow listen address tcp:HOST:PORT (set the management address)")
 	httpAddr := fs.String("http", "127.0.0.1:9653", "status API address (off = disabled)")
 	drift := fs.Duration("drift-interval", 30*time.Second, "re-read installed flows and repair drift this often")
+	dropLog := fs.Bool("drop-log", false, "log packets dropped by the security rules (spoofing, management guard, tunnel allowlist) via rate-limited packet-ins")
+	dropLogRate := fs.Uint("drop-log-rate", 20, "drop logging: packets/s per bridge the switch sends at most (OpenFlow meter)")
 	provision := fs.Bool("provision", false, "provision hosts that have an ovsdb: endpoint (cloudbr0 settings, controller targets, tunnel port); in replica mode only each host's owner does")
 	clusterBind := fs.String("cluster-bind", "", "replica mode: memberlist bind address IP[:PORT] (port default 7946); use the management address")
 	join := fs.String("join", "", "replica mode: comma-separated peers IP[:PORT] to join")
@@ -88,7 +90,7 @@ func runController(args []string) int {
 		return 2
 	}
 	opts := controller.Options{BlueprintPath: *bpPath, Listen: *listen, HTTP: *httpAddr,
-		DriftInterval: *drift, Provision: *provision, Log: log}
+		DriftInterval: *drift, Provision: *provision, DropLog: *dropLog, DropLogRate: uint32(*dropLogRate), Log: log}
 	if *tlsCert != "" || *tlsKey != "" || *tlsCA != "" || strings.HasPrefix(*listen, "ssl:") {
 		if opts.TLS, err = pki.ServerConfig(*tlsCert, *tlsKey, *tlsCA); err != nil {
 			fmt.Fprintln(os.Stderr, "vpcflow controller:", err)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vpcflow/vpcflow/flows"
+	"github.com/vpcflow/vpcflow/pki"
 	"github.com/vpcflow/vpcflow/tunnel"
 )
 
@@ -22,8 +23,9 @@ func init() {
 }
 
 const doctorUsage = `usage:
-  vpcflow doctor [--blueprint FILE [--host NAME]] [--ovsdb unix:PATH|tcp:IP:PORT] [--bridge cloudbr0]
+  vpcflow doctor [--blueprint FILE [--host NAME]] [--ovsdb unix:PATH|tcp:IP:PORT|ssl:IP:PORT] [--bridge cloudbr0]
                  [--uplink DEV] [--guest-mtu 1500] [--controller-url http://IP:PORT] [--format text|json]
+                 [--tls-cert FILE --tls-key FILE --tls-ca FILE  (ssl: endpoints)]
 
 Runs on a hypervisor and reads (never changes) Open vSwitch, /sys, /proc and the
 controller's status API. Each check is PASS, WARN or FAIL with a remediation (SKIP
@@ -43,12 +45,15 @@ func runDoctor(args []string) int {
 	}
 	bpPath := fs.String("blueprint", "", "blueprint file: adds the host's expectations and the management CIDRs")
 	hostName := fs.String("host", "", "this host's name in the blueprint (needs --blueprint)")
-	endpoint := fs.String("ovsdb", "", "OVSDB endpoint unix:PATH | tcp:IP:PORT (default: the host's ovsdb: from the blueprint, else unix:$OVS_RUNDIR/db.sock)")
+	endpoint := fs.String("ovsdb", "", "OVSDB endpoint unix:PATH | tcp:IP:PORT | ssl:IP:PORT (default: the host's ovsdb: from the blueprint, else unix:$OVS_RUNDIR/db.sock)")
 	bridge := fs.String("bridge", tunnel.DefaultBridge, "bridge to examine")
 	uplink := fs.String("uplink", "", "uplink NIC (default: the host's uplink from the blueprint, else the bridge's only NIC port)")
 	guestMTU := fs.Int("guest-mtu", tunnel.DefaultGuestMTU, "guest MTU the uplink must carry after encapsulation")
 	ctlURL := fs.String("controller-url", tunnel.DefaultControllerURL, "controller status API (the default is checked only if it answers)")
 	format := fs.String("format", "text", "output format: text or json")
+	tlsCert := fs.String("tls-cert", "", "ssl: OVSDB endpoints: client certificate (vpcflow pki sign)")
+	tlsKey := fs.String("tls-key", "", "ssl: OVSDB endpoints: client key")
+	tlsCA := fs.String("tls-ca", "", "ssl: OVSDB endpoints: CA certificate the server must chain to")
 	wait := fs.Duration("wait", tunnel.DefaultDoctorWait, "how long to poll values OVS writes lazily (Controller.is_connected lags ~5 s); 0 = no polling")
 	if err := fs.Parse(args); err != nil {
 		return parseExit(err)
@@ -122,6 +127,15 @@ func runDoctor(args []string) int {
 		opts.Endpoint = opts.Host.OVSDB
 	default:
 		opts.Endpoint = tunnel.DefaultEndpoint()
+	}
+
+	if strings.HasPrefix(opts.Endpoint, "ssl:") {
+		cfg, err := pki.ClientConfig(*tlsCert, *tlsKey, *tlsCA)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "vpcflow doctor: OVSDB endpoint %s: %v\n", opts.Endpoint, err)
+			return 2
+		}
+		opts.Env = tunnel.SystemEnv{TLS: cfg}
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

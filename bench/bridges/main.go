@@ -1,0 +1,635 @@
+// Command bridges measures vpcflow at hundreds of bridges in one userspace
+// ovs-vswitchd (private namespace, dummy ports) with the realistic blueprint
+// (20 VMs per host, 50 tiers, every host a tunnel peer of every other):
+//
+//   - initial convergence of all bridges vs the switch side alone (the sum
+//     of per-bridge `ovs-ofctl --bundle add-flows` of the same flows),
+//     controller CPU seconds, peak RSS and goroutines;
+//   - incremental change (add one VM; move one VM to another host): per
+//     affected bridge the time from "blueprint loaded" to its barrier-
+//     confirmed reconcile, p50/p99, and flow-mods to unaffected bridges;
+//   - reconnect storm: controller restart and controller targets removed
+//     and restored (flow-mods must be 0), and an ovs-vswitchd restart
+//     (empty tables: full re-install).
+//
+// Needs root and Open vSwitch.
+//
+//	go run ./bench/bridges -bridges 200 -changes 5 -json /tmp/bridges.json
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vpcflow/vpcflow/bench/gen"
+	"github.com/vpcflow/vpcflow/bench/internal/ovsbench"
+	"github.com/vpcflow/vpcflow/controller"
+	"github.com/vpcflow/vpcflow/flows"
+)
+
+const spares = 6 // spare dummy ports per bridge for added/moved VMs
+
+type result struct {
+	Bridges          int     `json:"bridges"`
+	VMsPerHost       int     `json:"vms_per_host"`
+	Tiers            int     `json:"tiers"`
+	FlowsPerBridge   int     `json:"flows_per_bridge_h0"`
+	FlowsTotal       int     `json:"flows_total"`
+	SwitchSideMs     float64 `json:"switch_side_sum_ms"`
+	ConvergeMs       float64 `json:"controller_converge_ms"`
+	Ratio            float64 `json:"ratio"`
+	CtlCPUSeconds    float64 `json:"controller_cpu_s"`
+	CtlBaseRSSKiB    int     `json:"controller_base_rss_kib"`
+	CtlHWMKiB        int     `json:"controller_peak_rss_kib"`
+	BytesPerFlow     float64 `json:"controller_rss_bytes_per_flow_above_base"`
+	Goroutines       int     `json:"controller_goroutines_max"`
+	VSwitchdHWMKiB   int     `json:"vswitchd_peak_rss_kib"`
+	AddVM            change  `json:"add_vm"`
+	MoveVM           change  `json:"move_vm"`
+	RestartMs        float64 `json:"controller_restart_converge_ms"`
+	RestartFlowMods  uint64  `json:"controller_restart_flow_mods"`
+	RetargetMs       float64 `json:"targets_restored_converge_ms"`
+	RetargetFlowMods uint64  `json:"targets_restored_flow_mods"`
+	OVSRestartMs     float64 `json:"vswitchd_restart_converge_ms"`
+	OVSRestartMods   uint64  `json:"vswitchd_restart_flow_mods"`
+}
+
+type change struct {
+	Runs              int       `json:"runs"`
+	AffectedPerRun    []int     `json:"affected_per_run"`
+	LatenciesMs       []float64 `json:"latencies_ms"`
+	P50Ms             float64   `json:"p50_ms"`
+	P99Ms             float64   `json:"p99_ms"`
+	MaxMs             float64   `json:"max_ms"`
+	WriteToAppliedMs  []float64 `json:"file_write_to_all_applied_ms"`
+	UnaffectedModsSum uint64    `json:"unaffected_flow_mods"`
+	UnaffectedBridges int       `json:"unaffected_bridges_checked"`
+	WrongAffected     int       `json:"affected_mismatch"`
+}
+
+type bench struct {
+	ctx     context.Context
+	dir     string
+	bin     string
+	sw      *ovsbench.Switch
+	bpPath  string
+	bp      *flows.Blueprint // current (parsed)
+	raw     *flows.Blueprint // current (unparsed, editable)
+	brs     []string
+	dpidBr  map[string]int // dpid hex -> host index
+	ctl     *ovsbench.Ctl
+	logPath string
+	tail    *ovsbench.LogTail
+	res     result
+	spareAt []int // next spare port per host
+}
+
+func main() {
+	n := flag.Int("bridges", 200, "bridges (hosts) in one ovs-vswitchd")
+	vms := flag.Int("vms", 20, "VMs per host")
+	tiers := flag.Int("tiers", 50, "tiers")
+	changes := flag.Int("changes", 5, "incremental changes of each kind")
+	jsonOut := flag.String("json", "", "write results as JSON here")
+	cpuprofile := flag.String("cpuprofile", "", "controller CPU profile of the initial convergence + changes (file)")
+	heapprofile := flag.String("heapprofile", "", "controller heap profile right after initial convergence (file)")
+	skipSwitch := flag.Bool("skip-switch-side", false, "skip the ovs-ofctl baseline")
+	keep := flag.Bool("keep", false, "keep the work directory")
+	flag.Parse()
+	if err := run(*n, *vms, *tiers, *changes, *jsonOut, *cpuprofile, *heapprofile, *skipSwitch, *keep); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/bridges:", err)
+		os.Exit(1)
+	}
+}
+
+func logf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05.000")+" bridges: "+format+"\n", a...)
+}
+
+func run(n, vms, tiers, changes int, jsonOut, cpuprofile, heapprofile string, skipSwitch, keep bool) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, 40*time.Minute)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "vpcflow-bench-bridges-")
+	if err != nil {
+		return err
+	}
+	if !keep {
+		defer os.RemoveAll(dir)
+	}
+	b := &bench{ctx: ctx, dir: dir, dpidBr: map[string]int{}}
+	b.res.Bridges, b.res.VMsPerHost, b.res.Tiers = n, vms, tiers
+	if b.bin, err = ovsbench.BuildTools(dir); err != nil {
+		return err
+	}
+	spec := gen.Spec{Hosts: n, VMsPerHost: vms, Tiers: tiers}
+	if b.raw, err = gen.Build(spec); err != nil {
+		return err
+	}
+	b.bpPath = filepath.Join(dir, "blueprint.yaml")
+	if err := b.writeBlueprint(); err != nil {
+		return err
+	}
+	b.spareAt = make([]int, n)
+	sw, err := ovsbench.Start(ctx, fmt.Sprintf("vfbm%d", os.Getpid()%100000), filepath.Join(dir, "ovs"))
+	if err != nil {
+		return err
+	}
+	defer sw.Close()
+	b.sw = sw
+	var specs []ovsbench.Bridge
+	for i := range b.bp.Hosts {
+		h := &b.bp.Hosts[i]
+		br := ovsbench.Bridge{Name: fmt.Sprintf("b%d", i), DPID: h.DPID, Ports: []string{h.Uplink}}
+		for k := 0; k < vms; k++ {
+			br.Ports = append(br.Ports, gen.VMPort(i, k))
+		}
+		for k := 0; k < spares; k++ {
+			br.Ports = append(br.Ports, fmt.Sprintf("h%ds%d", i, k))
+		}
+		if i == 0 {
+			br.TunnelPort, br.TunnelIP = flows.TunnelPortVXLAN, h.TunnelIP
+		}
+		specs = append(specs, br)
+		b.brs = append(b.brs, br.Name)
+		b.dpidBr[fmt.Sprintf("%016x", h.DPID)] = i
+	}
+	t0 := time.Now()
+	if err := sw.AddBridges(ctx, specs, 20); err != nil {
+		return err
+	}
+	logf("%d bridges with %d ports each created in %s", n, len(specs[1].Ports), time.Since(t0).Round(time.Millisecond))
+
+	// Switch side alone: the same flows (compiled, bound to each bridge's
+	// ports as the controller binds them), one bundle per bridge, sequential.
+	files := make([]string, n)
+	total := 0
+	for i := range b.bp.Hosts {
+		fs, err := flows.Compile(b.bp, b.bp.Hosts[i].Name)
+		if err != nil {
+			return err
+		}
+		pm := flows.PortMap{}
+		for j, p := range specs[i].Ports {
+			pm[p] = uint32(j + 1)
+		}
+		if specs[i].TunnelPort != "" {
+			pm[specs[i].TunnelPort] = 9999
+		}
+		bound, _ := flows.Bind(fs, pm)
+		total += len(bound)
+		if i == 0 {
+			b.res.FlowsPerBridge = len(bound)
+		}
+		files[i] = filepath.Join(dir, fmt.Sprintf("b%d.flows", i))
+		if err := os.WriteFile(files[i], []byte(flows.Render(bound, false)), 0o644); err != nil {
+			return err
+		}
+	}
+	b.res.FlowsTotal = total
+	if !skipSwitch {
+		var sum time.Duration
+		for i, br := range b.brs {
+			d, err := sw.TimeOfctlBundle(ctx, br, files[i])
+			if err != nil {
+				return err
+			}
+			sum += d
+		}
+		b.res.SwitchSideMs = ovsbench.Ms(sum)
+		got := 0
+		for _, br := range b.brs {
+			c, err := sw.FlowCount(ctx, br)
+			if err != nil {
+				return err
+			}
+			got += c
+			if _, err := sw.Ofctl(ctx, "del-flows", br); err != nil {
+				return err
+			}
+		}
+		if got != total {
+			return fmt.Errorf("ovs-ofctl installed %d flows, want %d", got, total)
+		}
+		logf("switch side alone: %d flows on %d bridges in %.0f ms (sum of per-bridge bundles)", total, n, b.res.SwitchSideMs)
+	}
+	for _, f := range files {
+		_ = os.Remove(f)
+	}
+
+	// Initial convergence.
+	b.logPath = filepath.Join(dir, "ctl.log")
+	var extra []string
+	if cpuprofile != "" {
+		extra = append(extra, "-cpuprofile", cpuprofile)
+	}
+	if b.ctl, err = sw.StartCtl(b.bin, b.bpPath, 6653, b.logPath, extra...); err != nil {
+		return err
+	}
+	defer func() { b.ctl.Stop() }()
+	rss0, _ := ovsbench.ProcMemKB(b.ctl.Pid)
+	b.res.CtlBaseRSSKiB = rss0
+	cpu0 := b.ctl.CPUSeconds()
+	b.tail = ovsbench.NewLogTail(b.logPath)
+	t0 = time.Now()
+	if err := sw.SetControllers(ctx, b.brs, "tcp:127.0.0.1:6653", 50); err != nil {
+		return err
+	}
+	gdone := make(chan struct{})
+	go func() { // goroutine high-water mark while converging
+		for {
+			select {
+			case <-gdone:
+				return
+			case <-time.After(100 * time.Millisecond):
+				if g := b.ctl.Goroutines(); g > b.res.Goroutines {
+					b.res.Goroutines = g
+				}
+			}
+		}
+	}()
+	last, err := b.waitAllConverged(0, 10*time.Minute)
+	close(gdone)
+	if err != nil {
+		return err
+	}
+	b.res.ConvergeMs = ovsbench.Ms(last.Sub(t0))
+	b.res.CtlCPUSeconds = b.ctl.CPUSeconds() - cpu0
+	_, b.res.CtlHWMKiB = ovsbench.ProcMemKB(b.ctl.Pid)
+	b.res.BytesPerFlow = float64(b.res.CtlHWMKiB-rss0) * 1024 / float64(total)
+	if b.res.SwitchSideMs > 0 {
+		b.res.Ratio = b.res.ConvergeMs / b.res.SwitchSideMs
+	}
+	_, b.res.VSwitchdHWMKiB = ovsbench.ProcMemKB(sw.VSwitchdPid())
+	logf("controller: all %d bridges converged in %.0f ms (ratio %.2f), CPU %.2f s, RSS base %d KiB peak %d KiB (%.0f B/flow), goroutines <= %d",
+		n, b.res.ConvergeMs, b.res.Ratio, b.res.CtlCPUSeconds, rss0, b.res.CtlHWMKiB, b.res.BytesPerFlow, b.res.Goroutines)
+	if heapprofile != "" {
+		if err := b.ctl.SaveHeap(heapprofile); err != nil {
+			logf("heap profile: %v", err)
+		}
+	}
+
+	// Incremental changes.
+	for r := 0; r < changes; r++ {
+		if err := b.change(&b.res.AddVM, "add", r); err != nil {
+			return err
+		}
+	}
+	for r := 0; r < changes; r++ {
+		if err := b.change(&b.res.MoveVM, "move", r); err != nil {
+			return err
+		}
+	}
+	for _, c := range []*change{&b.res.AddVM, &b.res.MoveVM} {
+		c.P50Ms, c.P99Ms = ovsbench.Percentile(c.LatenciesMs, 50), ovsbench.Percentile(c.LatenciesMs, 99)
+		c.MaxMs = ovsbench.Percentile(c.LatenciesMs, 100)
+	}
+
+	// Reconnect storm 1: controller restart.
+	b.ctl.Stop()
+	t0 = time.Now()
+	if b.ctl, err = sw.StartCtl(b.bin, b.bpPath, 6653, b.logPath); err != nil {
+		return err
+	}
+	b.tail = ovsbench.NewLogTail(b.logPath)
+	if err := b.waitStatus(func(st *controller.Status) bool { return allConverged(st, b.bp.Revision, 1) }, 5*time.Minute); err != nil {
+		return err
+	}
+	b.res.RestartMs = ovsbench.Ms(time.Since(t0))
+	st, err := b.ctl.Status()
+	if err != nil {
+		return err
+	}
+	b.res.RestartFlowMods = sumMods(st)
+	logf("controller restart: all converged %.0f ms after start, %d flow-mods", b.res.RestartMs, b.res.RestartFlowMods)
+
+	// Reconnect storm 2: controller targets removed and restored.
+	if err := sw.SetControllers(ctx, b.brs, "", 100); err != nil {
+		return err
+	}
+	if err := b.waitStatus(func(st *controller.Status) bool {
+		for _, br := range st.Bridges {
+			if br.Connected {
+				return false
+			}
+		}
+		return true
+	}, time.Minute); err != nil {
+		return err
+	}
+	t0 = time.Now()
+	if err := sw.SetControllers(ctx, b.brs, "tcp:127.0.0.1:6653", 50); err != nil {
+		return err
+	}
+	// Bridge status restarts per connection: wait for connected+converged.
+	if err := b.waitStatus(func(st *controller.Status) bool { return allConverged(st, b.bp.Revision, 1) }, 5*time.Minute); err != nil {
+		return err
+	}
+	b.res.RetargetMs = ovsbench.Ms(time.Since(t0))
+	st, _ = b.ctl.Status()
+	b.res.RetargetFlowMods = sumMods(st)
+	logf("targets removed+restored: all converged in %.0f ms, %d flow-mods", b.res.RetargetMs, b.res.RetargetFlowMods)
+
+	// ovs-vswitchd restart: tables come back empty.
+	sw.StopVSwitchd()
+	t0 = time.Now()
+	if err := sw.StartVSwitchd(ctx); err != nil {
+		return err
+	}
+	if err := b.waitStatus(func(st *controller.Status) bool {
+		if !allConverged(st, b.bp.Revision, 1) {
+			return false
+		}
+		for _, br := range st.Bridges {
+			if br.ConnectedSince.Before(t0) {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Minute); err != nil {
+		return err
+	}
+	b.res.OVSRestartMs = ovsbench.Ms(time.Since(t0))
+	st, _ = b.ctl.Status()
+	b.res.OVSRestartMods = sumMods(st)
+	logf("ovs-vswitchd restart: all converged %.0f ms after start, %d flow-mods", b.res.OVSRestartMs, b.res.OVSRestartMods)
+
+	b.print()
+	return ovsbench.WriteJSON(jsonOut, b.res)
+}
+
+func (b *bench) writeBlueprint() error {
+	bp, y, err := gen.Parse(b.raw)
+	if err != nil {
+		return err
+	}
+	tmp := b.bpPath + ".tmp"
+	if err := os.WriteFile(tmp, y, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, b.bpPath); err != nil {
+		return err
+	}
+	b.bp = bp
+	return nil
+}
+
+func allConverged(st *controller.Status, rev uint32, minRecs uint64) bool {
+	for _, br := range st.Bridges {
+		if !br.Connected || !br.Converged || br.Revision != rev || br.Reconciles < minRecs {
+			return false
+		}
+	}
+	return len(st.Bridges) > 0
+}
+
+func sumMods(st *controller.Status) uint64 {
+	var n uint64
+	for _, br := range st.Bridges {
+		n += br.FlowModsSent
+	}
+	return n
+}
+
+func reconciles(st *controller.Status) map[string]uint64 {
+	m := map[string]uint64{}
+	for _, br := range st.Bridges {
+		m[br.DatapathID] = br.Reconciles
+	}
+	return m
+}
+
+func (b *bench) waitStatus(ok func(*controller.Status) bool, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := b.ctl.Status()
+		if err == nil && ok(st) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("status condition not reached within %s (log %s)", timeout, b.logPath)
+		}
+		select {
+		case <-b.ctx.Done():
+			return b.ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// waitAllConverged waits (on the log) until every bridge logged a converged
+// reconcile and returns the time of the last one.
+func (b *bench) waitAllConverged(_ int, timeout time.Duration) (time.Time, error) {
+	seen := map[string]time.Time{}
+	var last time.Time
+	err := b.tail.Wait(b.ctx, timeout, "every bridge converged", func(l *ovsbench.LogLine) bool {
+		if l.Msg == "reconciled" || l.Msg == "reconciled: in sync" {
+			if conv, _ := l.Fields["converged"].(bool); conv {
+				seen[l.Str("bridge")] = l.Time
+				if l.Time.After(last) {
+					last = l.Time
+				}
+			}
+		}
+		return len(seen) == len(b.brs)
+	})
+	return last, err
+}
+
+// affected compiles every host under both blueprints and returns the hosts
+// whose flow set (key, actions, rule) differs.
+func affected(old, cur *flows.Blueprint) (map[int]bool, error) {
+	out := map[int]bool{}
+	for i := range cur.Hosts {
+		a, err := flows.Compile(old, cur.Hosts[i].Name)
+		if err != nil {
+			return nil, err
+		}
+		c, err := flows.Compile(cur, cur.Hosts[i].Name)
+		if err != nil {
+			return nil, err
+		}
+		if d := controller.DiffFlows(c, a); !d.Empty() {
+			out[i] = true
+		}
+	}
+	return out, nil
+}
+
+func (b *bench) change(res *change, kind string, r int) error {
+	old := b.bp
+	host := (37 + 53*r) % len(b.raw.Hosts)
+	target := (host + 1 + 71*r) % len(b.raw.Hosts)
+	switch kind {
+	case "add":
+		// A new VM on host, in tier r, on one of its spare ports.
+		t := &b.raw.VPCs[0].Tiers[r%len(b.raw.VPCs[0].Tiers)]
+		port := fmt.Sprintf("h%ds%d", host, b.spareAt[host])
+		b.spareAt[host]++
+		n := len(t.VMs)
+		t.VMs = append(t.VMs, flows.VM{Name: "new" + port, Host: gen.HostName(host), Port: port,
+			MAC: fmt.Sprintf("52:54:ff:00:%02x:%02x", byte(r), byte(host)), IP: tierIP(t.CIDR, 3000+n)})
+	case "move":
+		// VM 0 of host moves to target, onto a spare port there.
+		vm := findVM(b.raw, gen.VMPort(host, 0))
+		if vm == nil {
+			return fmt.Errorf("move: VM %s not found", gen.VMPort(host, 0))
+		}
+		vm.Host = gen.HostName(target)
+		vm.Port = fmt.Sprintf("h%ds%d", target, b.spareAt[target])
+		b.spareAt[target]++
+	}
+	b.raw.Revision++
+	cur, _, err := gen.Parse(b.raw)
+	if err != nil {
+		return err
+	}
+	aff, err := affected(old, cur)
+	if err != nil {
+		return err
+	}
+	st0, err := b.ctl.Status()
+	if err != nil {
+		return err
+	}
+	mods0 := map[string]uint64{}
+	recs0 := reconciles(st0)
+	for _, br := range st0.Bridges {
+		mods0[br.DatapathID] = br.FlowModsSent
+	}
+	b.tail.Poll()
+	tw := time.Now()
+	if err := b.writeBlueprint(); err != nil {
+		return err
+	}
+	if err := b.ctl.HUP(); err != nil {
+		return err
+	}
+	// Wait until every bridge has reconciled the new revision.
+	rev := b.bp.Revision
+	if err := b.waitStatus(func(st *controller.Status) bool {
+		for _, br := range st.Bridges {
+			if br.Revision != rev || !br.Converged || br.Reconciles <= recs0[br.DatapathID] {
+				return false
+			}
+		}
+		return true
+	}, 2*time.Minute); err != nil {
+		return err
+	}
+	b.tail.Poll()
+	var loaded time.Time
+	applied := map[string]time.Time{}
+	for _, l := range b.tail.Lines {
+		if l.Time.Before(tw) {
+			continue
+		}
+		switch l.Msg {
+		case "blueprint loaded":
+			if uint32(l.Num("revision")) == rev && loaded.IsZero() {
+				loaded = l.Time
+			}
+		case "reconciled":
+			if !loaded.IsZero() {
+				applied[l.Str("bridge")] = l.Time
+			}
+		}
+	}
+	b.tail.Lines = nil
+	if loaded.IsZero() {
+		return fmt.Errorf("%s run %d: no 'blueprint loaded' line for revision %d", kind, r, rev)
+	}
+	st1, err := b.ctl.Status()
+	if err != nil {
+		return err
+	}
+	var lastApplied time.Time
+	naff := 0
+	for _, br := range st1.Bridges {
+		i := b.dpidBr[br.DatapathID]
+		sent := br.FlowModsSent - mods0[br.DatapathID]
+		if aff[i] {
+			naff++
+			at, ok := applied[br.DatapathID]
+			if !ok || sent == 0 {
+				res.WrongAffected++
+				continue
+			}
+			res.LatenciesMs = append(res.LatenciesMs, ovsbench.Ms(at.Sub(loaded)))
+			if at.After(lastApplied) {
+				lastApplied = at
+			}
+		} else {
+			res.UnaffectedBridges++
+			res.UnaffectedModsSum += sent
+			if _, ok := applied[br.DatapathID]; ok {
+				res.WrongAffected++
+			}
+		}
+	}
+	res.Runs++
+	res.AffectedPerRun = append(res.AffectedPerRun, naff)
+	res.WriteToAppliedMs = append(res.WriteToAppliedMs, ovsbench.Ms(lastApplied.Sub(tw)))
+	lat := res.LatenciesMs[len(res.LatenciesMs)-naff+res.WrongAffected:]
+	sort.Float64s(lat)
+	logf("%s VM run %d: revision %d, %d affected bridges, load->applied p50 %.1f ms max %.1f ms, write->all applied %.1f ms, unaffected flow-mods so far %d",
+		kind, r+1, rev, naff, ovsbench.Percentile(lat, 50), ovsbench.Percentile(lat, 100), ovsbench.Ms(lastApplied.Sub(tw)), res.UnaffectedModsSum)
+	return nil
+}
+
+func findVM(bp *flows.Blueprint, name string) *flows.VM {
+	for pi := range bp.VPCs {
+		for ti := range bp.VPCs[pi].Tiers {
+			for mi := range bp.VPCs[pi].Tiers[ti].VMs {
+				if m := &bp.VPCs[pi].Tiers[ti].VMs[mi]; m.Name == name {
+					return m
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func tierIP(cidr string, k int) string {
+	var a, b, c, d, bits int
+	fmt.Sscanf(strings.Replace(cidr, "/", ".", 1), "%d.%d.%d.%d.%d", &a, &b, &c, &d, &bits)
+	v := a<<24 | b<<16 | c<<8 | d + k
+	return fmt.Sprintf("%d.%d.%d.%d", v>>24&255, v>>16&255, v>>8&255, v&255)
+}
+
+func (b *bench) print() {
+	r := &b.res
+	fmt.Printf("\nMany bridges: %d bridges in one ovs-vswitchd, %d VMs/host, %d tiers, %d flows/bridge (h0), %d flows total\n",
+		r.Bridges, r.VMsPerHost, r.Tiers, r.FlowsPerBridge, r.FlowsTotal)
+	fmt.Printf("%-44s %12s\n", "metric", "value")
+	row := func(k string, f string, v ...any) { fmt.Printf("%-44s %12s\n", k, fmt.Sprintf(f, v...)) }
+	row("switch side alone (sum of ofctl bundles) ms", "%.0f", r.SwitchSideMs)
+	row("controller: all converged ms", "%.0f", r.ConvergeMs)
+	row("ratio (target <= 2)", "%.2f", r.Ratio)
+	row("controller CPU s", "%.2f", r.CtlCPUSeconds)
+	row("controller RSS base / peak MiB", "%d / %d", r.CtlBaseRSSKiB/1024, r.CtlHWMKiB/1024)
+	row("controller B/flow above base (target<=1024)", "%.0f", r.BytesPerFlow)
+	row("controller goroutines (max)", "%d", r.Goroutines)
+	row("ovs-vswitchd peak RSS MiB", "%d", r.VSwitchdHWMKiB/1024)
+	for _, c := range []struct {
+		n string
+		c *change
+	}{{"add VM", &r.AddVM}, {"move VM", &r.MoveVM}} {
+		row(c.n+": runs / affected per run", "%d / %v", c.c.Runs, c.c.AffectedPerRun)
+		row(c.n+": load->applied p50 / p99 ms", "%.1f / %.1f", c.c.P50Ms, c.c.P99Ms)
+		row(c.n+": write->all applied median ms", "%.1f", ovsbench.Median(c.c.WriteToAppliedMs))
+		row(c.n+": unaffected flow-mods (bridges checked)", "%d (%d)", c.c.UnaffectedModsSum, c.c.UnaffectedBridges)
+		row(c.n+": affected-set mismatches", "%d", c.c.WrongAffected)
+	}
+	row("controller restart: converged ms / flow-mods", "%.0f / %d", r.RestartMs, r.RestartFlowMods)
+	row("targets removed+restored: ms / flow-mods", "%.0f / %d", r.RetargetMs, r.RetargetFlowMods)
+	row("ovs-vswitchd restart: ms / flow-mods", "%.0f / %d", r.OVSRestartMs, r.OVSRestartMods)
+}
