@@ -459,7 +459,16 @@ func TestOFUnknownMessagesFake(t *testing.T) {
 		all = append(all, m...)
 	}
 	fs.send(all)
-	ofWaitFor(t, 5*time.Second, "messages ignored", func() bool { return c.IgnoredMessages() == 7 && c.unsolicited.Load() == 1 })
+	// PACKET_IN is delivered (drop logging), everything else ignored.
+	ofWaitFor(t, 5*time.Second, "messages ignored", func() bool { return c.IgnoredMessages() == 6 && c.unsolicited.Load() == 1 })
+	select {
+	case pi := <-c.PacketIns():
+		if pi[1] != OFPTPacketIn {
+			t.Fatalf("PacketIns delivered message type %d", pi[1])
+		}
+	default:
+		t.Fatal("PACKET_IN not delivered")
+	}
 	if err := c.Barrier(ofTestCtx(t)); err != nil {
 		t.Fatalf("conn broken by unknown messages: %v", err)
 	}
