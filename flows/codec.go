@@ -320,6 +320,8 @@ func DecodeFlowStats(e []byte, names map[uint32]string) (Flow, error) {
 	}
 	f.RawMatch = append([]byte(nil), m[:padded]...)
 	var unknown []string
+	var mfBuf [12]MatchField
+	mfs := mfBuf[:0]
 	fields := m[4:ml]
 	for len(fields) > 0 {
 		if len(fields) < 4 {
@@ -349,8 +351,9 @@ func DecodeFlowStats(e []byte, names map[uint32]string) (Flow, error) {
 			mf.Port = portName(uint32(mf.Value), names)
 			mf.Value = 0
 		}
-		f.Match = f.Match.With(mf)
+		mfs = append(mfs, mf)
 	}
+	f.Match = matchOf(mfs)
 	ins := e[48+padded:]
 	for len(ins) > 0 {
 		if len(ins) < 4 {
@@ -469,4 +472,49 @@ func decodeActions(b []byte, names map[uint32]string) ([]Action, []string, error
 		}
 	}
 	return acts, unknown, nil
+}
+
+// matchOf builds a normalised Match from fields with one allocation: the
+// same result as applying Match.With to each field in turn (a later field
+// replaces an earlier one of the same Field; masks are normalised), without
+// With's copy and sort per field, which dominated compile and decode
+// (pprof at 200 bridges: Match.With 21% of controller CPU).
+func matchOf(fields []MatchField) Match {
+	if len(fields) == 0 {
+		return nil
+	}
+	out := make(Match, 0, len(fields))
+	for _, mf := range fields {
+		if mf.Masked {
+			full := mf.Field.fullMask()
+			mf.Mask &= full
+			if mf.Mask == full {
+				mf.Masked, mf.Mask = false, 0
+			} else if mf.Mask == 0 {
+				continue
+			}
+			mf.Value &= mf.Mask | ^full
+		}
+		replaced := false
+		for i := range out {
+			if out[i].Field == mf.Field {
+				// With removes the old field and appends: same after the sort.
+				out[i] = mf
+				replaced = true
+				break
+			}
+		}
+		if !replaced {
+			out = append(out, mf)
+		}
+	}
+	for i := 1; i < len(out); i++ { // matches are short: insertion sort
+		for j := i; j > 0 && out[j].Field < out[j-1].Field; j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }

@@ -139,13 +139,7 @@ func masked(f Field, v, m uint64) MatchField {
 	return MatchField{Field: f, Value: v, Mask: m, Masked: true}
 }
 
-func match(fields ...MatchField) Match {
-	var m Match
-	for _, f := range fields {
-		m = m.With(f)
-	}
-	return m
-}
+func match(fields ...MatchField) Match { return matchOf(fields) }
 
 func ipMatch(fields ...MatchField) Match {
 	return match(append([]MatchField{exact(FEthType, EthIPv4)}, fields...)...)

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -46,6 +47,9 @@ func Parse(name string, data []byte) (bp *Blueprint, err error) {
 		}
 	}()
 
+	if fe := checkBytes(name, data); fe != nil {
+		return nil, &ValidationError{Errors: []FieldError{*fe}}
+	}
 	root, errs := parseDocument(name, data)
 	if len(errs) > 0 {
 		return nil, &ValidationError{Errors: errs}
@@ -612,4 +616,25 @@ func (b *Blueprint) Hash() string {
 	data, _ := json.Marshal(c)
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:])
+}
+
+// checkBytes reports the first byte YAML forbids (control characters other
+// than tab, newline and carriage return; invalid UTF-8) with its line and
+// column: the YAML library's reader rejects them without a position.
+func checkBytes(name string, data []byte) *FieldError {
+	line, col := 1, 1
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			return &FieldError{File: name, Line: line, Column: col, Msg: fmt.Sprintf("invalid UTF-8 byte 0x%02x: the file is corrupt or not text; restore it from a good copy", data[i])}
+		case r == '\n':
+			line, col = line+1, 0
+		case r < 0x20 && r != '\t' && r != '\r', r == 0x7f:
+			return &FieldError{File: name, Line: line, Column: col, Msg: fmt.Sprintf("control character 0x%02x is not allowed in YAML: the file is corrupt; restore it from a good copy", r)}
+		}
+		i += size
+		col++
+	}
+	return nil
 }

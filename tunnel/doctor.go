@@ -442,7 +442,11 @@ func EncapOverhead(e flows.Encapsulation) int {
 
 func (d *doctor) checkOVSDB() CheckResult {
 	if d.dbErr != nil {
-		return fail(CheckOVSDB, fmt.Sprintf("cannot read ovsdb-server at %s: %v", d.o.Endpoint, d.dbErr),
+		detail := d.dbErr.Error()
+		if !strings.Contains(detail, d.o.Endpoint) {
+			detail = fmt.Sprintf("cannot read ovsdb-server at %s: %s", d.o.Endpoint, detail)
+		}
+		return fail(CheckOVSDB, detail,
 			"start Open vSwitch (systemctl start openvswitch-switch / ovs-ctl start) or pass the right --ovsdb endpoint")
 	}
 	return pass(CheckOVSDB, "ovsdb-server answers at "+d.o.Endpoint)

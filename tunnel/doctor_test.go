@@ -272,7 +272,7 @@ func TestDoctorOVSDBUnreachable(t *testing.T) {
 	c := newCase(t)
 	c.env.dbErr = errors.New("dial unix /run/ovs/db.sock: connect: no such file or directory")
 	res := c.run(t)
-	expect(t, res, CheckOVSDB, StatusFail, "cannot read ovsdb-server")
+	expect(t, res, CheckOVSDB, StatusFail, "cannot read ovsdb-server at unix:/run/ovs/db.sock: dial unix")
 	expect(t, res, CheckVSwitchd, StatusPass, "pid 100") // the pidfile still answers
 	for _, name := range []string{CheckOVSVersion, CheckFailMode, CheckProtocols, CheckDatapathID, CheckControllerTargets, CheckTunnelPort} {
 		expect(t, res, name, StatusSkip, "")

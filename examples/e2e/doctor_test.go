@@ -36,7 +36,14 @@ func (r *doctorRun) status(check string) tunnel.CheckStatus { return r.results[c
 // (OVS_RUNDIR etc.), against its unix socket, as an operator would.
 func (e *env) doctor(host string, args ...string) *doctorRun {
 	e.t.Helper()
-	argv := append([]string{"netns", "exec", e.lab.HostNS(host), vpcflowBin, "doctor",
+	return e.doctorIn(e.lab.HostNS(host), host, args...)
+}
+
+// doctorIn runs doctor for host from namespace ns (the host's OVS
+// environment and unix socket work from any namespace).
+func (e *env) doctorIn(ns, host string, args ...string) *doctorRun {
+	e.t.Helper()
+	argv := append([]string{"netns", "exec", ns, vpcflowBin, "doctor",
 		"--blueprint", e.bpPath, "--host", host, "--format", "json", "--wait", "2s"}, args...)
 	cmd := exec.CommandContext(e.ctx, "ip", argv...)
 	cmd.Env = append(os.Environ(), e.lab.OVSEnv(host)...)
@@ -120,6 +127,14 @@ func TestDoctor(t *testing.T) {
 	}
 	expectCheck(t, r, tunnel.CheckControllerTLS, tunnel.StatusWarn, "not encrypted")
 	t.Logf("healthy host: exit 0 (%s):\n%s", time.Since(start).Round(time.Millisecond), r.summary())
+
+	// The controller's view: its status API listens on the management
+	// namespace's loopback, so ask from there (the host's OVSDB socket is a
+	// file and reachable from any namespace).
+	r = e.doctorIn(e.lab.MgmtNS(), host, "--controller-url", lab.ControllerURL)
+	expectCheck(t, r, tunnel.CheckControllerStatus, tunnel.StatusPass, "converged, role MASTER")
+	r = e.doctorIn(e.lab.MgmtNS(), host, "--controller-url", "http://127.0.0.1:1")
+	expectCheck(t, r, tunnel.CheckControllerStatus, tunnel.StatusFail, "cannot read")
 
 	// ovsdb-server listening on every address: FAIL; on the management
 	// address without TLS: WARN.
