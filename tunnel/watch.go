@@ -154,6 +154,21 @@ type Watcher struct {
 
 	// TLS is the client configuration for an ssl: Endpoint.
 	TLS *tls.Config
+	// Bootstrap, when set, are the host's management flows in ovs-ofctl
+	// syntax (flows.CompileManagement rendered: LOCAL<->uplink, the tunnel
+	// allowlist, every table's drop), with the controller's own cookies.
+	// The watcher then recovers by installing them itself — an empty table
+	// after an ovs-vswitchd restart, or a management path cut by a foreign
+	// flow — and keeps in-band control closed at all times: OVS's hidden
+	// in-band rules would otherwise flood management frames to guests and
+	// let guests reach the controller while recovering. Without Bootstrap
+	// the watcher falls back to opening in-band control (DecideMode).
+	Bootstrap []string
+	// Install applies flows (default: ovs-ofctl --bundle add-flows).
+	Install func(ctx context.Context, bridge string, flows []string) error
+	// DelFlows deletes flows matching a spec (default: ovs-ofctl del-flows).
+	DelFlows   func(ctx context.Context, bridge, spec string) error
+	lastRepair time.Time
 	// DisconnectGrace and ConnectedHold tune DecideMode (defaults above).
 	DisconnectGrace, ConnectedHold time.Duration
 
@@ -224,6 +239,9 @@ func (w *Watcher) Step(ctx context.Context) (string, error) {
 	}
 	if hold <= 0 {
 		hold = DefaultConnectedHold
+	}
+	if len(w.Bootstrap) > 0 {
+		return w.stepBootstrap(ctx, in, modes, grace)
 	}
 	mode, reason := DecideMode(in, grace, hold)
 	change := false
@@ -296,4 +314,71 @@ func (w *Watcher) logger() logrus.FieldLogger {
 		return logrus.StandardLogger()
 	}
 	return w.Logger
+}
+
+// stepBootstrap is Step with bootstrap flows: in-band control stays closed;
+// missing management flows are installed by the watcher; a controller
+// unreachable past grace although the flows are present gets them
+// re-installed and foreign flows removed from the management tables
+// (classify, underlay_in, host_out), at most once per grace period.
+func (w *Watcher) stepBootstrap(ctx context.Context, in WatchInput, modes map[string]string, grace time.Duration) (string, error) {
+	log := w.logger().WithField("bridge", w.Bridge)
+	install, del := w.Install, w.DelFlows
+	if install == nil {
+		install = installFlows
+	}
+	if del == nil {
+		del = delFlows
+	}
+	did := ""
+	switch {
+	case !in.Installed:
+		if err := install(ctx, w.Bridge, w.Bootstrap); err != nil {
+			return "", err
+		}
+		log.WithField("flows", len(w.Bootstrap)).Warn("management flows missing: bootstrap management flows installed (LOCAL<->uplink, tunnel allowlist; guests stay dropped); in-band control stays closed")
+		did = "bootstrap"
+	case !in.Connected && in.DisconnectedFor >= grace && time.Since(w.lastRepair) >= grace:
+		for _, t := range []string{"0", "10", "20"} {
+			if err := del(ctx, w.Bridge, "table="+t+",cookie=0/0xff00000000000000"); err != nil {
+				return "", err
+			}
+		}
+		if err := install(ctx, w.Bridge, w.Bootstrap); err != nil {
+			return "", err
+		}
+		w.lastRepair = time.Now()
+		log.Warnf("no controller connected for %s although management flows are installed: management flows re-installed and foreign flows removed from the management tables", in.DisconnectedFor.Round(time.Second))
+		did = "repair"
+	}
+	for _, m := range modes {
+		if m != ModeOutOfBand {
+			if _, err := w.client.SetConnectionMode(ctx, w.Bridge, ModeOutOfBand); err != nil {
+				return did, err
+			}
+			log.WithField("connection_mode", ModeOutOfBand).Info("in-band control closed: the watcher recovers with bootstrap flows instead")
+			if did == "" {
+				did = ModeOutOfBand
+			}
+			break
+		}
+	}
+	return did, nil
+}
+
+func installFlows(ctx context.Context, bridge string, fs []string) error {
+	cmd := exec.CommandContext(ctx, "ovs-ofctl", "-O", "OpenFlow13", "--timeout=10", "--bundle", "add-flows", bridge, "-")
+	cmd.Stdin = strings.NewReader(strings.Join(fs, "\n") + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("ovs-ofctl add-flows %s: %v: %s", bridge, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func delFlows(ctx context.Context, bridge, spec string) error {
+	cmd := exec.CommandContext(ctx, "ovs-ofctl", "-O", "OpenFlow13", "--timeout=10", "del-flows", bridge, spec)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("ovs-ofctl del-flows %s %s: %v: %s", bridge, spec, err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }

@@ -212,7 +212,8 @@ func runHostWatch(args []string) int {
 	var hf hostFlags
 	hf.register(fs)
 	interval := fs.Duration("interval", 500*time.Millisecond, "how often to read table 0 and the Controller rows")
-	_, host, code := hf.parse("watch", fs, args)
+	inbandRecovery := fs.Bool("inband-recovery", false, "recover by opening OVS in-band control instead of installing bootstrap management flows (weaker: in-band rules expose the controller to guests while open)")
+	bp, host, code := hf.parse("watch", fs, args)
 	if code >= 0 {
 		return code
 	}
@@ -240,6 +241,9 @@ func runHostWatch(args []string) int {
 		return 2
 	}
 	w := &tunnel.Watcher{Endpoint: ep, TLS: tcfg, Bridge: hf.bridge, Uplink: host.Uplink, Logger: log}
+	if !*inbandRecovery {
+		w.Bootstrap = strings.Split(strings.TrimSpace(flows.Render(flows.CompileManagement(bp, host), false)), "\n")
+	}
 	if err := w.Run(ctx, *interval); err != nil {
 		fmt.Fprintln(os.Stderr, "vpcflow host watch:", err)
 		return 1

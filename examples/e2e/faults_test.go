@@ -560,8 +560,11 @@ func TestFaultVSwitchdKilledMidBundle(t *testing.T) {
 	conv := time.Since(killed)
 	b1 := bridgeOf(st, "kvm1")
 	t.Logf("kvm1 converged at revision 2 with %d flows (%d flow-mods on the new connection) %s after the kill", b1.FlowsInstalled, b1.FlowModsSent, conv.Round(time.Millisecond))
-	if b1.FlowModsSent != uint64(b1.FlowsIntended) {
-		t.Errorf("kvm1 after restart: %d flow-mods sent for %d intended flows: the restarted switch starts empty, every flow must be added once", b1.FlowModsSent, b1.FlowsIntended)
+	// The restarted switch starts empty; the host watcher installs the
+	// bootstrap management flows (identical to the controller's), so the
+	// controller adds every other flow exactly once.
+	if b1.FlowModsSent > uint64(b1.FlowsIntended) || b1.FlowModsSent+64 < uint64(b1.FlowsIntended) {
+		t.Errorf("kvm1 after restart: %d flow-mods sent for %d intended flows: want every flow but the watcher's bootstrap flows added once", b1.FlowModsSent, b1.FlowsIntended)
 	}
 	eventually(t, 30*time.Second, "in-band control closed again on kvm1", func() (bool, string) {
 		in, out := e.inBand("kvm1")
@@ -1128,20 +1131,11 @@ func runCmd(argv ...string) (string, error) {
 	return string(out), err
 }
 
-// inBandFinding reports what OVS's hidden in-band rules let through while
-// in-band control is open during recovery (an empty table after an
-// ovs-vswitchd restart, or a controller unreachable past the watcher's grace
-// period): management frames flooded to guests, and guests reaching the
-// controller's address:port. This is a known, open finding of the hardening
-// issue (the fix is to recover with watcher-installed bootstrap flows instead
-// of in-band control); it is logged loudly and fails the test only with
-// VPCFLOW_STRICT_INBAND=1. Cross-VPC leaks are never downgraded.
+// inBandFinding fails the test: management frames reaching guests, or a
+// guest reaching the controller, during a fault. (The host watcher recovers
+// with bootstrap flows and keeps in-band control closed, so OVS's hidden
+// in-band rules never open this path.)
 func inBandFinding(t *testing.T, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf("KNOWN FINDING (in-band recovery window, open in the hardening issue): "+format, args...)
-	if os.Getenv("VPCFLOW_STRICT_INBAND") == "1" {
-		t.Error(msg)
-		return
-	}
-	t.Log(msg)
+	t.Errorf(format, args...)
 }
