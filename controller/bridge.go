@@ -156,7 +156,13 @@ func (b *bridge) run(ctx context.Context) {
 				retry = time.After(b.c.opts.RetryInterval)
 			}
 		} else {
+			wasKnown := b.status().Known
 			b.update(func(s *BridgeStatus) { s.Known, s.Host = true, h.Name })
+			if !wasKnown {
+				// Gossip the connected set now that this bridge counts as known
+				// (ownership prefers replicas a bridge is connected to).
+				b.c.publishState()
+			}
 			want, why := b.c.wantMaster(b.dpid, p)
 			b.update(func(s *BridgeStatus) { s.Owner = b.c.ownerOf(b.dpid) })
 			switch {
