@@ -120,6 +120,27 @@ type policy struct {
 
 	mu       sync.Mutex
 	compiled map[string][]flows.Flow
+	descs    map[string]map[flows.Cookie]string // per host: rule -> description
+}
+
+// describe returns the host's rule descriptions (cookie rule bits -> note),
+// built once per policy from the compiled flows.
+func (p *policy) describe(host string) (map[flows.Cookie]string, error) {
+	fs, err := p.compile(host)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if d, ok := p.descs[host]; ok {
+		return d, nil
+	}
+	if p.descs == nil {
+		p.descs = map[string]map[flows.Cookie]string{}
+	}
+	d := describeRules(fs)
+	p.descs[host] = d
+	return d, nil
 }
 
 func (p *policy) compile(host string) ([]flows.Flow, error) {

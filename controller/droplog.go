@@ -186,22 +186,16 @@ func (b *bridge) logDrops(ctx context.Context) {
 	}
 }
 
-// describeRule finds the rule's description among the bridge's compiled
-// flows (cached per policy).
+// describeRule names a rule in blueprint terms (cached per policy and host).
 func (c *Controller) describeRule(b *bridge, ck flows.Cookie) string {
 	p := c.policy()
 	h, _ := b.hostFor(p)
 	if h == nil {
 		return ""
 	}
-	fs, err := p.compile(h.Name)
+	d, err := p.describe(h.Name)
 	if err != nil {
 		return ""
 	}
-	for i := range fs {
-		if fs[i].Cookie.Rule() == ck.Rule() {
-			return fs[i].Note
-		}
-	}
-	return ""
+	return d[ck.Rule()]
 }

@@ -35,7 +35,7 @@ func Render(fs []Flow, annotate bool) string {
 			last = int(f.Table)
 			t, _ := TableByID(f.Table)
 			if t != nil {
-				b.WriteString("\n# table " + itoa(int(t.ID)) + " " + t.Name + ": " + t.Purpose + "\n")
+				b.WriteString("\n# table " + strconv.Itoa(int(t.ID)) + " " + t.Name + ": " + t.Purpose + "\n")
 			}
 		}
 		if annotate {
@@ -46,5 +46,3 @@ func Render(fs []Flow, annotate bool) string {
 	}
 	return b.String()
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }
