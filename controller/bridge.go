@@ -28,6 +28,14 @@ type bridge struct {
 	meterOK bool
 	// claimedGen is the generation id of our last granted MASTER claim.
 	claimedGen uint64
+	// confirmed is the compile this connection's table was last proven to
+	// hold (a converged full reconcile, or an acknowledged delta on top of
+	// one), with the port map it was bound to; nil when unknown. A reload
+	// then sends only what changed between confirmed and the new compile,
+	// without dumping the table (reconcileDelta). Used by the run goroutine
+	// only.
+	confirmed      *flows.Compiled
+	confirmedPorts string
 
 	mu         sync.Mutex
 	st         BridgeStatus
@@ -251,6 +259,9 @@ func (b *bridge) run(ctx context.Context) {
 // generation above both it and every id the cluster has gossiped, so the
 // claim id only grows cluster-wide and survives replica restarts.
 func (b *bridge) claimMaster(ctx context.Context) error {
+	// Whoever held the bridge meanwhile may have written: prove the table
+	// again before sending deltas.
+	b.confirmed = nil
 	ctx, cancel := context.WithTimeout(ctx, b.c.opts.OpTimeout)
 	defer cancel()
 	role, cur, err := b.conn.RequestRole(ctx, OFRoleNoChange, 0)
@@ -322,37 +333,43 @@ func (b *bridge) readFlows(ctx context.Context, names map[uint32]string) ([]flow
 
 // reconcile reads the installed flows, diffs them with the compiled set and
 // applies only the difference in one atomic bundle, then reads back.
-func (b *bridge) reconcile(ctx context.Context, p *policy, h *flows.Host, removed bool, reason string) error {
-	ctx, cancel := context.WithTimeout(ctx, b.c.opts.OpTimeout)
+func (b *bridge) reconcile(parent context.Context, p *policy, h *flows.Host, removed bool, reason string) error {
+	ctx, cancel := context.WithTimeout(parent, b.c.opts.OpTimeout)
 	defer cancel()
 	start := time.Now()
-	// A reload that does not touch this host's inputs (same connection,
-	// same ports) cannot change its flows: skip compile, dump and diff.
-	var fp uint64
 	pkey := portsKey(b.conn.Ports())
+	var cur *flows.Compiled
 	if !removed {
-		var same bool
-		fp, same = reloadUnchanged(b.dpid, b.conn, p.bp, h.Name, pkey)
-		if same && reason == "reload" {
-			b.update(func(s *BridgeStatus) {
-				s.Revision = p.bp.Revision
-				s.LastReconcile = time.Now()
-				s.LastChanges = 0
-				s.Reconciles++
-			})
-			b.log.WithFields(logrus.Fields{"host": h.Name, "reason": reason}).Debug("reconciled: blueprint change does not affect this host")
-			return nil
+		var err error
+		if cur, err = p.compileHost(h.Name); err != nil {
+			return err
+		}
+		// A reload on a table we know: send only what the blueprint changed.
+		if reason == "reload" && b.confirmed != nil && b.confirmedPorts == pkey && (!p.opts.DropLog || b.meterOK) {
+			err := b.reconcileDelta(ctx, p, h, cur, start)
+			if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, ErrIsSlave) || b.conn.Err() != nil {
+				return err
+			}
+			b.log.WithError(err).Warn("incremental reconcile failed; reconciling in full")
 		}
 	}
-	forgetConverged(b.dpid)
+	b.confirmed = nil
+	// Full reconciles (dump, diff, bundle, read-back) hold whole tables in
+	// memory: bound how many run at once (the switch applies them one at a
+	// time anyway).
+	select {
+	case b.c.fullSem <- struct{}{}:
+		defer func() { <-b.c.fullSem }()
+	case <-parent.Done():
+		return parent.Err()
+	}
+	ctx, cancel = context.WithTimeout(parent, b.c.opts.OpTimeout)
+	defer cancel()
 	var compiled []flows.Flow
 	if removed {
 		compiled = flows.CompileManagementWith(p.bp, h, p.opts)
 	} else {
-		var err error
-		if compiled, err = p.compile(h.Name); err != nil {
-			return err
-		}
+		compiled = cur.Flows()
 	}
 	if p.opts.DropLog && !b.meterOK {
 		if err := b.installMeter(ctx); err != nil {
@@ -372,22 +389,9 @@ func (b *bridge) reconcile(ctx context.Context, p *policy, h *flows.Host, remove
 	d := DiffFlows(intended, installed)
 	sent := 0
 	if !d.Empty() {
-		msgs := make([][]byte, 0, d.Changes())
-		for i := range d.Extra {
-			m, err := flows.AppendFlowMod(nil, &d.Extra[i], flows.CmdDeleteStrict, ports)
-			if err != nil {
-				return err
-			}
-			msgs = append(msgs, m)
-		}
-		for _, set := range [][]flows.Flow{d.Missing, d.Modified} {
-			for i := range set {
-				m, err := flows.AppendFlowMod(nil, &set[i], flows.CmdAdd, ports)
-				if err != nil {
-					return err
-				}
-				msgs = append(msgs, m)
-			}
+		msgs, err := flowMods(&d, ports)
+		if err != nil {
+			return err
 		}
 		if reason == "drift check" {
 			b.c.metrics.drift.WithLabelValues(b.label()).Inc()
@@ -399,9 +403,7 @@ func (b *bridge) reconcile(ctx context.Context, p *policy, h *flows.Host, remove
 			return fmt.Errorf("apply %d flow changes: %w", len(msgs), err)
 		}
 		sent = len(msgs)
-		b.c.metrics.flowMods.WithLabelValues(b.label(), "delete").Add(float64(len(d.Extra)))
-		b.c.metrics.flowMods.WithLabelValues(b.label(), "add").Add(float64(len(d.Missing)))
-		b.c.metrics.flowMods.WithLabelValues(b.label(), "modify").Add(float64(len(d.Modified)))
+		b.countMods(&d)
 		b.logChanges(&d, reason)
 		// Read back: converged only when the switch holds exactly the intended set.
 		if installed, err = b.readFlows(ctx, names); err != nil {
@@ -444,9 +446,113 @@ func (b *bridge) reconcile(ctx context.Context, p *policy, h *flows.Host, remove
 		return errors.New("read-back differs from the intended flows")
 	}
 	if !removed && pkey == portsKey(b.conn.Ports()) {
-		rememberConverged(b.dpid, b.conn, fp, pkey)
+		b.confirmed, b.confirmedPorts = cur, pkey
 	}
 	return nil
+}
+
+// reconcileDelta applies a reload to a table known to hold b.confirmed: it
+// diffs only the segments that changed (flows.ChangedSegments), sends the
+// difference in one bundle, and reads back just the flows this revision
+// wrote (a cookie-filtered flow-stats request) to prove they are installed.
+// With no changed segment it sends nothing and reads nothing. Any doubt
+// (an error, a read-back that differs) returns an error and the caller
+// reconciles in full; the periodic drift check re-reads whole tables.
+func (b *bridge) reconcileDelta(ctx context.Context, p *policy, h *flows.Host, cur *flows.Compiled, start time.Time) error {
+	prev := b.confirmed
+	b.confirmed = nil
+	before, after := flows.ChangedSegments(prev, cur)
+	ports := flows.PortMap(b.conn.Ports())
+	was, _ := flows.Bind(before, ports)
+	now, _ := flows.Bind(after, ports)
+	d := DiffFlows(now, was)
+	if d.Empty() {
+		b.update(func(s *BridgeStatus) {
+			s.Revision = p.bp.Revision
+			s.LastReconcile = time.Now()
+			s.LastChanges = 0
+			s.Reconciles++
+		})
+		b.confirmed = cur
+		b.log.WithFields(logrus.Fields{"host": h.Name, "reason": "reload"}).Debug("reconciled: blueprint change does not affect this host")
+		return nil
+	}
+	msgs, err := flowMods(&d, ports)
+	if err != nil {
+		return err
+	}
+	if err := b.conn.Bundle(ctx, msgs); err != nil {
+		b.c.metrics.modErrors.WithLabelValues(b.label()).Inc()
+		return fmt.Errorf("apply %d flow changes: %w", len(msgs), err)
+	}
+	b.countMods(&d)
+	b.logChanges(&d, "reload")
+	// Every added or modified flow carries this revision in its cookie: read
+	// back exactly those (with revision 0 that is every flow: still right,
+	// only slower).
+	raw, err := b.conn.DumpFlowsCookie(ctx, uint64(p.bp.Revision), uint64(flows.MaxRevision))
+	if err != nil {
+		return fmt.Errorf("read back: %w", err)
+	}
+	names := ports.Names()
+	got := make([]flows.Flow, 0, len(raw))
+	for _, e := range raw {
+		f, err := flows.DecodeFlowStats(e, names)
+		if err != nil {
+			return err
+		}
+		got = append(got, f)
+	}
+	written := append(append([]flows.Flow(nil), d.Missing...), d.Modified...)
+	if v := DiffFlows(written, got); len(v.Missing) > 0 || len(v.Modified) > 0 {
+		return fmt.Errorf("read-back of revision %d: %d flows missing, %d differ", p.bp.Revision, len(v.Missing), len(v.Modified))
+	}
+	sent := len(msgs)
+	b.update(func(s *BridgeStatus) {
+		s.Converged = true
+		s.FlowsIntended += len(d.Missing) - len(d.Extra)
+		s.FlowsInstalled = s.FlowsIntended
+		s.Revision = p.bp.Revision
+		s.LastReconcile = time.Now()
+		s.LastChanges = sent
+		s.FlowModsSent += uint64(sent)
+		s.Reconciles++
+		s.LastError = ""
+	})
+	b.c.metrics.reconcile.WithLabelValues(b.label()).Observe(time.Since(start).Seconds())
+	b.log.WithFields(logrus.Fields{"host": h.Name, "reason": "reload", "flow_mods": sent, "incremental": true,
+		"converged": true, "took": time.Since(start).Round(time.Millisecond).String()}).Info("reconciled")
+	b.confirmed = cur
+	return nil
+}
+
+// flowMods encodes a diff: deletes of the extra flows, then adds of the
+// missing and modified ones (an ADD overwrites).
+func flowMods(d *FlowDiff, ports flows.PortMap) ([][]byte, error) {
+	msgs := make([][]byte, 0, d.Changes())
+	for i := range d.Extra {
+		m, err := flows.AppendFlowMod(nil, &d.Extra[i], flows.CmdDeleteStrict, ports)
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, m)
+	}
+	for _, set := range [][]flows.Flow{d.Missing, d.Modified} {
+		for i := range set {
+			m, err := flows.AppendFlowMod(nil, &set[i], flows.CmdAdd, ports)
+			if err != nil {
+				return nil, err
+			}
+			msgs = append(msgs, m)
+		}
+	}
+	return msgs, nil
+}
+
+func (b *bridge) countMods(d *FlowDiff) {
+	b.c.metrics.flowMods.WithLabelValues(b.label(), "delete").Add(float64(len(d.Extra)))
+	b.c.metrics.flowMods.WithLabelValues(b.label(), "add").Add(float64(len(d.Missing)))
+	b.c.metrics.flowMods.WithLabelValues(b.label(), "modify").Add(float64(len(d.Modified)))
 }
 
 // logChanges writes the audit log of a bundle: one line per (rule category,

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -72,7 +73,13 @@ type Options struct {
 	// HandoverTimeout bounds a graceful shutdown's wait for other replicas
 	// to take over this replica's bridges (default 5s).
 	HandoverTimeout time.Duration
-	Log             logrus.FieldLogger
+	// FullReconciles bounds how many bridges are reconciled in full (table
+	// dump, diff, bundle, read-back) at once; each holds whole flow tables
+	// in memory, and one ovs-vswitchd applies bundles one at a time anyway
+	// (default 2 x GOMAXPROCS, at least 4). Incremental reloads are not
+	// bounded.
+	FullReconciles int
+	Log            logrus.FieldLogger
 }
 
 func (o *Options) defaults() {
@@ -106,6 +113,9 @@ func (o *Options) defaults() {
 	if o.HandoverTimeout == 0 {
 		o.HandoverTimeout = 5 * time.Second
 	}
+	if o.FullReconciles <= 0 {
+		o.FullReconciles = max(4, 2*runtime.GOMAXPROCS(0))
+	}
 	if o.Log == nil {
 		o.Log = logrus.StandardLogger()
 	}
@@ -115,12 +125,48 @@ func (o *Options) defaults() {
 type policy struct {
 	opts   flows.CompileOptions
 	bp     *flows.Blueprint
+	ix     *flows.Index
 	hash   string
 	loaded time.Time
 
 	mu       sync.Mutex
-	compiled map[string][]flows.Flow
-	descs    map[string]map[flows.Cookie]string // per host: rule -> description
+	compiled map[string]*hostCompile
+	// seeds are the previous policy's compiles, by host: CompileHost reuses
+	// their unchanged segments. An entry is dropped once the host compiled.
+	seeds map[string]*flows.Compiled
+	descs map[string]map[flows.Cookie]string // per host: rule -> description
+}
+
+// hostCompile is one host's compile, done once by whoever asks first; the
+// others wait on done. Compiles of different hosts run in parallel.
+type hostCompile struct {
+	done chan struct{}
+	c    *flows.Compiled
+	err  error
+}
+
+func newPolicy(bp *flows.Blueprint, opts flows.CompileOptions, prev *policy) *policy {
+	p := &policy{bp: bp, ix: flows.NewIndex(bp), hash: bp.Hash(), loaded: time.Now(),
+		opts: opts, compiled: map[string]*hostCompile{}, seeds: map[string]*flows.Compiled{}}
+	if prev != nil {
+		prev.mu.Lock()
+		for h, hc := range prev.compiled {
+			select {
+			case <-hc.done:
+				if hc.c != nil {
+					p.seeds[h] = hc.c
+				}
+			default:
+			}
+		}
+		for h, c := range prev.seeds {
+			if _, ok := p.seeds[h]; !ok {
+				p.seeds[h] = c
+			}
+		}
+		prev.mu.Unlock()
+	}
+	return p
 }
 
 // describe returns the host's rule descriptions (cookie rule bits -> note),
@@ -143,18 +189,35 @@ func (p *policy) describe(host string) (map[flows.Cookie]string, error) {
 	return d, nil
 }
 
+// compile returns the host's flows (a new slice).
 func (p *policy) compile(host string) ([]flows.Flow, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if fs, ok := p.compiled[host]; ok {
-		return fs, nil
-	}
-	fs, err := flows.CompileWith(p.bp, host, p.opts)
+	c, err := p.compileHost(host)
 	if err != nil {
 		return nil, err
 	}
-	p.compiled[host] = fs
-	return fs, nil
+	return c.Flows(), nil
+}
+
+// compileHost returns the host's compile, reusing the unchanged segments of
+// the previous policy's. The compile runs outside p.mu.
+func (p *policy) compileHost(host string) (*flows.Compiled, error) {
+	p.mu.Lock()
+	hc, ok := p.compiled[host]
+	if ok {
+		p.mu.Unlock()
+		<-hc.done
+		return hc.c, hc.err
+	}
+	hc = &hostCompile{done: make(chan struct{})}
+	p.compiled[host] = hc
+	seed := p.seeds[host]
+	p.mu.Unlock()
+	hc.c, hc.err = flows.CompileHost(p.ix, host, p.opts, seed)
+	p.mu.Lock()
+	delete(p.seeds, host)
+	p.mu.Unlock()
+	close(hc.done)
+	return hc.c, hc.err
 }
 
 // Controller is the running controller.
@@ -174,12 +237,15 @@ type Controller struct {
 	leaving    atomic.Bool
 	metrics    *metrics
 	rejected   []Rejected
+	// fullSem bounds the full reconciles running at once.
+	fullSem chan struct{}
 }
 
 // New loads the blueprint and returns a controller ready to Run.
 func New(opts Options) (*Controller, error) {
 	opts.defaults()
-	c := &Controller{opts: opts, log: opts.Log, bridges: map[uint64]*bridge{}, knownHosts: map[uint64]flows.Host{}}
+	c := &Controller{opts: opts, log: opts.Log, bridges: map[uint64]*bridge{}, knownHosts: map[uint64]flows.Host{},
+		fullSem: make(chan struct{}, opts.FullReconciles)}
 	c.metrics = newMetrics(c)
 	bp, err := flows.Load(opts.BlueprintPath)
 	if err != nil {
@@ -191,9 +257,7 @@ func New(opts Options) (*Controller, error) {
 }
 
 func (c *Controller) setPolicy(bp *flows.Blueprint) {
-	p := &policy{bp: bp, hash: bp.Hash(), loaded: time.Now(), compiled: map[string][]flows.Flow{},
-		opts: flows.CompileOptions{DropLog: c.opts.DropLog}}
-	c.pol = p
+	c.pol = newPolicy(bp, flows.CompileOptions{DropLog: c.opts.DropLog}, c.pol)
 	for i := range bp.Hosts {
 		c.knownHosts[bp.Hosts[i].DPID] = bp.Hosts[i]
 	}

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"sort"
 	"strconv"
-	"sync"
 
 	"github.com/vpcflow/vpcflow/flows"
 )
@@ -115,20 +114,6 @@ func DiffFlows(intended, installed []flows.Flow) FlowDiff {
 	return d
 }
 
-// reloadMemo remembers, per datapath, the last converged reconcile: on which
-// connection, for which host inputs (flows.HostFingerprint) and port map. A
-// blueprint reload that leaves all three unchanged cannot change the bridge's
-// flows, so reconcile skips the compile, the dump and the diff for it (the
-// drift check still re-reads every table periodically). At 200 bridges this
-// turns a reload from 200 compiles + dumps into only the affected hosts'.
-type reloadMemo struct {
-	conn  *OFConn
-	fp    uint64
-	ports string
-}
-
-var reloadMemos sync.Map // dpid uint64 -> reloadMemo
-
 func portsKey(pm map[string]uint32) string {
 	names := make([]string, 0, len(pm))
 	for n := range pm {
@@ -144,24 +129,3 @@ func portsKey(pm map[string]uint32) string {
 	}
 	return string(b)
 }
-
-// reloadUnchanged reports whether a reload can skip this bridge; fp is the
-// host's fingerprint under the new blueprint (to remember after converging).
-func reloadUnchanged(dpid uint64, conn *OFConn, bp *flows.Blueprint, host, ports string) (fp uint64, same bool) {
-	fp, ok := flows.HostFingerprint(bp, host)
-	if !ok {
-		return 0, false
-	}
-	v, found := reloadMemos.Load(dpid)
-	if !found {
-		return fp, false
-	}
-	m := v.(reloadMemo)
-	return fp, m.conn == conn && m.fp == fp && m.ports == ports
-}
-
-func rememberConverged(dpid uint64, conn *OFConn, fp uint64, ports string) {
-	reloadMemos.Store(dpid, reloadMemo{conn: conn, fp: fp, ports: ports})
-}
-
-func forgetConverged(dpid uint64) { reloadMemos.Delete(dpid) }

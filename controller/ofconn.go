@@ -938,6 +938,16 @@ func (c *OFConn) DumpFlows(ctx context.Context) ([][]byte, error) {
 	return ofSplitFlowStats(parts)
 }
 
+// DumpFlowsCookie returns the flows of every table whose cookie matches
+// cookie under mask (the switch filters).
+func (c *OFConn) DumpFlowsCookie(ctx context.Context, cookie, mask uint64) ([][]byte, error) {
+	parts, err := c.multipart(ctx, "flow stats request", OFPMPFlow, ofFlowStatsCookieBody(cookie, mask))
+	if err != nil {
+		return nil, err
+	}
+	return ofSplitFlowStats(parts)
+}
+
 func ofSplitFlowStats(parts [][]byte) ([][]byte, error) {
 	var out [][]byte
 	for pi, body := range parts {

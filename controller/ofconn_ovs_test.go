@@ -43,7 +43,7 @@ func ofRequireOVS(t *testing.T) {
 
 // ofStartOVS starts a private ovsdb-server + ovs-vswitchd in a temp dir and
 // stops both by pid (from their pidfiles) at cleanup.
-func ofStartOVS(t *testing.T) *ofOVSLab {
+func ofStartOVS(t *testing.T, vswitchdArgs ...string) *ofOVSLab {
 	t.Helper()
 	ofRequireOVS(t)
 	dir, err := os.MkdirTemp("", "vof")
@@ -66,7 +66,7 @@ func ofStartOVS(t *testing.T) *ofOVSLab {
 	lab.run("ovsdb-tool", "create", filepath.Join(dir, "conf.db"), "/usr/share/openvswitch/vswitch.ovsschema")
 	lab.run("ovsdb-server", "--remote=punix:"+filepath.Join(dir, "db.sock"), "--pidfile", "--detach", "--log-file", "-vconsole:off", filepath.Join(dir, "conf.db"))
 	lab.run("ovs-vsctl", "--timeout=10", "--no-wait", "init")
-	lab.run("ovs-vswitchd", "--pidfile", "--detach", "--log-file", "-vconsole:off")
+	lab.run("ovs-vswitchd", append([]string{"--pidfile", "--detach", "--log-file", "-vconsole:off"}, vswitchdArgs...)...)
 	return lab
 }
 

@@ -281,6 +281,18 @@ func ofFlowStatsAllBody() []byte {
 	return b
 }
 
+// ofFlowStatsCookieBody is ofp_flow_stats_request for the flows of every
+// table whose cookie matches cookie under mask.
+func ofFlowStatsCookieBody(cookie, mask uint64) []byte {
+	r := openflow13.NewFlowStatsRequest()
+	r.TableId = openflow13.OFPTT_ALL
+	r.OutPort = OFPPAny
+	r.OutGroup = openflow13.OFPG_ANY
+	r.Cookie, r.CookieMask = cookie, mask
+	b, _ := r.MarshalBinary()
+	return b
+}
+
 // ofRoleRequestMsg builds the 24-byte OFPT_ROLE_REQUEST.
 func ofRoleRequestMsg(xid uint32, role OFRole, gen uint64) []byte {
 	p := make([]byte, 16)

@@ -1,11 +1,9 @@
 package flows
 
 import (
-	"encoding/binary"
 	"fmt"
 	"hash/fnv"
 	"net/netip"
-	"sort"
 )
 
 // Object ids of classify flows that are not VMs.
@@ -45,50 +43,28 @@ type VMRef struct {
 }
 
 // hostView is what one host carries: its VMs, the tiers present, and for
-// each such tier the VMs and hosts elsewhere.
+// each such tier the VMs and hosts elsewhere. It is a window on an Index.
 type hostView struct {
 	bp    *Blueprint
 	host  *Host
+	ix    *Index
 	local []VMRef
 	tiers []TierRef // tiers with at least one local VM, blueprint order
-	// per tier VNI: all VMs of the tier, and the other hosts carrying it
-	tierVMs   map[uint32][]VMRef
-	tierPeers map[uint32][]*Host
 }
 
-func newHostView(bp *Blueprint, h *Host) *hostView {
-	v := &hostView{bp: bp, host: h, tierVMs: map[uint32][]VMRef{}, tierPeers: map[uint32][]*Host{}}
-	for pi := range bp.VPCs {
-		p := &bp.VPCs[pi]
-		for ti := range p.Tiers {
-			t := &p.Tiers[ti]
-			present := false
-			hostsSeen := map[string]bool{}
-			var peers []*Host
-			for mi := range t.VMs {
-				m := &t.VMs[mi]
-				if m.Host == h.Name {
-					present = true
-					v.local = append(v.local, VMRef{p, t, m})
-				} else if !hostsSeen[m.Host] {
-					hostsSeen[m.Host] = true
-					if ph := bp.HostByName(m.Host); ph != nil {
-						peers = append(peers, ph)
-					}
-				}
-			}
-			if !present {
-				continue
-			}
-			v.tiers = append(v.tiers, TierRef{p, t})
-			for mi := range t.VMs {
-				v.tierVMs[t.VNI] = append(v.tierVMs[t.VNI], VMRef{p, t, &t.VMs[mi]})
-			}
-			sort.Slice(peers, func(i, j int) bool { return peers[i].Name < peers[j].Name })
-			v.tierPeers[t.VNI] = peers
+// tierVMs is every VM of tier vni (blueprint order).
+func (v *hostView) tierVMs(vni uint32) []VMRef { return v.ix.tierVMs[vni] }
+
+// tierPeers is the other hosts carrying tier vni, sorted by name.
+func (v *hostView) tierPeers(vni uint32) []*Host {
+	all := v.ix.tierHosts[vni]
+	out := make([]*Host, 0, len(all))
+	for _, h := range all {
+		if h.Name != v.host.Name {
+			out = append(out, h)
 		}
 	}
-	return v
+	return out
 }
 
 // CompileOptions change what Compile emits.
@@ -155,25 +131,11 @@ func Compile(bp *Blueprint, hostName string) ([]Flow, error) {
 
 // CompileWith is Compile with options.
 func CompileWith(bp *Blueprint, hostName string, opts CompileOptions) ([]Flow, error) {
-	h := bp.HostByName(hostName)
-	if h == nil {
-		return nil, fmt.Errorf("host %q is not in blueprint %s", hostName, bp.Source)
+	c, err := CompileHost(NewIndex(bp), hostName, opts, nil)
+	if err != nil {
+		return nil, err
 	}
-	v := newHostView(bp, h)
-	b := &builder{rev: bp.Revision, opts: opts}
-	b.defaultDrops()
-	b.classify(v)
-	b.underlayIn(v)
-	b.hostOut(v)
-	b.vmEgress(v)
-	b.mgmtGuard(v)
-	b.arpResponder(v)
-	b.tunnelIn(v)
-	b.l2Forward(v)
-	if len(b.errs) > 0 {
-		return nil, fmt.Errorf("compile %s: %v", hostName, b.errs)
-	}
-	return b.flows, nil
+	return c.Flows(), nil
 }
 
 // CompileManagement returns only the flows that keep a host reachable
@@ -211,19 +173,79 @@ func (b *builder) classifyMgmt(v *hostView) {
 		Note: "from the host stack (LOCAL)"})
 }
 
-// classify: by in_port.
-func (b *builder) classify(v *hostView) {
+// hostSegment: the flows every host carries whatever its VMs are: the
+// default drops, classification of the uplink, LOCAL and the tunnel port,
+// the underlay allowlist, host-out, and the guest guards that do not depend
+// on a VM or tier.
+func (b *builder) hostSegment(v *hostView) {
+	b.defaultDrops()
 	b.classifyMgmt(v)
 	b.add(Flow{Table: TClassify, Priority: 100, Cookie: MakeCookie(CatClassify, objTunnel, 0),
 		Match: match(inPort(TunnelPort(v.bp.Encapsulation))), Goto: TTunnelIn,
 		Note: "decapsulated from the tunnel port"})
-	for _, r := range v.local {
-		b.add(Flow{Table: TClassify, Priority: 100, Cookie: MakeCookie(CatClassify, VMObject(r.VM.Name), 0),
-			Match:   match(inPort(r.VM.Port)),
-			Actions: []Action{SetField{RegTier, uint64(r.Tier.VNI)}, SetField{RegOrigin, OriginVM}},
-			Goto:    TVMEgress,
-			Note:    fmt.Sprintf("VM %s (vpc %s, tier %s) port %s", r.VM.Name, r.VPC.Name, r.Tier.Name, r.VM.Port)})
-	}
+	b.underlayIn(v)
+	b.hostOut(v)
+	b.vmEgressGuards()
+	b.mgmtGuard(v)
+	b.add(Flow{Table: TARPResponder, Priority: 100, Cookie: MakeCookie(CatARPResponder, 0, 0),
+		Match: match(exact(FEthType, EthARP), exact(FARPOp, 2)), Goto: TL2Forward,
+		Note: "ARP replies: forwarded by destination MAC within the tier"})
+	b.trustedPeers(v)
+}
+
+// vmSegment: the flows of one local VM: classify its port, port security,
+// and the ARP self-query drop.
+func (b *builder) vmSegment(r VMRef) {
+	obj := VMObject(r.VM.Name)
+	port, mac, ip := r.VM.Port, MACValue(r.VM.HW), ipv4(r.VM.Addr)
+	who := fmt.Sprintf("VM %s (vpc %s, tier %s)", r.VM.Name, r.VPC.Name, r.Tier.Name)
+	b.add(Flow{Table: TClassify, Priority: 100, Cookie: MakeCookie(CatClassify, obj, 0),
+		Match:   match(inPort(port)),
+		Actions: []Action{SetField{RegTier, uint64(r.Tier.VNI)}, SetField{RegOrigin, OriginVM}},
+		Goto:    TVMEgress,
+		Note:    fmt.Sprintf("VM %s (vpc %s, tier %s) port %s", r.VM.Name, r.VPC.Name, r.Tier.Name, port)})
+	b.add(Flow{Table: TVMEgress, Priority: 200, Cookie: MakeCookie(CatPortSecurity, obj, 0),
+		Match: ipMatch(inPort(port), exact(FEthSrc, mac), exact(FIPv4Src, ip)), Goto: TMgmtGuard,
+		Note: fmt.Sprintf("%s sends IPv4 as %s %s", who, r.VM.HW, r.VM.Addr)})
+	b.add(Flow{Table: TVMEgress, Priority: 200, Cookie: MakeCookie(CatPortSecurity, obj, 0),
+		Match: match(inPort(port), exact(FEthSrc, mac), exact(FEthType, EthARP), exact(FARPSpa, ip), exact(FARPSha, mac)),
+		Goto:  TARPResponder,
+		Note:  fmt.Sprintf("%s sends ARP as %s %s", who, r.VM.HW, r.VM.Addr)})
+	b.add(Flow{Table: TVMEgress, Priority: 200, Cookie: MakeCookie(CatPortSecurity, obj, 0),
+		Match: ipMatch(inPort(port), exact(FEthSrc, mac), exact(FIPProto, ProtoUDP), exact(FIPv4Src, 0),
+			exact(FIPv4Dst, 0xffffffff), exact(FUDPSrc, 68), exact(FUDPDst, 67)),
+		Goto: TL2Forward,
+		Note: fmt.Sprintf("%s DHCP discover/request (broadcast within its tier)", who)})
+	b.add(Flow{Table: TVMEgress, Priority: 100, Cookie: MakeCookie(CatSpoofDrop, obj, 0),
+		Match: match(inPort(port)),
+		Note:  fmt.Sprintf("%s: anything else (spoofed MAC/IP, other ethertypes) dropped and counted", who)})
+	b.add(Flow{Table: TARPResponder, Priority: 300, Cookie: MakeCookie(CatARPDrop, obj, 0),
+		Match: match(inPort(port), exact(FEthType, EthARP), exact(FARPOp, 1), exact(FARPTpa, ip)),
+		Note:  fmt.Sprintf("VM %s asking for its own IP %s: not answered (duplicate address detection)", r.VM.Name, r.VM.Addr)})
+}
+
+// tierSegment: the flows of one tier present on the host: the management
+// pass for its CIDR, the ARP responder for its VMs, the tunnel keys accepted
+// from the hosts carrying it, and L2 forwarding and flooding.
+func (b *builder) tierSegment(v *hostView, t TierRef) {
+	val, m := PrefixMask(t.Tier.Prefix)
+	b.add(Flow{Table: TMgmtGuard, Priority: 200, Cookie: MakeCookie(CatMgmtPass, t.Tier.VNI, 0),
+		Match: ipMatch(exact(RegTier, uint64(t.Tier.VNI)), masked(FIPv4Dst, val, m)), Goto: TL2Forward,
+		Note: fmt.Sprintf("tier %s/%s traffic inside %s: on to L2 (service ports between VMs allowed)", t.VPC.Name, t.Tier.Name, t.Tier.Prefix)})
+	peers := v.tierPeers(t.Tier.VNI)
+	b.arpResponder(t, v.tierVMs(t.Tier.VNI))
+	b.tunnelIn(v, t, peers)
+	b.l2Forward(v, t, peers)
+}
+
+// vmEgressGuards: the port-security drops that apply to every guest.
+func (b *builder) vmEgressGuards() {
+	b.add(Flow{Table: TVMEgress, Priority: 300, Cookie: MakeCookie(CatDHCPGuard, 0, 0),
+		Match: ipMatch(exact(FIPProto, ProtoUDP), exact(FUDPSrc, 67), exact(FUDPDst, 68)),
+		Note:  "DHCP server replies from guests: dropped (no router VMs yet)"})
+	b.add(Flow{Table: TVMEgress, Priority: 250, Cookie: MakeCookie(CatIPv6Drop, 0, 0),
+		Match: match(exact(FEthType, EthIPv6)),
+		Note:  "IPv6 from guests: dropped and counted until IPv6 is specified"})
 }
 
 // peers returns every trusted tunnel source: the other hosts, then trusted_peers.
@@ -292,37 +314,7 @@ func (b *builder) hostOut(v *hostView) {
 		Note:    "host stack and encapsulated tunnel traffic out of the uplink " + v.host.Uplink})
 }
 
-// vmEgress: port security.
-func (b *builder) vmEgress(v *hostView) {
-	b.add(Flow{Table: TVMEgress, Priority: 300, Cookie: MakeCookie(CatDHCPGuard, 0, 0),
-		Match: ipMatch(exact(FIPProto, ProtoUDP), exact(FUDPSrc, 67), exact(FUDPDst, 68)),
-		Note:  "DHCP server replies from guests: dropped (no router VMs yet)"})
-	b.add(Flow{Table: TVMEgress, Priority: 250, Cookie: MakeCookie(CatIPv6Drop, 0, 0),
-		Match: match(exact(FEthType, EthIPv6)),
-		Note:  "IPv6 from guests: dropped and counted until IPv6 is specified"})
-	for _, r := range v.local {
-		obj := VMObject(r.VM.Name)
-		port, mac, ip := r.VM.Port, MACValue(r.VM.HW), ipv4(r.VM.Addr)
-		who := fmt.Sprintf("VM %s (vpc %s, tier %s)", r.VM.Name, r.VPC.Name, r.Tier.Name)
-		b.add(Flow{Table: TVMEgress, Priority: 200, Cookie: MakeCookie(CatPortSecurity, obj, 0),
-			Match: ipMatch(inPort(port), exact(FEthSrc, mac), exact(FIPv4Src, ip)), Goto: TMgmtGuard,
-			Note: fmt.Sprintf("%s sends IPv4 as %s %s", who, r.VM.HW, r.VM.Addr)})
-		b.add(Flow{Table: TVMEgress, Priority: 200, Cookie: MakeCookie(CatPortSecurity, obj, 0),
-			Match: match(inPort(port), exact(FEthSrc, mac), exact(FEthType, EthARP), exact(FARPSpa, ip), exact(FARPSha, mac)),
-			Goto:  TARPResponder,
-			Note:  fmt.Sprintf("%s sends ARP as %s %s", who, r.VM.HW, r.VM.Addr)})
-		b.add(Flow{Table: TVMEgress, Priority: 200, Cookie: MakeCookie(CatPortSecurity, obj, 0),
-			Match: ipMatch(inPort(port), exact(FEthSrc, mac), exact(FIPProto, ProtoUDP), exact(FIPv4Src, 0),
-				exact(FIPv4Dst, 0xffffffff), exact(FUDPSrc, 68), exact(FUDPDst, 67)),
-			Goto: TL2Forward,
-			Note: fmt.Sprintf("%s DHCP discover/request (broadcast within its tier)", who)})
-		b.add(Flow{Table: TVMEgress, Priority: 100, Cookie: MakeCookie(CatSpoofDrop, obj, 0),
-			Match: match(inPort(port)),
-			Note:  fmt.Sprintf("%s: anything else (spoofed MAC/IP, other ethertypes) dropped and counted", who)})
-	}
-}
-
-// mgmtGuard: management separation.
+// mgmtGuard: management separation (the per-tier pass is in tierSegment).
 func (b *builder) mgmtGuard(v *hostView) {
 	for _, p := range v.bp.MgmtPrefixes {
 		val, m := PrefixMask(p)
@@ -345,12 +337,6 @@ func (b *builder) mgmtGuard(v *hostView) {
 			Match: ipMatch(exact(FIPv4Dst, ipv4(o.Addr))),
 			Note:  fmt.Sprintf("guest traffic to host %s's tunnel IP %s: dropped", o.Name, o.Addr)})
 	}
-	for _, t := range v.tiers {
-		val, m := PrefixMask(t.Tier.Prefix)
-		b.add(Flow{Table: TMgmtGuard, Priority: 200, Cookie: MakeCookie(CatMgmtPass, t.Tier.VNI, 0),
-			Match: ipMatch(exact(RegTier, uint64(t.Tier.VNI)), masked(FIPv4Dst, val, m)), Goto: TL2Forward,
-			Note: fmt.Sprintf("tier %s/%s traffic inside %s: on to L2 (service ports between VMs allowed)", t.VPC.Name, t.Tier.Name, t.Tier.Prefix)})
-	}
 	for _, port := range v.bp.Management.HostPorts {
 		b.add(Flow{Table: TMgmtGuard, Priority: 100, Cookie: MakeCookie(CatMgmtGuard, uint32(port), 0),
 			Match: ipMatch(exact(FIPProto, ProtoTCP), exact(FTCPDst, uint64(port))),
@@ -364,56 +350,51 @@ func (b *builder) mgmtGuard(v *hostView) {
 		Note: "other guest IPv4: on to L2 (delivered only to a known MAC of the tier)"})
 }
 
-// arpResponder answers ARP for known tier IPs in the switch.
-func (b *builder) arpResponder(v *hostView) {
-	for _, r := range v.local {
-		b.add(Flow{Table: TARPResponder, Priority: 300, Cookie: MakeCookie(CatARPDrop, VMObject(r.VM.Name), 0),
-			Match: match(inPort(r.VM.Port), exact(FEthType, EthARP), exact(FARPOp, 1), exact(FARPTpa, ipv4(r.VM.Addr))),
-			Note:  fmt.Sprintf("VM %s asking for its own IP %s: not answered (duplicate address detection)", r.VM.Name, r.VM.Addr)})
+// arpResponder answers ARP for the known IPs of tier t in the switch.
+func (b *builder) arpResponder(t TierRef, vms []VMRef) {
+	for _, r := range vms {
+		mac, ip := MACValue(r.VM.HW), ipv4(r.VM.Addr)
+		b.add(Flow{Table: TARPResponder, Priority: 200, Cookie: MakeCookie(CatARPResponder, VMObject(r.VM.Name), 0),
+			Match: match(exact(FEthType, EthARP), exact(FARPOp, 1), exact(RegTier, uint64(t.Tier.VNI)), exact(FARPTpa, ip)),
+			Actions: []Action{
+				Move{Src: FEthSrc, Dst: FEthDst, NBits: 48},
+				SetField{FEthSrc, mac},
+				SetField{FARPOp, 2},
+				Move{Src: FARPSha, Dst: FARPTha, NBits: 48},
+				SetField{FARPSha, mac},
+				Move{Src: FARPSpa, Dst: FARPTpa, NBits: 32},
+				SetField{FARPSpa, ip},
+				Output{Port: PortInPort},
+			},
+			Note: fmt.Sprintf("ARP who-has %s in tier %s/%s: answered %s (VM %s)", r.VM.Addr, t.VPC.Name, t.Tier.Name, r.VM.HW, r.VM.Name)})
 	}
-	for _, t := range v.tiers {
-		for _, r := range v.tierVMs[t.Tier.VNI] {
-			mac, ip := MACValue(r.VM.HW), ipv4(r.VM.Addr)
-			b.add(Flow{Table: TARPResponder, Priority: 200, Cookie: MakeCookie(CatARPResponder, VMObject(r.VM.Name), 0),
-				Match: match(exact(FEthType, EthARP), exact(FARPOp, 1), exact(RegTier, uint64(t.Tier.VNI)), exact(FARPTpa, ip)),
-				Actions: []Action{
-					Move{Src: FEthSrc, Dst: FEthDst, NBits: 48},
-					SetField{FEthSrc, mac},
-					SetField{FARPOp, 2},
-					Move{Src: FARPSha, Dst: FARPTha, NBits: 48},
-					SetField{FARPSha, mac},
-					Move{Src: FARPSpa, Dst: FARPTpa, NBits: 32},
-					SetField{FARPSpa, ip},
-					Output{Port: PortInPort},
-				},
-				Note: fmt.Sprintf("ARP who-has %s in tier %s/%s: answered %s (VM %s)", r.VM.Addr, t.VPC.Name, t.Tier.Name, r.VM.HW, r.VM.Name)})
-		}
-	}
-	b.add(Flow{Table: TARPResponder, Priority: 100, Cookie: MakeCookie(CatARPResponder, 0, 0),
-		Match: match(exact(FEthType, EthARP), exact(FARPOp, 2)), Goto: TL2Forward,
-		Note: "ARP replies: forwarded by destination MAC within the tier"})
 }
 
-// tunnelIn accepts tunnel key K only from hosts that carry tier K.
-func (b *builder) tunnelIn(v *hostView) {
-	for _, t := range v.tiers {
-		for _, p := range v.tierPeers[t.Tier.VNI] {
-			b.add(Flow{Table: TTunnelIn, Priority: 200, Cookie: MakeCookie(CatTunnelIn, t.Tier.VNI, 0),
-				Match:   match(exact(FTunID, uint64(t.Tier.VNI)), exact(FTunSrc, ipv4(p.Addr))),
-				Actions: []Action{SetField{RegTier, uint64(t.Tier.VNI)}, SetField{RegOrigin, OriginTunnel}},
-				Goto:    TL2Forward,
-				Note:    fmt.Sprintf("key %d (tier %s/%s) from host %s (%s)", t.Tier.VNI, t.VPC.Name, t.Tier.Name, p.Name, p.Addr)})
-		}
+// tunnelIn accepts tunnel key K only from hosts that carry tier K (and,
+// through the trusted-peer conjunction, from trusted_peers).
+func (b *builder) tunnelIn(v *hostView, t TierRef, peers []*Host) {
+	for _, p := range peers {
+		b.add(Flow{Table: TTunnelIn, Priority: 200, Cookie: MakeCookie(CatTunnelIn, t.Tier.VNI, 0),
+			Match:   match(exact(FTunID, uint64(t.Tier.VNI)), exact(FTunSrc, ipv4(p.Addr))),
+			Actions: []Action{SetField{RegTier, uint64(t.Tier.VNI)}, SetField{RegOrigin, OriginTunnel}},
+			Goto:    TL2Forward,
+			Note:    fmt.Sprintf("key %d (tier %s/%s) from host %s (%s)", t.Tier.VNI, t.VPC.Name, t.Tier.Name, p.Name, p.Addr)})
 	}
-	if len(v.bp.PeerAddrs) == 0 || len(v.tiers) == 0 {
+	if len(v.bp.PeerAddrs) == 0 {
 		return
 	}
 	// trusted_peers x tiers would be a cross product: a conjunction keeps it additive.
-	for _, t := range v.tiers {
-		b.add(Flow{Table: TTunnelIn, Priority: 190, Cookie: MakeCookie(CatTrustedPeerIn, t.Tier.VNI, 0),
-			Match:   match(exact(FTunID, uint64(t.Tier.VNI))),
-			Actions: []Action{Conjunction{conjTrustedPeers, 1, 2}},
-			Note:    fmt.Sprintf("key %d (tier %s/%s) from a trusted peer (clause 1/2)", t.Tier.VNI, t.VPC.Name, t.Tier.Name)})
+	b.add(Flow{Table: TTunnelIn, Priority: 190, Cookie: MakeCookie(CatTrustedPeerIn, t.Tier.VNI, 0),
+		Match:   match(exact(FTunID, uint64(t.Tier.VNI))),
+		Actions: []Action{Conjunction{conjTrustedPeers, 1, 2}},
+		Note:    fmt.Sprintf("key %d (tier %s/%s) from a trusted peer (clause 1/2)", t.Tier.VNI, t.VPC.Name, t.Tier.Name)})
+}
+
+// trustedPeers: clause 2 of the trusted-peer conjunction (one flow per
+// trusted peer, shared by every tier) and the conjunction's action.
+func (b *builder) trustedPeers(v *hostView) {
+	if len(v.bp.PeerAddrs) == 0 || len(v.tiers) == 0 {
+		return
 	}
 	for _, a := range v.bp.PeerAddrs {
 		b.add(Flow{Table: TTunnelIn, Priority: 190, Cookie: MakeCookie(CatTrustedPeerIn, uint32(ipv4(a)), 0),
@@ -428,114 +409,40 @@ func (b *builder) tunnelIn(v *hostView) {
 		Note:    "a tier key present here from a trusted peer: tier = tunnel key"})
 }
 
-func (b *builder) l2Forward(v *hostView) {
+// l2Forward: known MACs of tier t to their local port or through the
+// tunnel to their host; broadcast to the tier's local ports and peers.
+func (b *builder) l2Forward(v *hostView, t TierRef, peers []*Host) {
 	tunnel := TunnelPort(v.bp.Encapsulation)
-	for _, t := range v.tiers {
-		vni := uint64(t.Tier.VNI)
-		var localOut []Action
-		for _, r := range v.tierVMs[t.Tier.VNI] {
-			obj := VMObject(r.VM.Name)
-			mac := MACValue(r.VM.HW)
-			if r.VM.Host == v.host.Name {
-				localOut = append(localOut, Output{Port: r.VM.Port})
-				b.add(Flow{Table: TL2Forward, Priority: 200, Cookie: MakeCookie(CatVPCForward, obj, 0),
-					Match: match(exact(RegTier, vni), exact(FEthDst, mac)), Actions: []Action{Output{Port: r.VM.Port}},
-					Note: fmt.Sprintf("to VM %s (%s) on local port %s", r.VM.Name, r.VM.HW, r.VM.Port)})
-				continue
-			}
-			ph := v.bp.HostByName(r.VM.Host)
-			if ph == nil {
-				continue
-			}
+	vni := uint64(t.Tier.VNI)
+	var localOut []Action
+	for _, r := range v.tierVMs(t.Tier.VNI) {
+		obj := VMObject(r.VM.Name)
+		mac := MACValue(r.VM.HW)
+		if r.VM.Host == v.host.Name {
+			localOut = append(localOut, Output{Port: r.VM.Port})
 			b.add(Flow{Table: TL2Forward, Priority: 200, Cookie: MakeCookie(CatVPCForward, obj, 0),
-				Match:   match(exact(RegTier, vni), exact(RegOrigin, OriginVM), exact(FEthDst, mac)),
-				Actions: []Action{SetField{FTunID, vni}, SetField{FTunDst, ipv4(ph.Addr)}, Output{Port: tunnel}},
-				Note:    fmt.Sprintf("to VM %s (%s) on host %s: tunnel key %d to %s", r.VM.Name, r.VM.HW, ph.Name, vni, ph.Addr)})
+				Match: match(exact(RegTier, vni), exact(FEthDst, mac)), Actions: []Action{Output{Port: r.VM.Port}},
+				Note: fmt.Sprintf("to VM %s (%s) on local port %s", r.VM.Name, r.VM.HW, r.VM.Port)})
+			continue
 		}
-		bcast := masked(FEthDst, 0x010000000000, 0x010000000000)
-		fromVM := append([]Action(nil), localOut...)
-		for _, p := range v.tierPeers[t.Tier.VNI] {
-			fromVM = append(fromVM, SetField{FTunID, vni}, SetField{FTunDst, ipv4(p.Addr)}, Output{Port: tunnel})
+		ph := v.ix.hosts[r.VM.Host]
+		if ph == nil {
+			continue
 		}
-		b.add(Flow{Table: TL2Forward, Priority: 100, Cookie: MakeCookie(CatFlood, t.Tier.VNI, 0),
-			Match: match(exact(RegTier, vni), exact(RegOrigin, OriginVM), bcast), Actions: fromVM,
-			Note: fmt.Sprintf("broadcast/multicast from a VM of tier %s/%s: to the tier's local ports and hosts carrying it", t.VPC.Name, t.Tier.Name)})
-		b.add(Flow{Table: TL2Forward, Priority: 100, Cookie: MakeCookie(CatFlood, t.Tier.VNI, 0),
-			Match: match(exact(RegTier, vni), exact(RegOrigin, OriginTunnel), bcast), Actions: localOut,
-			Note: fmt.Sprintf("broadcast/multicast from the tunnel for tier %s/%s: local ports only (split horizon)", t.VPC.Name, t.Tier.Name)})
+		b.add(Flow{Table: TL2Forward, Priority: 200, Cookie: MakeCookie(CatVPCForward, obj, 0),
+			Match:   match(exact(RegTier, vni), exact(RegOrigin, OriginVM), exact(FEthDst, mac)),
+			Actions: []Action{SetField{FTunID, vni}, SetField{FTunDst, ipv4(ph.Addr)}, Output{Port: tunnel}},
+			Note:    fmt.Sprintf("to VM %s (%s) on host %s: tunnel key %d to %s", r.VM.Name, r.VM.HW, ph.Name, vni, ph.Addr)})
 	}
-}
-
-// HostFingerprint hashes every blueprint input that Compile(bp, hostName)
-// reads, except the revision (it only stamps cookies, which the reconcile
-// diff ignores): two blueprints with the same fingerprint for a host compile
-// to the same flows for it. The controller uses it to leave hosts a reload
-// does not affect alone (no compile, no dump). ok is false for an unknown
-// host. bp must be validated.
-func HostFingerprint(bp *Blueprint, hostName string) (fp uint64, ok bool) {
-	h := bp.HostByName(hostName)
-	if h == nil {
-		return 0, false
+	bcast := masked(FEthDst, 0x010000000000, 0x010000000000)
+	fromVM := append([]Action(nil), localOut...)
+	for _, p := range peers {
+		fromVM = append(fromVM, SetField{FTunID, vni}, SetField{FTunDst, ipv4(p.Addr)}, Output{Port: tunnel})
 	}
-	hs := fnv.New64a()
-	var buf []byte
-	str := func(s string) { buf = append(append(buf, s...), 0) }
-	u64 := func(v uint64) { buf = binary.BigEndian.AppendUint64(buf, v) }
-	str(string(bp.Encapsulation))
-	str(h.Name)
-	str(h.Uplink)
-	for _, p := range bp.MgmtPrefixes {
-		str(p.String())
-	}
-	for _, p := range bp.Management.HostPorts {
-		u64(uint64(p))
-	}
-	str("peers")
-	for _, a := range bp.PeerAddrs {
-		u64(IPValue(a))
-	}
-	str("hosts")
-	for i := range bp.Hosts {
-		o := &bp.Hosts[i]
-		str(o.Name)
-		u64(IPValue(o.Addr))
-		u64(MACValue(o.MAC))
-		if o.HasMAC {
-			buf = append(buf, 1)
-		}
-	}
-	for pi := range bp.VPCs {
-		p := &bp.VPCs[pi]
-		for ti := range p.Tiers {
-			t := &p.Tiers[ti]
-			present := false
-			for mi := range t.VMs {
-				if t.VMs[mi].Host == h.Name {
-					present = true
-					break
-				}
-			}
-			if !present {
-				continue
-			}
-			str(p.Name)
-			str(t.Name)
-			u64(uint64(t.VNI))
-			str(t.Prefix.String())
-			for mi := range t.VMs {
-				m := &t.VMs[mi]
-				str(m.Name)
-				str(m.Host)
-				str(m.Port)
-				u64(MACValue(m.HW))
-				u64(IPValue(m.Addr))
-			}
-		}
-		if len(buf) > 1<<16 {
-			hs.Write(buf)
-			buf = buf[:0]
-		}
-	}
-	hs.Write(buf)
-	return hs.Sum64(), true
+	b.add(Flow{Table: TL2Forward, Priority: 100, Cookie: MakeCookie(CatFlood, t.Tier.VNI, 0),
+		Match: match(exact(RegTier, vni), exact(RegOrigin, OriginVM), bcast), Actions: fromVM,
+		Note: fmt.Sprintf("broadcast/multicast from a VM of tier %s/%s: to the tier's local ports and hosts carrying it", t.VPC.Name, t.Tier.Name)})
+	b.add(Flow{Table: TL2Forward, Priority: 100, Cookie: MakeCookie(CatFlood, t.Tier.VNI, 0),
+		Match: match(exact(RegTier, vni), exact(RegOrigin, OriginTunnel), bcast), Actions: localOut,
+		Note: fmt.Sprintf("broadcast/multicast from the tunnel for tier %s/%s: local ports only (split horizon)", t.VPC.Name, t.Tier.Name)})
 }

@@ -1,0 +1,283 @@
+package flows
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/fnv"
+	"sort"
+	"strconv"
+)
+
+// A host's flows are compiled in segments, each a pure function of a small,
+// fingerprinted part of the blueprint:
+//
+//	host        default drops, classify of uplink/LOCAL/tunnel, underlay
+//	            allowlist, host-out, guest guards, trusted-peer clause 2;
+//	            reads every host's identity, management, trusted peers
+//	vm:NAME     one local VM: classify, port security, ARP self-drop;
+//	            reads the VM and its tier's name, VPC and key
+//	tier:VNI    one tier present on the host: management pass, ARP
+//	            responder, tunnel-in, L2 forwarding and flooding; reads the
+//	            tier, its VMs and the hosts carrying it
+//
+// CompileHost reuses a previous compile's segment (the same slice) when its
+// fingerprint is unchanged, so a blueprint change recompiles only what it
+// touches: adding a VM recompiles that VM and its tier's segment on the hosts
+// carrying the tier, nothing else. A reused segment keeps the revision it was
+// compiled under in its cookies: the revision that last changed the flow
+// (DESIGN §4).
+
+// Index is what the compiler needs of one validated blueprint, computed once
+// for all its hosts: per host its local VMs and tiers, per tier its VMs, the
+// hosts carrying it and a fingerprint. Read-only after NewIndex; safe for
+// concurrent use.
+type Index struct {
+	bp        *Blueprint
+	hosts     map[string]*Host
+	local     map[string][]VMRef   // host -> local VMs, blueprint order
+	tiers     map[string][]TierRef // host -> tiers with a local VM, blueprint order
+	tierVMs   map[uint32][]VMRef   // VNI -> VMs, blueprint order
+	tierHosts map[uint32][]*Host   // VNI -> hosts carrying the tier, by name
+	tierFP    map[uint32]uint64
+	globalFP  uint64 // inputs of every host segment
+}
+
+// NewIndex indexes bp (which must be validated).
+func NewIndex(bp *Blueprint) *Index {
+	ix := &Index{bp: bp, hosts: make(map[string]*Host, len(bp.Hosts)),
+		local: map[string][]VMRef{}, tiers: map[string][]TierRef{},
+		tierVMs: map[uint32][]VMRef{}, tierHosts: map[uint32][]*Host{}, tierFP: map[uint32]uint64{}}
+	for i := range bp.Hosts {
+		ix.hosts[bp.Hosts[i].Name] = &bp.Hosts[i]
+	}
+	var fp fingerprint
+	fp.str(string(bp.Encapsulation))
+	for _, p := range bp.MgmtPrefixes {
+		fp.str(p.String())
+	}
+	fp.str("ports")
+	for _, p := range bp.Management.HostPorts {
+		fp.u64(uint64(p))
+	}
+	fp.str("peers")
+	for _, a := range bp.PeerAddrs {
+		fp.u64(IPValue(a))
+	}
+	fp.str("hosts")
+	for i := range bp.Hosts {
+		o := &bp.Hosts[i]
+		fp.str(o.Name)
+		fp.u64(IPValue(o.Addr))
+		fp.u64(MACValue(o.MAC))
+		fp.bool(o.HasMAC)
+	}
+	ix.globalFP = fp.sum()
+	for pi := range bp.VPCs {
+		p := &bp.VPCs[pi]
+		for ti := range p.Tiers {
+			t := &p.Tiers[ti]
+			var hosts []*Host
+			for mi := range t.VMs {
+				m := &t.VMs[mi]
+				r := VMRef{p, t, m}
+				ix.tierVMs[t.VNI] = append(ix.tierVMs[t.VNI], r)
+				if len(ix.local[m.Host]) == 0 || ix.lastTier(m.Host) != t {
+					ix.tiers[m.Host] = append(ix.tiers[m.Host], TierRef{p, t})
+				}
+				ix.local[m.Host] = append(ix.local[m.Host], r)
+				if h := ix.hosts[m.Host]; h != nil && !containsHost(hosts, h) {
+					hosts = append(hosts, h)
+				}
+			}
+			sort.Slice(hosts, func(i, j int) bool { return hosts[i].Name < hosts[j].Name })
+			ix.tierHosts[t.VNI] = hosts
+			var tf fingerprint
+			tf.str(string(bp.Encapsulation))
+			tf.bool(len(bp.PeerAddrs) > 0)
+			tf.str(p.Name)
+			tf.str(t.Name)
+			tf.u64(uint64(t.VNI))
+			tf.str(t.Prefix.String())
+			for mi := range t.VMs {
+				m := &t.VMs[mi]
+				tf.str(m.Name)
+				tf.str(m.Host)
+				tf.str(m.Port)
+				tf.u64(MACValue(m.HW))
+				tf.u64(IPValue(m.Addr))
+			}
+			for _, h := range hosts {
+				tf.str(h.Name)
+				tf.u64(IPValue(h.Addr))
+			}
+			ix.tierFP[t.VNI] = tf.sum()
+		}
+	}
+	return ix
+}
+
+// lastTier is the tier of host's most recently indexed local VM.
+func (ix *Index) lastTier(host string) *Tier {
+	l := ix.local[host]
+	return l[len(l)-1].Tier
+}
+
+func containsHost(hs []*Host, h *Host) bool {
+	for _, x := range hs {
+		if x == h {
+			return true
+		}
+	}
+	return false
+}
+
+// Blueprint is the indexed blueprint.
+func (ix *Index) Blueprint() *Blueprint { return ix.bp }
+
+// Segment is one compiled part of a host's flows.
+type Segment struct {
+	ID    string // "host", "vm:NAME" or "tier:VNI"
+	FP    uint64 // fingerprint of every input the segment was compiled from
+	Flows []Flow
+}
+
+// Compiled is one host's flows, in segments. Immutable once returned: a
+// later CompileHost may share its segments.
+type Compiled struct {
+	Host string
+	Opts CompileOptions
+	Segs []Segment
+	n    int
+}
+
+// Len is the number of flows.
+func (c *Compiled) Len() int { return c.n }
+
+// Flows returns all flows in one new slice (host, VMs, tiers).
+func (c *Compiled) Flows() []Flow {
+	out := make([]Flow, 0, c.n)
+	for i := range c.Segs {
+		out = append(out, c.Segs[i].Flows...)
+	}
+	return out
+}
+
+// FP is a fingerprint of all the host's inputs: two compiles with the same
+// FP hold the same flows (up to the revision bits of their cookies).
+func (c *Compiled) FP() uint64 {
+	var fp fingerprint
+	for i := range c.Segs {
+		fp.str(c.Segs[i].ID)
+		fp.u64(c.Segs[i].FP)
+	}
+	return fp.sum()
+}
+
+// CompileHost compiles host hostName, reusing every segment of prev (a
+// compile of the same host under an earlier blueprint, or nil) whose
+// fingerprint is unchanged.
+func CompileHost(ix *Index, hostName string, opts CompileOptions, prev *Compiled) (*Compiled, error) {
+	h := ix.hosts[hostName]
+	if h == nil {
+		return nil, fmt.Errorf("host %q is not in blueprint %s", hostName, ix.bp.Source)
+	}
+	old := map[string]*Segment{}
+	if prev != nil && prev.Host == hostName && prev.Opts == opts {
+		for i := range prev.Segs {
+			old[prev.Segs[i].ID] = &prev.Segs[i]
+		}
+	}
+	v := &hostView{bp: ix.bp, host: h, ix: ix, local: ix.local[hostName], tiers: ix.tiers[hostName]}
+	c := &Compiled{Host: hostName, Opts: opts, Segs: make([]Segment, 0, 1+len(v.local)+len(v.tiers))}
+	var errs []error
+	seg := func(id string, fp uint64, build func(b *builder)) {
+		if s, ok := old[id]; ok && s.FP == fp {
+			c.Segs = append(c.Segs, *s)
+			c.n += len(s.Flows)
+			return
+		}
+		b := &builder{rev: ix.bp.Revision, opts: opts}
+		build(b)
+		errs = append(errs, b.errs...)
+		c.Segs = append(c.Segs, Segment{ID: id, FP: fp, Flows: b.flows})
+		c.n += len(b.flows)
+	}
+	var fp fingerprint
+	fp.u64(ix.globalFP)
+	fp.str(h.Name)
+	fp.str(h.Uplink)
+	fp.bool(len(v.tiers) > 0)
+	seg("host", fp.sum(), func(b *builder) { b.hostSegment(v) })
+	for _, r := range v.local {
+		var vf fingerprint
+		vf.str(r.VM.Name)
+		vf.str(r.VM.Port)
+		vf.u64(MACValue(r.VM.HW))
+		vf.u64(IPValue(r.VM.Addr))
+		vf.u64(uint64(r.Tier.VNI))
+		vf.str(r.VPC.Name)
+		vf.str(r.Tier.Name)
+		seg("vm:"+r.VM.Name, vf.sum(), func(b *builder) { b.vmSegment(r) })
+	}
+	for _, t := range v.tiers {
+		var tf fingerprint
+		tf.u64(ix.tierFP[t.Tier.VNI])
+		tf.str(h.Name)
+		seg("tier:"+strconv.FormatUint(uint64(t.Tier.VNI), 10), tf.sum(), func(b *builder) { b.tierSegment(v, t) })
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("compile %s: %v", hostName, errs)
+	}
+	return c, nil
+}
+
+// ChangedSegments returns the flows of the segments that differ between
+// prev and cur (two compiles of one host): before holds prev's flows of
+// those segments, after cur's. Diffing after against before gives the same
+// flow changes as diffing all of cur against all of prev, because every
+// other segment is identical in both.
+func ChangedSegments(prev, cur *Compiled) (before, after []Flow) {
+	old := make(map[string]*Segment, len(prev.Segs))
+	for i := range prev.Segs {
+		old[prev.Segs[i].ID] = &prev.Segs[i]
+	}
+	for i := range cur.Segs {
+		s := &cur.Segs[i]
+		o, ok := old[s.ID]
+		if ok {
+			delete(old, s.ID)
+			if o.FP == s.FP {
+				continue
+			}
+			before = append(before, o.Flows...)
+		}
+		after = append(after, s.Flows...)
+	}
+	for i := range prev.Segs { // removed segments, in order
+		if o, ok := old[prev.Segs[i].ID]; ok {
+			before = append(before, o.Flows...)
+		}
+	}
+	return before, after
+}
+
+// fingerprint is FNV-1a over length-delimited fields.
+type fingerprint struct{ buf []byte }
+
+func (f *fingerprint) str(s string) {
+	f.buf = binary.AppendUvarint(f.buf, uint64(len(s)))
+	f.buf = append(f.buf, s...)
+}
+func (f *fingerprint) u64(v uint64) { f.buf = binary.BigEndian.AppendUint64(f.buf, v) }
+func (f *fingerprint) bool(v bool) {
+	if v {
+		f.buf = append(f.buf, 1)
+	} else {
+		f.buf = append(f.buf, 0)
+	}
+}
+func (f *fingerprint) sum() uint64 {
+	h := fnv.New64a()
+	h.Write(f.buf)
+	return h.Sum64()
+}
