@@ -28,10 +28,10 @@ type bridge struct {
 	meterOK bool
 	// claimedGen is the generation id of our last granted MASTER claim.
 	claimedGen uint64
-	// confirmed is the compile this connection's table was last proven to
+	// confirmed is the plan this connection's table was last proven to
 	// hold (a converged full reconcile, or an acknowledged delta on top of
 	// one), with the port map it was bound to; nil when unknown. A reload
-	// then sends only what changed between confirmed and the new compile,
+	// then sends only what changed between confirmed and the new plan,
 	// without dumping the table (reconcileDelta). Used by the run goroutine
 	// only.
 	confirmed      *flows.Compiled
@@ -341,7 +341,7 @@ func (b *bridge) reconcile(parent context.Context, p *policy, h *flows.Host, rem
 	var cur *flows.Compiled
 	if !removed {
 		var err error
-		if cur, err = p.compileHost(h.Name); err != nil {
+		if cur, err = p.plan(h.Name); err != nil {
 			return err
 		}
 		// A reload on a table we know: send only what the blueprint changed.
@@ -369,7 +369,10 @@ func (b *bridge) reconcile(parent context.Context, p *policy, h *flows.Host, rem
 	if removed {
 		compiled = flows.CompileManagementWith(p.bp, h, p.opts)
 	} else {
-		compiled = cur.Flows()
+		var err error
+		if compiled, err = cur.Flows(); err != nil {
+			return err
+		}
 	}
 	if p.opts.DropLog && !b.meterOK {
 		if err := b.installMeter(ctx); err != nil {
@@ -461,7 +464,10 @@ func (b *bridge) reconcile(parent context.Context, p *policy, h *flows.Host, rem
 func (b *bridge) reconcileDelta(ctx context.Context, p *policy, h *flows.Host, cur *flows.Compiled, start time.Time) error {
 	prev := b.confirmed
 	b.confirmed = nil
-	before, after := flows.ChangedSegments(prev, cur)
+	before, after, err := flows.ChangedSegments(prev, cur)
+	if err != nil {
+		return err
+	}
 	ports := flows.PortMap(b.conn.Ports())
 	was, _ := flows.Bind(before, ports)
 	now, _ := flows.Bind(after, ports)

@@ -121,7 +121,9 @@ func (o *Options) defaults() {
 	}
 }
 
-// policy is one accepted blueprint with its compiled flows cache.
+// policy is one accepted blueprint, indexed, with its host plans. It keeps
+// no compiled flows: a plan is a few fingerprints per host, and flows are
+// built when a reconcile or an audit needs them.
 type policy struct {
 	opts   flows.CompileOptions
 	bp     *flows.Blueprint
@@ -129,95 +131,61 @@ type policy struct {
 	hash   string
 	loaded time.Time
 
-	mu       sync.Mutex
-	compiled map[string]*hostCompile
-	// seeds are the previous policy's compiles, by host: CompileHost reuses
-	// their unchanged segments. An entry is dropped once the host compiled.
-	seeds map[string]*flows.Compiled
+	mu    sync.Mutex
+	plans map[string]*flows.Compiled
 	descs map[string]map[flows.Cookie]string // per host: rule -> description
 }
 
-// hostCompile is one host's compile, done once by whoever asks first; the
-// others wait on done. Compiles of different hosts run in parallel.
-type hostCompile struct {
-	done chan struct{}
-	c    *flows.Compiled
-	err  error
-}
-
-func newPolicy(bp *flows.Blueprint, opts flows.CompileOptions, prev *policy) *policy {
-	p := &policy{bp: bp, ix: flows.NewIndex(bp), hash: bp.Hash(), loaded: time.Now(),
-		opts: opts, compiled: map[string]*hostCompile{}, seeds: map[string]*flows.Compiled{}}
-	if prev != nil {
-		prev.mu.Lock()
-		for h, hc := range prev.compiled {
-			select {
-			case <-hc.done:
-				if hc.c != nil {
-					p.seeds[h] = hc.c
-				}
-			default:
-			}
-		}
-		for h, c := range prev.seeds {
-			if _, ok := p.seeds[h]; !ok {
-				p.seeds[h] = c
-			}
-		}
-		prev.mu.Unlock()
-	}
-	return p
+func newPolicy(bp *flows.Blueprint, opts flows.CompileOptions) *policy {
+	return &policy{bp: bp, ix: flows.NewIndex(bp), hash: bp.Hash(), loaded: time.Now(),
+		opts: opts, plans: map[string]*flows.Compiled{}}
 }
 
 // describe returns the host's rule descriptions (cookie rule bits -> note),
 // built once per policy from the compiled flows.
 func (p *policy) describe(host string) (map[flows.Cookie]string, error) {
+	p.mu.Lock()
+	d, ok := p.descs[host]
+	p.mu.Unlock()
+	if ok {
+		return d, nil
+	}
 	fs, err := p.compile(host)
 	if err != nil {
 		return nil, err
 	}
+	d = describeRules(fs)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if d, ok := p.descs[host]; ok {
-		return d, nil
-	}
 	if p.descs == nil {
 		p.descs = map[string]map[flows.Cookie]string{}
 	}
-	d := describeRules(fs)
 	p.descs[host] = d
 	return d, nil
 }
 
-// compile returns the host's flows (a new slice).
+// compile builds the host's flows (a new slice).
 func (p *policy) compile(host string) ([]flows.Flow, error) {
-	c, err := p.compileHost(host)
+	c, err := p.plan(host)
 	if err != nil {
 		return nil, err
 	}
-	return c.Flows(), nil
+	return c.Flows()
 }
 
-// compileHost returns the host's compile, reusing the unchanged segments of
-// the previous policy's. The compile runs outside p.mu.
-func (p *policy) compileHost(host string) (*flows.Compiled, error) {
+// plan returns the host's plan (segment fingerprints), made once.
+func (p *policy) plan(host string) (*flows.Compiled, error) {
 	p.mu.Lock()
-	hc, ok := p.compiled[host]
-	if ok {
-		p.mu.Unlock()
-		<-hc.done
-		return hc.c, hc.err
+	defer p.mu.Unlock()
+	if c, ok := p.plans[host]; ok {
+		return c, nil
 	}
-	hc = &hostCompile{done: make(chan struct{})}
-	p.compiled[host] = hc
-	seed := p.seeds[host]
-	p.mu.Unlock()
-	hc.c, hc.err = flows.CompileHost(p.ix, host, p.opts, seed)
-	p.mu.Lock()
-	delete(p.seeds, host)
-	p.mu.Unlock()
-	close(hc.done)
-	return hc.c, hc.err
+	c, err := flows.CompileHost(p.ix, host, p.opts)
+	if err != nil {
+		return nil, err
+	}
+	p.plans[host] = c
+	return c, nil
 }
 
 // Controller is the running controller.
@@ -257,7 +225,7 @@ func New(opts Options) (*Controller, error) {
 }
 
 func (c *Controller) setPolicy(bp *flows.Blueprint) {
-	c.pol = newPolicy(bp, flows.CompileOptions{DropLog: c.opts.DropLog}, c.pol)
+	c.pol = newPolicy(bp, flows.CompileOptions{DropLog: c.opts.DropLog})
 	for i := range bp.Hosts {
 		c.knownHosts[bp.Hosts[i].DPID] = bp.Hosts[i]
 	}

@@ -131,11 +131,11 @@ func Compile(bp *Blueprint, hostName string) ([]Flow, error) {
 
 // CompileWith is Compile with options.
 func CompileWith(bp *Blueprint, hostName string, opts CompileOptions) ([]Flow, error) {
-	c, err := CompileHost(NewIndex(bp), hostName, opts, nil)
+	c, err := CompileHost(NewIndex(bp), hostName, opts)
 	if err != nil {
 		return nil, err
 	}
-	return c.Flows(), nil
+	return c.Flows()
 }
 
 // CompileManagement returns only the flows that keep a host reachable

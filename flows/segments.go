@@ -20,12 +20,12 @@ import (
 //	            responder, tunnel-in, L2 forwarding and flooding; reads the
 //	            tier, its VMs and the hosts carrying it
 //
-// CompileHost reuses a previous compile's segment (the same slice) when its
-// fingerprint is unchanged, so a blueprint change recompiles only what it
-// touches: adding a VM recompiles that VM and its tier's segment on the hosts
-// carrying the tier, nothing else. A reused segment keeps the revision it was
-// compiled under in its cookies: the revision that last changed the flow
-// (DESIGN §4).
+// CompileHost plans a host as its segments' fingerprints; ChangedSegments
+// builds only the segments whose fingerprint differs between two plans, so
+// a blueprint change costs what it touches: adding a VM builds that VM's
+// segment and its tier's segment on the hosts carrying the tier, nothing
+// else. Flows are built on demand and never cached (the controller keeps
+// plans, not flows).
 
 // Index is what the compiler needs of one validated blueprint, computed once
 // for all its hosts: per host its local VMs and tiers, per tier its VMs, the
@@ -134,38 +134,57 @@ func containsHost(hs []*Host, h *Host) bool {
 // Blueprint is the indexed blueprint.
 func (ix *Index) Blueprint() *Blueprint { return ix.bp }
 
-// Segment is one compiled part of a host's flows.
+// Segment is one part of a host's flows, planned but not built.
 type Segment struct {
-	ID    string // "host", "vm:NAME" or "tier:VNI"
-	FP    uint64 // fingerprint of every input the segment was compiled from
-	Flows []Flow
+	ID   string // "host", "vm:NAME" or "tier:VNI"
+	FP   uint64 // fingerprint of every input the segment is compiled from
+	kind byte   // 'h', 'v', 't'
+	idx  int    // into the view's local VMs ('v') or tiers ('t')
 }
 
-// Compiled is one host's flows, in segments. Immutable once returned: a
-// later CompileHost may share its segments.
+// Compiled is the plan of one host's flows under one blueprint: its
+// segments and their fingerprints. It holds no flows (they are built on
+// demand by Flows and ChangedSegments), so keeping a plan per bridge costs a
+// few bytes per segment, not per flow. Immutable; safe for concurrent use.
 type Compiled struct {
 	Host string
 	Opts CompileOptions
 	Segs []Segment
-	n    int
+	v    *hostView
 }
 
-// Len is the number of flows.
-func (c *Compiled) Len() int { return c.n }
+// Flows builds all the host's flows (host, VMs, tiers) in a new slice.
+func (c *Compiled) Flows() ([]Flow, error) {
+	return c.build(func(*Segment) bool { return true })
+}
 
-// Flows returns all flows in one new slice (host, VMs, tiers).
-func (c *Compiled) Flows() []Flow {
-	out := make([]Flow, 0, c.n)
+func (c *Compiled) build(want func(*Segment) bool) ([]Flow, error) {
+	b := &builder{rev: c.v.bp.Revision, opts: c.Opts}
 	for i := range c.Segs {
-		out = append(out, c.Segs[i].Flows...)
+		s := &c.Segs[i]
+		if !want(s) {
+			continue
+		}
+		switch s.kind {
+		case 'h':
+			b.hostSegment(c.v)
+		case 'v':
+			b.vmSegment(c.v.local[s.idx])
+		case 't':
+			b.tierSegment(c.v, c.v.tiers[s.idx])
+		}
 	}
-	return out
+	if len(b.errs) > 0 {
+		return nil, fmt.Errorf("compile %s: %v", c.Host, b.errs)
+	}
+	return b.flows, nil
 }
 
-// FP is a fingerprint of all the host's inputs: two compiles with the same
-// FP hold the same flows (up to the revision bits of their cookies).
+// FP is a fingerprint of all the host's inputs: two plans with the same FP
+// build the same flows (up to the revision bits of their cookies).
 func (c *Compiled) FP() uint64 {
 	var fp fingerprint
+	fp.bool(c.Opts.DropLog)
 	for i := range c.Segs {
 		fp.str(c.Segs[i].ID)
 		fp.u64(c.Segs[i].FP)
@@ -173,42 +192,23 @@ func (c *Compiled) FP() uint64 {
 	return fp.sum()
 }
 
-// CompileHost compiles host hostName, reusing every segment of prev (a
-// compile of the same host under an earlier blueprint, or nil) whose
-// fingerprint is unchanged.
-func CompileHost(ix *Index, hostName string, opts CompileOptions, prev *Compiled) (*Compiled, error) {
+// CompileHost plans host hostName's flows under the indexed blueprint:
+// cheap (fingerprints only, O(local VMs + tiers) after the index); the flows
+// are built by Flows or ChangedSegments.
+func CompileHost(ix *Index, hostName string, opts CompileOptions) (*Compiled, error) {
 	h := ix.hosts[hostName]
 	if h == nil {
 		return nil, fmt.Errorf("host %q is not in blueprint %s", hostName, ix.bp.Source)
 	}
-	old := map[string]*Segment{}
-	if prev != nil && prev.Host == hostName && prev.Opts == opts {
-		for i := range prev.Segs {
-			old[prev.Segs[i].ID] = &prev.Segs[i]
-		}
-	}
 	v := &hostView{bp: ix.bp, host: h, ix: ix, local: ix.local[hostName], tiers: ix.tiers[hostName]}
-	c := &Compiled{Host: hostName, Opts: opts, Segs: make([]Segment, 0, 1+len(v.local)+len(v.tiers))}
-	var errs []error
-	seg := func(id string, fp uint64, build func(b *builder)) {
-		if s, ok := old[id]; ok && s.FP == fp {
-			c.Segs = append(c.Segs, *s)
-			c.n += len(s.Flows)
-			return
-		}
-		b := &builder{rev: ix.bp.Revision, opts: opts}
-		build(b)
-		errs = append(errs, b.errs...)
-		c.Segs = append(c.Segs, Segment{ID: id, FP: fp, Flows: b.flows})
-		c.n += len(b.flows)
-	}
+	c := &Compiled{Host: hostName, Opts: opts, Segs: make([]Segment, 0, 1+len(v.local)+len(v.tiers)), v: v}
 	var fp fingerprint
 	fp.u64(ix.globalFP)
 	fp.str(h.Name)
 	fp.str(h.Uplink)
 	fp.bool(len(v.tiers) > 0)
-	seg("host", fp.sum(), func(b *builder) { b.hostSegment(v) })
-	for _, r := range v.local {
+	c.Segs = append(c.Segs, Segment{ID: "host", FP: fp.sum(), kind: 'h'})
+	for i, r := range v.local {
 		var vf fingerprint
 		vf.str(r.VM.Name)
 		vf.str(r.VM.Port)
@@ -217,48 +217,50 @@ func CompileHost(ix *Index, hostName string, opts CompileOptions, prev *Compiled
 		vf.u64(uint64(r.Tier.VNI))
 		vf.str(r.VPC.Name)
 		vf.str(r.Tier.Name)
-		seg("vm:"+r.VM.Name, vf.sum(), func(b *builder) { b.vmSegment(r) })
+		c.Segs = append(c.Segs, Segment{ID: "vm:" + r.VM.Name, FP: vf.sum(), kind: 'v', idx: i})
 	}
-	for _, t := range v.tiers {
+	for i, t := range v.tiers {
 		var tf fingerprint
 		tf.u64(ix.tierFP[t.Tier.VNI])
 		tf.str(h.Name)
-		seg("tier:"+strconv.FormatUint(uint64(t.Tier.VNI), 10), tf.sum(), func(b *builder) { b.tierSegment(v, t) })
-	}
-	if len(errs) > 0 {
-		return nil, fmt.Errorf("compile %s: %v", hostName, errs)
+		c.Segs = append(c.Segs, Segment{ID: "tier:" + strconv.FormatUint(uint64(t.Tier.VNI), 10), FP: tf.sum(), kind: 't', idx: i})
 	}
 	return c, nil
 }
 
-// ChangedSegments returns the flows of the segments that differ between
-// prev and cur (two compiles of one host): before holds prev's flows of
-// those segments, after cur's. Diffing after against before gives the same
-// flow changes as diffing all of cur against all of prev, because every
-// other segment is identical in both.
-func ChangedSegments(prev, cur *Compiled) (before, after []Flow) {
-	old := make(map[string]*Segment, len(prev.Segs))
+// ChangedSegments builds the flows of the segments that differ between prev
+// and cur (two plans of one host, e.g. under the old and the new
+// blueprint): before holds prev's flows of those segments, after cur's.
+// Diffing after against before gives the same flow changes as diffing all
+// of cur against all of prev, because every other segment is identical in
+// both. Plans with different options differ everywhere.
+func ChangedSegments(prev, cur *Compiled) (before, after []Flow, err error) {
+	if prev.Opts != cur.Opts || prev.Host != cur.Host {
+		if before, err = prev.Flows(); err != nil {
+			return nil, nil, err
+		}
+		after, err = cur.Flows()
+		return before, after, err
+	}
+	old := make(map[string]uint64, len(prev.Segs))
 	for i := range prev.Segs {
-		old[prev.Segs[i].ID] = &prev.Segs[i]
+		old[prev.Segs[i].ID] = prev.Segs[i].FP
 	}
+	now := make(map[string]uint64, len(cur.Segs))
 	for i := range cur.Segs {
-		s := &cur.Segs[i]
-		o, ok := old[s.ID]
-		if ok {
-			delete(old, s.ID)
-			if o.FP == s.FP {
-				continue
-			}
-			before = append(before, o.Flows...)
-		}
-		after = append(after, s.Flows...)
+		now[cur.Segs[i].ID] = cur.Segs[i].FP
 	}
-	for i := range prev.Segs { // removed segments, in order
-		if o, ok := old[prev.Segs[i].ID]; ok {
-			before = append(before, o.Flows...)
+	changed := func(other map[string]uint64) func(*Segment) bool {
+		return func(s *Segment) bool {
+			fp, ok := other[s.ID]
+			return !ok || fp != s.FP
 		}
 	}
-	return before, after
+	if before, err = prev.build(changed(now)); err != nil {
+		return nil, nil, err
+	}
+	after, err = cur.build(changed(old))
+	return before, after, err
 }
 
 // fingerprint is FNV-1a over length-delimited fields.

@@ -125,30 +125,25 @@ func TestIncrementalCompileEqualsFresh(t *testing.T) {
 				h := cur.Hosts[i].Name
 				var prev *Compiled
 				if old.HostByName(h) != nil {
-					var err error
-					if prev, err = CompileHost(oix, h, opts, nil); err != nil {
-						t.Fatal(err)
-					}
+					prev = mustCompile(t, oix, h, opts)
 				}
-				inc, err := CompileHost(cix, h, opts, prev)
-				if err != nil {
-					t.Fatal(err)
-				}
+				inc := mustCompile(t, cix, h, opts)
+				got := mustFlows(t, inc)
 				fresh, err := CompileWith(cur, h, opts)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if d, p := setDelta(fresh, inc.Flows()); len(d)+len(p) > 0 {
-					t.Fatalf("blueprint %d (%s), host %s: incremental compile differs from a fresh one:\n-%v\n+%v", n, what, h, d, p)
-				}
-				if inc.Len() != len(fresh) || inc.FP() != mustCompile(t, cix, h, opts).FP() {
-					t.Fatalf("blueprint %d (%s), host %s: Len/FP differ from a fresh compile", n, what, h)
+				if d, p := setDelta(fresh, got); len(d)+len(p) > 0 || len(got) != len(fresh) {
+					t.Fatalf("blueprint %d (%s), host %s: planned compile differs from CompileWith:\n-%v\n+%v", n, what, h, d, p)
 				}
 				if prev == nil {
 					continue
 				}
-				wantDel, wantPut := setDelta(prev.Flows(), inc.Flows())
-				before, after := ChangedSegments(prev, inc)
+				wantDel, wantPut := setDelta(mustFlows(t, prev), got)
+				before, after, err := ChangedSegments(prev, inc)
+				if err != nil {
+					t.Fatal(err)
+				}
 				gotDel, gotPut := setDelta(before, after)
 				if fmt.Sprint(wantDel, wantPut) != fmt.Sprint(gotDel, gotPut) {
 					t.Fatalf("blueprint %d (%s), host %s: segment delta differs from the full delta:\nfull  -%v +%v\nsegs  -%v +%v",
@@ -170,17 +165,25 @@ func TestIncrementalCompileEqualsFresh(t *testing.T) {
 
 func mustCompile(t *testing.T, ix *Index, h string, opts CompileOptions) *Compiled {
 	t.Helper()
-	c, err := CompileHost(ix, h, opts, nil)
+	c, err := CompileHost(ix, h, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
 }
 
-// TestAddVMTouchesOnlyItsTier: adding a VM rebuilds only its own segment and
-// its tier's segment, only on the hosts that carry the tier; every other
-// segment is the previous compile's (same backing array), keeping the
-// revision that last changed it.
+func mustFlows(t *testing.T, c *Compiled) []Flow {
+	t.Helper()
+	fs, err := c.Flows()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fs
+}
+
+// TestAddVMTouchesOnlyItsTier: adding a VM changes only its own segment and
+// its tier's segment, only on the hosts that carry the tier, and the delta
+// is exactly the flows the new VM needs.
 func TestAddVMTouchesOnlyItsTier(t *testing.T) {
 	old := loadDemo(t)
 	data, _ := yaml.Marshal(old)
@@ -196,47 +199,45 @@ func TestAddVMTouchesOnlyItsTier(t *testing.T) {
 	vni := cur.VPCs[0].Tiers[0].VNI
 	for i := range cur.Hosts {
 		h := cur.Hosts[i].Name
-		prev := mustCompile(t, oix, h, CompileOptions{})
-		inc, err := CompileHost(cix, h, CompileOptions{}, prev)
+		prev, inc := mustCompile(t, oix, h, CompileOptions{}), mustCompile(t, cix, h, CompileOptions{})
+		was := map[string]uint64{}
+		for _, s := range prev.Segs {
+			was[s.ID] = s.FP
+		}
+		var changed []string
+		for _, s := range inc.Segs {
+			if fp, ok := was[s.ID]; !ok || fp != s.FP {
+				changed = append(changed, s.ID)
+			}
+		}
+		want := "[]"
+		switch h {
+		case "kvm2":
+			want = fmt.Sprintf("[vm:blue-web-3 tier:%d]", vni)
+		case "kvm1":
+			want = fmt.Sprintf("[tier:%d]", vni)
+		}
+		if fmt.Sprint(changed) != want {
+			t.Errorf("%s: changed segments %v, want %s", h, changed, want)
+		}
+		if (prev.FP() == inc.FP()) != (want == "[]") {
+			t.Errorf("%s: plan FP equal = %v, want %v", h, prev.FP() == inc.FP(), want == "[]")
+		}
+		before, after, err := ChangedSegments(prev, inc)
 		if err != nil {
 			t.Fatal(err)
 		}
-		was := map[string]*Segment{}
-		for k := range prev.Segs {
-			was[prev.Segs[k].ID] = &prev.Segs[k]
-		}
-		var rebuilt []string
-		for k := range inc.Segs {
-			s := &inc.Segs[k]
-			o := was[s.ID]
-			if o != nil && len(s.Flows) > 0 && &o.Flows[0] == &s.Flows[0] {
-				for _, f := range s.Flows {
-					if f.Cookie.Revision() != old.Revision {
-						t.Fatalf("%s: reused segment %s has revision %d, want %d", h, s.ID, f.Cookie.Revision(), old.Revision)
-					}
-				}
-				continue
-			}
-			rebuilt = append(rebuilt, s.ID)
-		}
-		carries := h == "kvm1" || h == "kvm2"
-		want := "[]"
-		switch {
-		case h == "kvm2":
-			want = fmt.Sprintf("[vm:blue-web-3 tier:%d]", vni)
-		case carries:
-			want = fmt.Sprintf("[tier:%d]", vni)
-		}
-		if fmt.Sprint(rebuilt) != want {
-			t.Errorf("%s: rebuilt segments %v, want %s", h, rebuilt, want)
-		}
-		before, after := ChangedSegments(prev, inc)
 		del, put := setDelta(before, after)
+		for _, f := range after {
+			if f.Cookie.Revision() != cur.Revision {
+				t.Errorf("%s: changed flow %s has revision %d, want %d", h, f.Key(), f.Cookie.Revision(), cur.Revision)
+			}
+		}
 		switch {
-		case !carries && len(del)+len(put) != 0:
-			t.Errorf("%s does not carry the tier but its delta is -%v +%v", h, del, put)
-		case carries && len(del) != 0:
+		case len(del) != 0:
 			t.Errorf("%s: adding a VM deletes flows: %v", h, del)
+		case h == "kvm3" && len(put) != 0:
+			t.Errorf("kvm3 does not carry the tier but its delta is +%v", put)
 		case h == "kvm1" && len(put) != 2: // ARP answer + L2 entry to the tunnel
 			t.Errorf("kvm1: delta +%v, want 2 flows", put)
 		case h == "kvm2" && len(put) != 10: // 6 VM flows, ARP answer, local L2 entry, 2 floods

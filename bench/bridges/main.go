@@ -58,6 +58,8 @@ type result struct {
 	RestartFlowMods  uint64  `json:"controller_restart_flow_mods"`
 	RetargetMs       float64 `json:"targets_restored_converge_ms"`
 	RetargetFlowMods uint64  `json:"targets_restored_flow_mods"`
+	MovedMs          float64 `json:"targets_moved_ms"`
+	MovedFlowMods    uint64  `json:"targets_moved_flow_mods"`
 	OVSRestartMs     float64 `json:"vswitchd_restart_converge_ms"`
 	OVSRestartMods   uint64  `json:"vswitchd_restart_flow_mods"`
 }
@@ -102,11 +104,26 @@ func main() {
 	heapprofile := flag.String("heapprofile", "", "controller heap profile right after initial convergence (file)")
 	skipSwitch := flag.Bool("skip-switch-side", false, "skip the ovs-ofctl baseline")
 	keep := flag.Bool("keep", false, "keep the work directory")
+	flag.IntVar(&fullReconciles, "full-reconciles", 0, "the controller's --full-reconciles (0 = its default)")
+	flag.BoolVar(&storms, "storms", true, "run the reconnect storms (controller restart, targets moved/removed, ovs-vswitchd restart)")
 	flag.Parse()
 	if err := run(*n, *vms, *tiers, *changes, *jsonOut, *cpuprofile, *heapprofile, *skipSwitch, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/bridges:", err)
 		os.Exit(1)
 	}
+}
+
+var (
+	fullReconciles int
+	storms         bool
+)
+
+// ctlArgs are the extra controller flags of every start.
+func ctlArgs(extra ...string) []string {
+	if fullReconciles > 0 {
+		extra = append(extra, "-full-reconciles", fmt.Sprint(fullReconciles))
+	}
+	return extra
 }
 
 func logf(format string, a ...any) {
@@ -231,7 +248,7 @@ func run(n, vms, tiers, changes int, jsonOut, cpuprofile, heapprofile string, sk
 	if cpuprofile != "" {
 		extra = append(extra, "-cpuprofile", cpuprofile)
 	}
-	if b.ctl, err = sw.StartCtl(b.bin, b.bpPath, 6653, b.logPath, extra...); err != nil {
+	if b.ctl, err = sw.StartCtl(b.bin, b.bpPath, 6653, b.logPath, ctlArgs(extra...)...); err != nil {
 		return err
 	}
 	defer func() { b.ctl.Stop() }()
@@ -293,10 +310,14 @@ func run(n, vms, tiers, changes int, jsonOut, cpuprofile, heapprofile string, sk
 		c.MaxMs = ovsbench.Percentile(c.LatenciesMs, 100)
 	}
 
+	if !storms {
+		b.print()
+		return ovsbench.WriteJSON(jsonOut, b.res)
+	}
 	// Reconnect storm 1: controller restart.
 	b.ctl.Stop()
 	t0 = time.Now()
-	if b.ctl, err = sw.StartCtl(b.bin, b.bpPath, 6653, b.logPath); err != nil {
+	if b.ctl, err = sw.StartCtl(b.bin, b.bpPath, 6653, b.logPath, ctlArgs()...); err != nil {
 		return err
 	}
 	b.tail = ovsbench.NewLogTail(b.logPath)
@@ -310,6 +331,34 @@ func run(n, vms, tiers, changes int, jsonOut, cpuprofile, heapprofile string, sk
 	}
 	b.res.RestartFlowMods = sumMods(st)
 	logf("controller restart: all converged %.0f ms after start, %d flow-mods", b.res.RestartMs, b.res.RestartFlowMods)
+
+	// Reconnect storm 1b: every bridge's controller target pointed at an
+	// address nobody listens on, then back. OVS keeps the tables (the bridge
+	// never loses its primary controller), so nothing needs sending.
+	if err := sw.SetControllers(ctx, b.brs, "tcp:127.0.0.1:6600", 100); err != nil {
+		return err
+	}
+	if err := b.waitStatus(func(st *controller.Status) bool {
+		for _, br := range st.Bridges {
+			if br.Connected {
+				return false
+			}
+		}
+		return true
+	}, time.Minute); err != nil {
+		return err
+	}
+	t0 = time.Now()
+	if err := sw.SetControllers(ctx, b.brs, "tcp:127.0.0.1:6653", 50); err != nil {
+		return err
+	}
+	if err := b.waitStatus(func(st *controller.Status) bool { return allConverged(st, b.bp.Revision, 1) }, 5*time.Minute); err != nil {
+		return err
+	}
+	b.res.MovedMs = ovsbench.Ms(time.Since(t0))
+	st, _ = b.ctl.Status()
+	b.res.MovedFlowMods = sumMods(st) // new connections count from 0
+	logf("targets moved away and back: all converged in %.0f ms, %d flow-mods", b.res.MovedMs, b.res.MovedFlowMods)
 
 	// Reconnect storm 2: controller targets removed and restored.
 	if err := sw.SetControllers(ctx, b.brs, "", 100); err != nil {
@@ -630,6 +679,7 @@ func (b *bench) print() {
 		row(c.n+": affected-set mismatches", "%d", c.c.WrongAffected)
 	}
 	row("controller restart: converged ms / flow-mods", "%.0f / %d", r.RestartMs, r.RestartFlowMods)
+	row("targets moved away and back: ms / flow-mods", "%.0f / %d", r.MovedMs, r.MovedFlowMods)
 	row("targets removed+restored: ms / flow-mods", "%.0f / %d", r.RetargetMs, r.RetargetFlowMods)
 	row("ovs-vswitchd restart: ms / flow-mods", "%.0f / %d", r.OVSRestartMs, r.OVSRestartMods)
 }

@@ -38,14 +38,15 @@ func main() {
 	memprof := flag.String("memprofile", "", "write a heap profile here on exit")
 	level := flag.String("log-level", "info", "log level")
 	drift := flag.Duration("drift-interval", 0, "drift interval (0 = controller default)")
+	full := flag.Int("full-reconciles", 0, "bridges reconciled in full at once (0 = controller default)")
 	flag.Parse()
-	if err := run(*bp, *listen, *httpAddr, *sock, *cpuprof, *memprof, *level, *drift); err != nil {
+	if err := run(*bp, *listen, *httpAddr, *sock, *cpuprof, *memprof, *level, *drift, *full); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/ctl:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bp, listen, httpAddr, sock, cpuprof, memprof, level string, drift time.Duration) error {
+func run(bp, listen, httpAddr, sock, cpuprof, memprof, level string, drift time.Duration, full int) error {
 	log := logrus.New()
 	log.SetOutput(os.Stderr)
 	log.SetFormatter(&logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano})
@@ -64,7 +65,7 @@ func run(bp, listen, httpAddr, sock, cpuprof, memprof, level string, drift time.
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
-	c, err := controller.New(controller.Options{BlueprintPath: bp, Listen: listen, HTTP: httpAddr, DriftInterval: drift, Log: log})
+	c, err := controller.New(controller.Options{BlueprintPath: bp, Listen: listen, HTTP: httpAddr, DriftInterval: drift, FullReconciles: full, Log: log})
 	if err != nil {
 		return err
 	}
