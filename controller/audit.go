@@ -138,7 +138,9 @@ func (b *bridge) audit(ctx context.Context, p *policy, a *BridgeAudit) error {
 	}
 	var compiled []flows.Flow
 	if removed {
-		compiled = flows.CompileManagementWith(p.bp, h, p.opts)
+		opts := p.opts
+		opts.NoNotes = false
+		compiled = flows.CompileManagementWith(p.bp, h, opts)
 	} else {
 		var err error
 		if compiled, err = p.compile(h.Name); err != nil {

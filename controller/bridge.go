@@ -487,10 +487,12 @@ func (b *bridge) reconcileDelta(ctx context.Context, p *policy, h *flows.Host, c
 	if err != nil {
 		return err
 	}
+	tDiff := time.Now()
 	if err := b.conn.Bundle(ctx, msgs); err != nil {
 		b.c.metrics.modErrors.WithLabelValues(b.label()).Inc()
 		return fmt.Errorf("apply %d flow changes: %w", len(msgs), err)
 	}
+	tBundle := time.Now()
 	b.countMods(&d)
 	b.logChanges(&d, "reload")
 	// Every added or modified flow carries this revision in its cookie: read
@@ -527,7 +529,9 @@ func (b *bridge) reconcileDelta(ctx context.Context, p *policy, h *flows.Host, c
 	})
 	b.c.metrics.reconcile.WithLabelValues(b.label()).Observe(time.Since(start).Seconds())
 	b.log.WithFields(logrus.Fields{"host": h.Name, "reason": "reload", "flow_mods": sent, "incremental": true,
-		"converged": true, "took": time.Since(start).Round(time.Millisecond).String()}).Info("reconciled")
+		"converged": true, "took": time.Since(start).Round(time.Millisecond).String(),
+		"took_diff": tDiff.Sub(start).Round(time.Millisecond).String(), "took_bundle": tBundle.Sub(tDiff).Round(time.Millisecond).String(),
+		"took_readback": time.Since(tBundle).Round(time.Millisecond).String()}).Info("reconciled")
 	b.confirmed = cur
 	return nil
 }

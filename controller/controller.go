@@ -164,13 +164,14 @@ func (p *policy) describe(host string) (map[flows.Cookie]string, error) {
 	return d, nil
 }
 
-// compile builds the host's flows (a new slice).
+// compile builds the host's flows with their notes (a new slice; audit and
+// rule descriptions). Reconciles build without notes.
 func (p *policy) compile(host string) ([]flows.Flow, error) {
 	c, err := p.plan(host)
 	if err != nil {
 		return nil, err
 	}
-	return c.Flows()
+	return c.Annotated()
 }
 
 // plan returns the host's plan (segment fingerprints), made once.
@@ -225,7 +226,7 @@ func New(opts Options) (*Controller, error) {
 }
 
 func (c *Controller) setPolicy(bp *flows.Blueprint) {
-	c.pol = newPolicy(bp, flows.CompileOptions{DropLog: c.opts.DropLog})
+	c.pol = newPolicy(bp, flows.CompileOptions{DropLog: c.opts.DropLog, NoNotes: true})
 	for i := range bp.Hosts {
 		c.knownHosts[bp.Hosts[i].DPID] = bp.Hosts[i]
 	}

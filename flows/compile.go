@@ -74,6 +74,10 @@ type CompileOptions struct {
 	// OpenFlow meter DropLogMeter (rate-limited on the switch), so the
 	// controller can log them. Allowed traffic is never metered.
 	DropLog bool
+	// NoNotes leaves Flow.Note empty: the reconcile path never reads notes,
+	// and formatting them is a third of a compile. Audit and compile output
+	// keep them.
+	NoNotes bool
 }
 
 // DropLogMeter is the OpenFlow meter id of drop logging; DropLogMaxLen the
@@ -107,6 +111,14 @@ func (b *builder) add(f Flow) {
 		return
 	}
 	b.flows = append(b.flows, f)
+}
+
+// notef formats a flow's note, or returns "" with NoNotes.
+func (b *builder) notef(format string, a ...any) string {
+	if b.opts.NoNotes {
+		return ""
+	}
+	return fmt.Sprintf(format, a...)
 }
 
 func inPort(p string) MatchField         { return MatchField{Field: FInPort, Port: p} }
@@ -160,7 +172,7 @@ func CompileManagementWith(bp *Blueprint, h *Host, opts CompileOptions) []Flow {
 func (b *builder) defaultDrops() {
 	for _, t := range Pipeline {
 		b.add(Flow{Table: t.ID, Priority: 0, Cookie: MakeCookie(CatDefaultDrop, uint32(t.ID), 0),
-			Note: fmt.Sprintf("%s miss: %s", t.Name, t.Miss)})
+			Note: b.notef("%s miss: %s", t.Name, t.Miss)})
 	}
 }
 
@@ -198,30 +210,30 @@ func (b *builder) hostSegment(v *hostView) {
 func (b *builder) vmSegment(r VMRef) {
 	obj := VMObject(r.VM.Name)
 	port, mac, ip := r.VM.Port, MACValue(r.VM.HW), ipv4(r.VM.Addr)
-	who := fmt.Sprintf("VM %s (vpc %s, tier %s)", r.VM.Name, r.VPC.Name, r.Tier.Name)
+	who := b.notef("VM %s (vpc %s, tier %s)", r.VM.Name, r.VPC.Name, r.Tier.Name)
 	b.add(Flow{Table: TClassify, Priority: 100, Cookie: MakeCookie(CatClassify, obj, 0),
 		Match:   match(inPort(port)),
 		Actions: []Action{SetField{RegTier, uint64(r.Tier.VNI)}, SetField{RegOrigin, OriginVM}},
 		Goto:    TVMEgress,
-		Note:    fmt.Sprintf("VM %s (vpc %s, tier %s) port %s", r.VM.Name, r.VPC.Name, r.Tier.Name, port)})
+		Note:    b.notef("VM %s (vpc %s, tier %s) port %s", r.VM.Name, r.VPC.Name, r.Tier.Name, port)})
 	b.add(Flow{Table: TVMEgress, Priority: 200, Cookie: MakeCookie(CatPortSecurity, obj, 0),
 		Match: ipMatch(inPort(port), exact(FEthSrc, mac), exact(FIPv4Src, ip)), Goto: TMgmtGuard,
-		Note: fmt.Sprintf("%s sends IPv4 as %s %s", who, r.VM.HW, r.VM.Addr)})
+		Note: b.notef("%s sends IPv4 as %s %s", who, r.VM.HW, r.VM.Addr)})
 	b.add(Flow{Table: TVMEgress, Priority: 200, Cookie: MakeCookie(CatPortSecurity, obj, 0),
 		Match: match(inPort(port), exact(FEthSrc, mac), exact(FEthType, EthARP), exact(FARPSpa, ip), exact(FARPSha, mac)),
 		Goto:  TARPResponder,
-		Note:  fmt.Sprintf("%s sends ARP as %s %s", who, r.VM.HW, r.VM.Addr)})
+		Note:  b.notef("%s sends ARP as %s %s", who, r.VM.HW, r.VM.Addr)})
 	b.add(Flow{Table: TVMEgress, Priority: 200, Cookie: MakeCookie(CatPortSecurity, obj, 0),
 		Match: ipMatch(inPort(port), exact(FEthSrc, mac), exact(FIPProto, ProtoUDP), exact(FIPv4Src, 0),
 			exact(FIPv4Dst, 0xffffffff), exact(FUDPSrc, 68), exact(FUDPDst, 67)),
 		Goto: TL2Forward,
-		Note: fmt.Sprintf("%s DHCP discover/request (broadcast within its tier)", who)})
+		Note: b.notef("%s DHCP discover/request (broadcast within its tier)", who)})
 	b.add(Flow{Table: TVMEgress, Priority: 100, Cookie: MakeCookie(CatSpoofDrop, obj, 0),
 		Match: match(inPort(port)),
-		Note:  fmt.Sprintf("%s: anything else (spoofed MAC/IP, other ethertypes) dropped and counted", who)})
+		Note:  b.notef("%s: anything else (spoofed MAC/IP, other ethertypes) dropped and counted", who)})
 	b.add(Flow{Table: TARPResponder, Priority: 300, Cookie: MakeCookie(CatARPDrop, obj, 0),
 		Match: match(inPort(port), exact(FEthType, EthARP), exact(FARPOp, 1), exact(FARPTpa, ip)),
-		Note:  fmt.Sprintf("VM %s asking for its own IP %s: not answered (duplicate address detection)", r.VM.Name, r.VM.Addr)})
+		Note:  b.notef("VM %s asking for its own IP %s: not answered (duplicate address detection)", r.VM.Name, r.VM.Addr)})
 }
 
 // tierSegment: the flows of one tier present on the host: the management
@@ -231,7 +243,7 @@ func (b *builder) tierSegment(v *hostView, t TierRef) {
 	val, m := PrefixMask(t.Tier.Prefix)
 	b.add(Flow{Table: TMgmtGuard, Priority: 200, Cookie: MakeCookie(CatMgmtPass, t.Tier.VNI, 0),
 		Match: ipMatch(exact(RegTier, uint64(t.Tier.VNI)), masked(FIPv4Dst, val, m)), Goto: TL2Forward,
-		Note: fmt.Sprintf("tier %s/%s traffic inside %s: on to L2 (service ports between VMs allowed)", t.VPC.Name, t.Tier.Name, t.Tier.Prefix)})
+		Note: b.notef("tier %s/%s traffic inside %s: on to L2 (service ports between VMs allowed)", t.VPC.Name, t.Tier.Name, t.Tier.Prefix)})
 	peers := v.tierPeers(t.Tier.VNI)
 	b.arpResponder(t, v.tierVMs(t.Tier.VNI))
 	b.tunnelIn(v, t, peers)
@@ -282,17 +294,19 @@ func (b *builder) underlayIn(v *hostView) {
 	}
 	for _, p := range v.peers() {
 		fs := []MatchField{exact(FIPv4Src, ipv4(p.addr)), exact(FIPv4Dst, ipv4(v.host.Addr))}
-		note := fmt.Sprintf("%s tunnel from %s (%s) to this host: to LOCAL for decapsulation", v.bp.Encapsulation, p.name, p.addr)
+		note := b.notef("%s tunnel from %s (%s) to this host: to LOCAL for decapsulation", v.bp.Encapsulation, p.name, p.addr)
 		if p.hasMAC {
 			fs = append(fs, exact(FEthSrc, MACValue(p.mac)))
-			note += ", source MAC " + p.mac.String()
+			if note != "" {
+				note += ", source MAC " + p.mac.String()
+			}
 			b.add(Flow{Table: TUnderlayIn, Priority: 180, Cookie: MakeCookie(CatPeerARPGuard, uint32(ipv4(p.addr)), 0),
 				Match:   match(exact(FEthType, EthARP), exact(FARPSpa, ipv4(p.addr)), exact(FEthSrc, MACValue(p.mac))),
 				Actions: []Action{Output{Port: PortLocal}},
-				Note:    fmt.Sprintf("ARP from %s's tunnel IP %s with its MAC %s", p.name, p.addr, p.mac)})
+				Note:    b.notef("ARP from %s's tunnel IP %s with its MAC %s", p.name, p.addr, p.mac)})
 			b.add(Flow{Table: TUnderlayIn, Priority: 170, Cookie: MakeCookie(CatPeerARPGuard, uint32(ipv4(p.addr)), 0),
 				Match: match(exact(FEthType, EthARP), exact(FARPSpa, ipv4(p.addr))),
-				Note:  fmt.Sprintf("ARP claiming %s's tunnel IP %s from another MAC: dropped (anti-spoofing)", p.name, p.addr)})
+				Note:  b.notef("ARP claiming %s's tunnel IP %s from another MAC: dropped (anti-spoofing)", p.name, p.addr)})
 		}
 		b.add(Flow{Table: TUnderlayIn, Priority: 200, Cookie: MakeCookie(CatTunnelAllow, uint32(ipv4(p.addr)), 0),
 			Match: tunnelMatch(fs...), Actions: []Action{Output{Port: PortLocal}}, Note: note})
@@ -335,15 +349,15 @@ func (b *builder) mgmtGuard(v *hostView) {
 		}
 		b.add(Flow{Table: TMgmtGuard, Priority: 300, Cookie: MakeCookie(CatMgmtGuard, uint32(ipv4(o.Addr)), 0),
 			Match: ipMatch(exact(FIPv4Dst, ipv4(o.Addr))),
-			Note:  fmt.Sprintf("guest traffic to host %s's tunnel IP %s: dropped", o.Name, o.Addr)})
+			Note:  b.notef("guest traffic to host %s's tunnel IP %s: dropped", o.Name, o.Addr)})
 	}
 	for _, port := range v.bp.Management.HostPorts {
 		b.add(Flow{Table: TMgmtGuard, Priority: 100, Cookie: MakeCookie(CatMgmtGuard, uint32(port), 0),
 			Match: ipMatch(exact(FIPProto, ProtoTCP), exact(FTCPDst, uint64(port))),
-			Note:  fmt.Sprintf("guest traffic to host service port tcp/%d outside its tier: dropped", port)})
+			Note:  b.notef("guest traffic to host service port tcp/%d outside its tier: dropped", port)})
 		b.add(Flow{Table: TMgmtGuard, Priority: 100, Cookie: MakeCookie(CatMgmtGuard, uint32(port), 0),
 			Match: ipMatch(exact(FIPProto, ProtoUDP), exact(FUDPDst, uint64(port))),
-			Note:  fmt.Sprintf("guest traffic to host service port udp/%d outside its tier: dropped", port)})
+			Note:  b.notef("guest traffic to host service port udp/%d outside its tier: dropped", port)})
 	}
 	b.add(Flow{Table: TMgmtGuard, Priority: 1, Cookie: MakeCookie(CatMgmtPass, 0, 0),
 		Match: ipMatch(), Goto: TL2Forward,
@@ -366,7 +380,7 @@ func (b *builder) arpResponder(t TierRef, vms []VMRef) {
 				SetField{FARPSpa, ip},
 				Output{Port: PortInPort},
 			},
-			Note: fmt.Sprintf("ARP who-has %s in tier %s/%s: answered %s (VM %s)", r.VM.Addr, t.VPC.Name, t.Tier.Name, r.VM.HW, r.VM.Name)})
+			Note: b.notef("ARP who-has %s in tier %s/%s: answered %s (VM %s)", r.VM.Addr, t.VPC.Name, t.Tier.Name, r.VM.HW, r.VM.Name)})
 	}
 }
 
@@ -378,7 +392,7 @@ func (b *builder) tunnelIn(v *hostView, t TierRef, peers []*Host) {
 			Match:   match(exact(FTunID, uint64(t.Tier.VNI)), exact(FTunSrc, ipv4(p.Addr))),
 			Actions: []Action{SetField{RegTier, uint64(t.Tier.VNI)}, SetField{RegOrigin, OriginTunnel}},
 			Goto:    TL2Forward,
-			Note:    fmt.Sprintf("key %d (tier %s/%s) from host %s (%s)", t.Tier.VNI, t.VPC.Name, t.Tier.Name, p.Name, p.Addr)})
+			Note:    b.notef("key %d (tier %s/%s) from host %s (%s)", t.Tier.VNI, t.VPC.Name, t.Tier.Name, p.Name, p.Addr)})
 	}
 	if len(v.bp.PeerAddrs) == 0 {
 		return
@@ -387,7 +401,7 @@ func (b *builder) tunnelIn(v *hostView, t TierRef, peers []*Host) {
 	b.add(Flow{Table: TTunnelIn, Priority: 190, Cookie: MakeCookie(CatTrustedPeerIn, t.Tier.VNI, 0),
 		Match:   match(exact(FTunID, uint64(t.Tier.VNI))),
 		Actions: []Action{Conjunction{conjTrustedPeers, 1, 2}},
-		Note:    fmt.Sprintf("key %d (tier %s/%s) from a trusted peer (clause 1/2)", t.Tier.VNI, t.VPC.Name, t.Tier.Name)})
+		Note:    b.notef("key %d (tier %s/%s) from a trusted peer (clause 1/2)", t.Tier.VNI, t.VPC.Name, t.Tier.Name)})
 }
 
 // trustedPeers: clause 2 of the trusted-peer conjunction (one flow per
@@ -400,7 +414,7 @@ func (b *builder) trustedPeers(v *hostView) {
 		b.add(Flow{Table: TTunnelIn, Priority: 190, Cookie: MakeCookie(CatTrustedPeerIn, uint32(ipv4(a)), 0),
 			Match:   match(exact(FTunSrc, ipv4(a))),
 			Actions: []Action{Conjunction{conjTrustedPeers, 2, 2}},
-			Note:    fmt.Sprintf("trusted peer %s (clause 2/2)", a)})
+			Note:    b.notef("trusted peer %s (clause 2/2)", a)})
 	}
 	b.add(Flow{Table: TTunnelIn, Priority: 190, Cookie: MakeCookie(CatTrustedPeerIn, 0, 0),
 		Match:   match(exact(FConjID, conjTrustedPeers)),
@@ -422,7 +436,7 @@ func (b *builder) l2Forward(v *hostView, t TierRef, peers []*Host) {
 			localOut = append(localOut, Output{Port: r.VM.Port})
 			b.add(Flow{Table: TL2Forward, Priority: 200, Cookie: MakeCookie(CatVPCForward, obj, 0),
 				Match: match(exact(RegTier, vni), exact(FEthDst, mac)), Actions: []Action{Output{Port: r.VM.Port}},
-				Note: fmt.Sprintf("to VM %s (%s) on local port %s", r.VM.Name, r.VM.HW, r.VM.Port)})
+				Note: b.notef("to VM %s (%s) on local port %s", r.VM.Name, r.VM.HW, r.VM.Port)})
 			continue
 		}
 		ph := v.ix.hosts[r.VM.Host]
@@ -432,7 +446,7 @@ func (b *builder) l2Forward(v *hostView, t TierRef, peers []*Host) {
 		b.add(Flow{Table: TL2Forward, Priority: 200, Cookie: MakeCookie(CatVPCForward, obj, 0),
 			Match:   match(exact(RegTier, vni), exact(RegOrigin, OriginVM), exact(FEthDst, mac)),
 			Actions: []Action{SetField{FTunID, vni}, SetField{FTunDst, ipv4(ph.Addr)}, Output{Port: tunnel}},
-			Note:    fmt.Sprintf("to VM %s (%s) on host %s: tunnel key %d to %s", r.VM.Name, r.VM.HW, ph.Name, vni, ph.Addr)})
+			Note:    b.notef("to VM %s (%s) on host %s: tunnel key %d to %s", r.VM.Name, r.VM.HW, ph.Name, vni, ph.Addr)})
 	}
 	bcast := masked(FEthDst, 0x010000000000, 0x010000000000)
 	fromVM := append([]Action(nil), localOut...)
@@ -441,8 +455,8 @@ func (b *builder) l2Forward(v *hostView, t TierRef, peers []*Host) {
 	}
 	b.add(Flow{Table: TL2Forward, Priority: 100, Cookie: MakeCookie(CatFlood, t.Tier.VNI, 0),
 		Match: match(exact(RegTier, vni), exact(RegOrigin, OriginVM), bcast), Actions: fromVM,
-		Note: fmt.Sprintf("broadcast/multicast from a VM of tier %s/%s: to the tier's local ports and hosts carrying it", t.VPC.Name, t.Tier.Name)})
+		Note: b.notef("broadcast/multicast from a VM of tier %s/%s: to the tier's local ports and hosts carrying it", t.VPC.Name, t.Tier.Name)})
 	b.add(Flow{Table: TL2Forward, Priority: 100, Cookie: MakeCookie(CatFlood, t.Tier.VNI, 0),
 		Match: match(exact(RegTier, vni), exact(RegOrigin, OriginTunnel), bcast), Actions: localOut,
-		Note: fmt.Sprintf("broadcast/multicast from the tunnel for tier %s/%s: local ports only (split horizon)", t.VPC.Name, t.Tier.Name)})
+		Note: b.notef("broadcast/multicast from the tunnel for tier %s/%s: local ports only (split horizon)", t.VPC.Name, t.Tier.Name)})
 }

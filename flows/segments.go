@@ -158,6 +158,14 @@ func (c *Compiled) Flows() ([]Flow, error) {
 	return c.build(func(*Segment) bool { return true })
 }
 
+// Annotated is Flows with every flow's Note, whatever Opts.NoNotes says
+// (audit, descriptions).
+func (c *Compiled) Annotated() ([]Flow, error) {
+	d := *c
+	d.Opts.NoNotes = false
+	return d.Flows()
+}
+
 func (c *Compiled) build(want func(*Segment) bool) ([]Flow, error) {
 	b := &builder{rev: c.v.bp.Revision, opts: c.Opts}
 	for i := range c.Segs {

@@ -214,7 +214,15 @@ func (l *Lab) buildVM(ctx context.Context, hi *hostInfo, v *vmInfo) error {
 			return err
 		}
 	}
-	_, err := l.OVS(ctx, hi.h.Name, "ovs-vsctl", "add-port", Bridge, port)
+	br := Bridge
+	if l.opts.VMBridge != "" {
+		br = l.opts.VMBridge
+	}
+	args := []string{"add-port", br, port}
+	if l.opts.VMPortArgs != nil {
+		args = append(args, l.opts.VMPortArgs(v.vm)...)
+	}
+	_, err := l.OVS(ctx, hi.h.Name, "ovs-vsctl", args...)
 	return err
 }
 

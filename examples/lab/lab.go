@@ -79,6 +79,11 @@ type Options struct {
 	// It must set fail_mode=secure and the controller targets before any
 	// tunnel port exists. Default: DefaultProvision (`vpcflow host apply`).
 	Provision func(ctx context.Context, l *Lab, h *flows.Host) error
+	// VMBridge is the bridge VM ports join (default cloudbr0); VMPortArgs,
+	// when set, returns extra ovs-vsctl arguments for a VM's add-port (e.g.
+	// an OVN iface-id). Used to build the same lab for another controller.
+	VMBridge   string
+	VMPortArgs func(vm *flows.VM) []string
 	// Watch starts `vpcflow host watch` in each host namespace after
 	// provisioning (log: Dir/<host>/watch.log); Down stops it.
 	Watch bool
