@@ -65,17 +65,17 @@ type result struct {
 }
 
 type change struct {
-	Runs              int       `json:"runs"`
-	AffectedPerRun    []int     `json:"affected_per_run"`
-	LatenciesMs       []float64 `json:"latencies_ms"` // blueprint loaded -> read back and verified
-	P50Ms             float64   `json:"p50_ms"`
-	P99Ms             float64   `json:"p99_ms"`
-	MaxMs             float64   `json:"max_ms"`
+	Runs           int       `json:"runs"`
+	AffectedPerRun []int     `json:"affected_per_run"`
+	LatenciesMs    []float64 `json:"latencies_ms"` // blueprint loaded -> read back and verified
+	P50Ms          float64   `json:"p50_ms"`
+	P99Ms          float64   `json:"p99_ms"`
+	MaxMs          float64   `json:"max_ms"`
 	// Barrier-confirmed: blueprint loaded -> the bundle's commit barrier
 	// (the reconciled line's time minus its took_readback).
-	BarrierMs    []float64 `json:"barrier_latencies_ms"`
-	BarrierP50Ms float64   `json:"barrier_p50_ms"`
-	BarrierP99Ms float64   `json:"barrier_p99_ms"`
+	BarrierMs         []float64 `json:"barrier_latencies_ms"`
+	BarrierP50Ms      float64   `json:"barrier_p50_ms"`
+	BarrierP99Ms      float64   `json:"barrier_p99_ms"`
 	WriteToAppliedMs  []float64 `json:"file_write_to_all_applied_ms"`
 	UnaffectedModsSum uint64    `json:"unaffected_flow_mods"`
 	UnaffectedBridges int       `json:"unaffected_bridges_checked"`

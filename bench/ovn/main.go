@@ -33,7 +33,9 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -66,12 +68,15 @@ func main() {
 	runs := flag.Int("runs", 5, "runs of each system")
 	bpPath := flag.String("blueprint", "examples/demo/blueprint.yaml", "the topology and policy")
 	jsonOut := flag.String("json", "", "write the samples as JSON here")
+	flag.BoolVar(&keep, "keep", false, "keep the work directory (logs)")
 	flag.Parse()
 	if err := run(*runs, *bpPath, *jsonOut); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/ovn:", err)
 		os.Exit(1)
 	}
 }
+
+var keep bool
 
 func logf(format string, a ...any) {
 	fmt.Printf("%s ovn-bench: %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, a...))
@@ -93,7 +98,11 @@ func run(runs int, bpPath, jsonOut string) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	if keep {
+		logf("work directory %s", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
 	bin := filepath.Join(dir, "vpcflow")
 	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/vpcflow").CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./cmd/vpcflow: %v\n%s", err, out)
@@ -143,16 +152,30 @@ func pingPair(bp *flows.Blueprint) (from, to *flows.VM, err error) {
 	return nil, nil, errors.New("the blueprint has no tier spanning two hosts")
 }
 
-// untilPing pings to from from every 50 ms until one reply or ctx ends.
-func untilPing(ctx context.Context, l *lab.Lab, from, to *flows.VM, t0 time.Time) (time.Duration, error) {
+// startPing starts a 10 ms ping from -> to (timestamps on) just before the
+// policy is written; firstReply then finds the first echo reply's time.
+func startPing(l *lab.Lab, from, to *flows.VM) (*lab.Proc, error) {
+	return l.StartPing(from.Name, to.IP, 10*time.Millisecond)
+}
+
+var replyLine = regexp.MustCompile(`^\[(\d+)\.(\d+)\] \d+ bytes from`)
+
+// firstReply waits (polling ping's output, with ctx's deadline) for the
+// first reply and returns its time after t0.
+func firstReply(ctx context.Context, p *lab.Proc, t0 time.Time) (time.Duration, error) {
 	for {
-		if _, recv, _ := l.Ping(ctx, from.Name, to.IP, 1, 0, 100*time.Millisecond); recv > 0 {
-			return time.Since(t0), nil
+		for _, line := range strings.Split(p.Log(), "\n") {
+			if m := replyLine.FindStringSubmatch(line); m != nil {
+				sec, _ := strconv.ParseInt(m[1], 10, 64)
+				frac := (m[2] + "000000000")[:9]
+				ns, _ := strconv.ParseInt(frac, 10, 64)
+				return time.Unix(sec, ns).Sub(t0), nil
+			}
 		}
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("no ping %s -> %s (%s): %w", from.Name, to.Name, to.IP, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
+			return 0, fmt.Errorf("no ping reply: %w\n%s", ctx.Err(), p.Log())
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }
@@ -214,6 +237,11 @@ func runVPCFlow(ctx context.Context, dir, bin string, bp *flows.Blueprint, r int
 	if err := fastARP(ctx, l, from); err != nil {
 		return s, err
 	}
+	pp, err := startPing(l, from, to)
+	if err != nil {
+		return s, err
+	}
+	defer pp.Stop()
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	t0 := time.Now()
@@ -223,18 +251,22 @@ func runVPCFlow(ctx context.Context, dir, bin string, bp *flows.Blueprint, r int
 	if err := syscall.Kill(ctl.Pid, syscall.SIGHUP); err != nil {
 		return s, err
 	}
-	var wg sync.WaitGroup
-	var pingErr error
-	var ping time.Duration
-	wg.Add(1)
-	go func() { defer wg.Done(); ping, pingErr = untilPing(wctx, l, from, to, t0) }()
-	if _, err := l.WaitConverged(wctx, time.Minute, 2); err != nil {
+	st, err := l.WaitConverged(wctx, time.Minute, 2)
+	if err != nil {
 		return s, err
 	}
-	s.FlowsMs = ms(time.Since(t0))
-	wg.Wait()
-	if pingErr != nil {
-		return s, pingErr
+	// The status is polled every 100 ms: take the moment each bridge
+	// finished (read back and verified) from the status itself.
+	var last time.Time
+	for _, b := range st.Bridges {
+		if b.LastReconcile.After(last) {
+			last = b.LastReconcile
+		}
+	}
+	s.FlowsMs = ms(last.Sub(t0))
+	ping, err := firstReply(wctx, pp, t0)
+	if err != nil {
+		return s, err
 	}
 	s.PingMs = ms(ping)
 	s.Flows = map[string]int{}
@@ -378,12 +410,12 @@ func runOVN(ctx context.Context, dir string, bp *flows.Blueprint, r int) (sample
 			return err
 		}
 		env := append([]string{"env"}, l.OVSEnv(h.Name)...)
-		argv := append(env, "OVN_RUNDIR="+hd, "ovn-controller", "unix:"+l.DBSock(h.Name), "-vconsole:off",
+		argv := append(env, "OVN_RUNDIR="+hd, "ovn-controller", l.DBSock(h.Name), "-vconsole:off",
 			"--log-file="+filepath.Join(hd, "ovn-controller.log"))
 		_, err := l.StartProcess(l.HostNS(h.Name), h.Name+"-ovn-controller", filepath.Join(hd, "ovn-controller.out"), argv...)
 		return err
 	}
-	l, err := lab.Up(ctx, lab.Options{Blueprint: bp, Provision: provision, VMBridge: "br-int",
+	l, err := lab.Up(ctx, lab.Options{Blueprint: bp, Provision: provision, Dir: filepath.Join(cdir, "lab"), KeepDir: keep, VMBridge: "br-int",
 		VMPortArgs: func(vm *flows.VM) []string {
 			return []string{"--", "set", "interface", vm.Port, "external_ids:iface-id=" + vm.Name}
 		}})
@@ -406,21 +438,21 @@ func runOVN(ctx context.Context, dir string, bp *flows.Blueprint, r int) (sample
 	if err := fastARP(ctx, l, from); err != nil {
 		return s, err
 	}
+	pp, err := startPing(l, from, to)
+	if err != nil {
+		return s, err
+	}
+	defer pp.Stop()
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	t0 := time.Now()
-	var wg sync.WaitGroup
-	var pingErr error
-	var ping time.Duration
-	wg.Add(1)
-	go func() { defer wg.Done(); ping, pingErr = untilPing(wctx, l, from, to, t0) }()
 	if out, err := central.nbctl(wctx, l, append([]string{"--wait=hv"}, ovnPolicy(bp)...)...); err != nil {
 		return s, fmt.Errorf("ovn-nbctl: %v\n%s", err, out)
 	}
 	s.FlowsMs = ms(time.Since(t0))
-	wg.Wait()
-	if pingErr != nil {
-		return s, pingErr
+	ping, err := firstReply(wctx, pp, t0)
+	if err != nil {
+		return s, err
 	}
 	s.PingMs = ms(ping)
 	s.Flows = map[string]int{}
