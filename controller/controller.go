@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -74,10 +73,12 @@ type Options struct {
 	// to take over this replica's bridges (default 5s).
 	HandoverTimeout time.Duration
 	// FullReconciles bounds how many bridges are reconciled in full (table
-	// dump, diff, bundle, read-back) at once; each holds whole flow tables
-	// in memory, and one ovs-vswitchd applies bundles one at a time anyway
-	// (default 2 x GOMAXPROCS, at least 4). Incremental reloads are not
-	// bounded.
+	// dump, diff, bundle, read-back) at once: each holds whole flow tables
+	// in memory (~2 KiB per flow). Default 32: at 200 bridges in one
+	// ovs-vswitchd, 4 made the first convergence 5x slower (the switch
+	// serves each connection a batch per main-loop turn), 200 used 5x the
+	// memory for 1.5x the speed (docs/performance.md). Incremental reloads
+	// are not bounded.
 	FullReconciles int
 	Log            logrus.FieldLogger
 }
@@ -114,7 +115,7 @@ func (o *Options) defaults() {
 		o.HandoverTimeout = 5 * time.Second
 	}
 	if o.FullReconciles <= 0 {
-		o.FullReconciles = max(4, 2*runtime.GOMAXPROCS(0))
+		o.FullReconciles = 32
 	}
 	if o.Log == nil {
 		o.Log = logrus.StandardLogger()

@@ -999,6 +999,13 @@ type ofReg struct {
 // errors for regs that arrived before the barrier reply. The returned error
 // is a transport/context error or an error for the barrier itself.
 func (c *OFConn) sendBatch(ctx context.Context, regs []ofReg, msgs [][]byte) (*ofBatch, error) {
+	return c.sendBatchTail(ctx, regs, msgs, nil)
+}
+
+// sendBatchTail is sendBatch writing tail (already registered by the
+// caller) right after the barrier, in the same write: the switch answers it
+// once the batch is done, without another round trip.
+func (c *OFConn) sendBatchTail(ctx context.Context, regs []ofReg, msgs [][]byte, tail []byte) (*ofBatch, error) {
 	b := &ofBatch{}
 	xids := make([]uint32, 0, len(regs)+1)
 	defer func() { c.unregister(xids...) }()
@@ -1014,7 +1021,11 @@ func (c *OFConn) sendBatch(ctx context.Context, regs []ofReg, msgs [][]byte) (*o
 		return b, err
 	}
 	xids = append(xids, bx)
-	if err := c.writeMsgs(ctx, append(msgs, ofSimple(OFPTBarrierRequest, bx, nil))); err != nil {
+	out := append(msgs, ofSimple(OFPTBarrierRequest, bx, nil))
+	if tail != nil {
+		out = append(out, tail)
+	}
+	if err := c.writeMsgs(ctx, out); err != nil {
 		return b, err
 	}
 	r, err := c.wait(ctx, p)
@@ -1070,12 +1081,32 @@ func (c *OFConn) Send(ctx context.Context, msgs [][]byte) error {
 // is then not committed (it is discarded if still open). Empty msgs is a
 // no-op. If ctx ends midway, the bundle is discarded best-effort.
 func (c *OFConn) Bundle(ctx context.Context, msgs [][]byte) error {
+	_, err := c.bundle(ctx, msgs, nil)
+	return err
+}
+
+// BundleDump is Bundle followed by a flow-stats request for the flows
+// whose cookie matches cookie under mask, sent in the same write as the
+// commit and its barrier, so the committed flows are read back without
+// another round trip. The dump is returned only when the commit succeeded.
+func (c *OFConn) BundleDump(ctx context.Context, msgs [][]byte, cookie, mask uint64) ([][]byte, error) {
+	return c.bundle(ctx, msgs, ofFlowStatsCookieBody(cookie, mask))
+}
+
+func (c *OFConn) bundle(ctx context.Context, msgs [][]byte, dumpBody []byte) ([][]byte, error) {
 	if len(msgs) == 0 {
-		return nil
+		if dumpBody == nil {
+			return nil, nil
+		}
+		parts, err := c.multipart(ctx, "flow stats request", OFPMPFlow, dumpBody)
+		if err != nil {
+			return nil, err
+		}
+		return ofSplitFlowStats(parts)
 	}
 	prep, xids, err := c.ofPrepare(msgs, OFMaxBundleItem)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	const flags = openflow13.OFPBCT_ATOMIC | openflow13.OFPBCT_ORDERED
 	bid := c.bundleID.Add(1)
@@ -1089,7 +1120,7 @@ func (c *OFConn) Bundle(ctx context.Context, msgs [][]byte) error {
 	for i, m := range prep {
 		add, err := ofBundleAddMsg(xids[i], bid, flags, m)
 		if err != nil {
-			return fmt.Errorf("openflow: encoding bundle add for message %d: %w", i, err)
+			return nil, fmt.Errorf("openflow: encoding bundle add for message %d: %w", i, err)
 		}
 		out = append(out, add)
 		regs = append(regs, ofReg{xid: xids[i], op: "bundle add", index: i})
@@ -1102,28 +1133,49 @@ func (c *OFConn) Bundle(ctx context.Context, msgs [][]byte) error {
 		} else {
 			c.discardBundle(ctx, bid)
 		}
-		return fmt.Errorf("%w; bundle %d not committed", err, bid)
+		return nil, fmt.Errorf("%w; bundle %d not committed", err, bid)
 	}
 	if e := ofBatchErr("bundle", len(msgs), c.dpid, b); e != nil {
 		if !b.hasOp("bundle open") {
 			c.discardBundle(ctx, bid)
 		}
-		return fmt.Errorf("%w; bundle %d not committed", e, bid)
+		return nil, fmt.Errorf("%w; bundle %d not committed", e, bid)
 	}
 	// Phase 2: commit + barrier. At commit the switch reports a failing
 	// inner message under its own xid, then BEC_MSG_FAILED for the commit.
 	cx := c.nextXid()
 	regs[0] = ofReg{xid: cx, op: "bundle commit", index: -1}
-	b, err = c.sendBatch(ctx, regs, [][]byte{ofBundleCtrlMsg(cx, bid, openflow13.OFPBCT_COMMIT_REQUEST, flags)})
+	var tail []byte
+	var dump *ofPending
+	if dumpBody != nil {
+		dx := c.nextXid()
+		dump = &ofPending{kind: ofPendMultipart, op: "flow stats request", mpType: OFPMPFlow, ch: make(chan ofReply, 1)}
+		if err := c.register(dx, dump); err != nil {
+			return nil, err
+		}
+		defer c.unregister(dx)
+		tail = ofMultipartRequest(dx, OFPMPFlow, dumpBody)
+	}
+	b, err = c.sendBatchTail(ctx, regs, [][]byte{ofBundleCtrlMsg(cx, bid, openflow13.OFPBCT_COMMIT_REQUEST, flags)}, tail)
 	if err != nil {
-		return fmt.Errorf("%w; outcome of bundle %d commit unknown (read the flows back)", err, bid)
+		return nil, fmt.Errorf("%w; outcome of bundle %d commit unknown (read the flows back)", err, bid)
 	}
 	if e := ofBatchErr("bundle", len(msgs), c.dpid, b); e != nil {
-		return fmt.Errorf("%w; bundle %d rejected at commit, nothing applied", e, bid)
+		return nil, fmt.Errorf("%w; bundle %d rejected at commit, nothing applied", e, bid)
 	}
 	c.log.WithField("messages", len(msgs)).WithField("bundle", bid).
 		WithField("duration", time.Since(start).Round(time.Microsecond)).Debug("bundle committed")
-	return nil
+	if dump == nil {
+		return nil, nil
+	}
+	r, err := c.wait(ctx, dump)
+	if err != nil {
+		return nil, fmt.Errorf("read back after bundle %d: %w", bid, err)
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("read back after bundle %d: %w", bid, r.err)
+	}
+	return ofSplitFlowStats(dump.parts)
 }
 
 // discardBundle discards an open bundle, best effort, waiting at most a few
