@@ -488,11 +488,20 @@ func (b *bridge) reconcileDelta(ctx context.Context, p *policy, h *flows.Host, c
 		return err
 	}
 	tDiff := time.Now()
-	// Every added or modified flow carries this revision in its cookie: the
-	// flow-stats request that follows the commit (same write, no extra round
-	// trip) reads back exactly those (with revision 0 every flow: still
-	// right, only slower).
-	raw, err := b.conn.BundleDump(ctx, msgs, uint64(p.bp.Revision), uint64(flows.MaxRevision))
+	// Read back what was written: every added or modified flow, by its
+	// exact cookie (rule + this revision), in flow-stats requests that
+	// follow the commit in the same write (no extra round trip).
+	var cookies []uint64
+	seen := map[flows.Cookie]bool{}
+	for _, set := range [][]flows.Flow{d.Missing, d.Modified} {
+		for i := range set {
+			if ck := set[i].Cookie; !seen[ck] {
+				seen[ck] = true
+				cookies = append(cookies, uint64(ck))
+			}
+		}
+	}
+	raw, err := b.conn.BundleDump(ctx, msgs, cookies)
 	if err != nil {
 		b.c.metrics.modErrors.WithLabelValues(b.label()).Inc()
 		return fmt.Errorf("apply %d flow changes: %w", len(msgs), err)

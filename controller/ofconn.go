@@ -938,16 +938,6 @@ func (c *OFConn) DumpFlows(ctx context.Context) ([][]byte, error) {
 	return ofSplitFlowStats(parts)
 }
 
-// DumpFlowsCookie returns the flows of every table whose cookie matches
-// cookie under mask (the switch filters).
-func (c *OFConn) DumpFlowsCookie(ctx context.Context, cookie, mask uint64) ([][]byte, error) {
-	parts, err := c.multipart(ctx, "flow stats request", OFPMPFlow, ofFlowStatsCookieBody(cookie, mask))
-	if err != nil {
-		return nil, err
-	}
-	return ofSplitFlowStats(parts)
-}
-
 func ofSplitFlowStats(parts [][]byte) ([][]byte, error) {
 	var out [][]byte
 	for pi, body := range parts {
@@ -1005,7 +995,7 @@ func (c *OFConn) sendBatch(ctx context.Context, regs []ofReg, msgs [][]byte) (*o
 // sendBatchTail is sendBatch writing tail (already registered by the
 // caller) right after the barrier, in the same write: the switch answers it
 // once the batch is done, without another round trip.
-func (c *OFConn) sendBatchTail(ctx context.Context, regs []ofReg, msgs [][]byte, tail []byte) (*ofBatch, error) {
+func (c *OFConn) sendBatchTail(ctx context.Context, regs []ofReg, msgs [][]byte, tail [][]byte) (*ofBatch, error) {
 	b := &ofBatch{}
 	xids := make([]uint32, 0, len(regs)+1)
 	defer func() { c.unregister(xids...) }()
@@ -1021,10 +1011,7 @@ func (c *OFConn) sendBatchTail(ctx context.Context, regs []ofReg, msgs [][]byte,
 		return b, err
 	}
 	xids = append(xids, bx)
-	out := append(msgs, ofSimple(OFPTBarrierRequest, bx, nil))
-	if tail != nil {
-		out = append(out, tail)
-	}
+	out := append(append(msgs, ofSimple(OFPTBarrierRequest, bx, nil)), tail...)
 	if err := c.writeMsgs(ctx, out); err != nil {
 		return b, err
 	}
@@ -1085,24 +1072,22 @@ func (c *OFConn) Bundle(ctx context.Context, msgs [][]byte) error {
 	return err
 }
 
-// BundleDump is Bundle followed by a flow-stats request for the flows
-// whose cookie matches cookie under mask, sent in the same write as the
-// commit and its barrier, so the committed flows are read back without
-// another round trip. The dump is returned only when the commit succeeded.
-func (c *OFConn) BundleDump(ctx context.Context, msgs [][]byte, cookie, mask uint64) ([][]byte, error) {
-	return c.bundle(ctx, msgs, ofFlowStatsCookieBody(cookie, mask))
+// BundleDump is Bundle followed by one flow-stats request per cookie (an
+// exact cookie match: the switch answers from its cookie index instead of
+// scanning the table), sent in the same write as the commit and its
+// barrier, so the committed flows are read back without another round
+// trip. The flows found are returned only when the commit succeeded.
+func (c *OFConn) BundleDump(ctx context.Context, msgs [][]byte, cookies []uint64) ([][]byte, error) {
+	bodies := make([][]byte, len(cookies))
+	for i, ck := range cookies {
+		bodies[i] = ofFlowStatsCookieBody(ck, ^uint64(0))
+	}
+	return c.bundle(ctx, msgs, bodies)
 }
 
-func (c *OFConn) bundle(ctx context.Context, msgs [][]byte, dumpBody []byte) ([][]byte, error) {
+func (c *OFConn) bundle(ctx context.Context, msgs [][]byte, dumps [][]byte) ([][]byte, error) {
 	if len(msgs) == 0 {
-		if dumpBody == nil {
-			return nil, nil
-		}
-		parts, err := c.multipart(ctx, "flow stats request", OFPMPFlow, dumpBody)
-		if err != nil {
-			return nil, err
-		}
-		return ofSplitFlowStats(parts)
+		return nil, nil
 	}
 	prep, xids, err := c.ofPrepare(msgs, OFMaxBundleItem)
 	if err != nil {
@@ -1145,16 +1130,16 @@ func (c *OFConn) bundle(ctx context.Context, msgs [][]byte, dumpBody []byte) ([]
 	// inner message under its own xid, then BEC_MSG_FAILED for the commit.
 	cx := c.nextXid()
 	regs[0] = ofReg{xid: cx, op: "bundle commit", index: -1}
-	var tail []byte
-	var dump *ofPending
-	if dumpBody != nil {
+	var tail [][]byte
+	pend := make([]*ofPending, len(dumps))
+	for i, body := range dumps {
 		dx := c.nextXid()
-		dump = &ofPending{kind: ofPendMultipart, op: "flow stats request", mpType: OFPMPFlow, ch: make(chan ofReply, 1)}
-		if err := c.register(dx, dump); err != nil {
+		pend[i] = &ofPending{kind: ofPendMultipart, op: "flow stats request", mpType: OFPMPFlow, ch: make(chan ofReply, 1)}
+		if err := c.register(dx, pend[i]); err != nil {
 			return nil, err
 		}
 		defer c.unregister(dx)
-		tail = ofMultipartRequest(dx, OFPMPFlow, dumpBody)
+		tail = append(tail, ofMultipartRequest(dx, OFPMPFlow, body))
 	}
 	b, err = c.sendBatchTail(ctx, regs, [][]byte{ofBundleCtrlMsg(cx, bid, openflow13.OFPBCT_COMMIT_REQUEST, flags)}, tail)
 	if err != nil {
@@ -1165,17 +1150,22 @@ func (c *OFConn) bundle(ctx context.Context, msgs [][]byte, dumpBody []byte) ([]
 	}
 	c.log.WithField("messages", len(msgs)).WithField("bundle", bid).
 		WithField("duration", time.Since(start).Round(time.Microsecond)).Debug("bundle committed")
-	if dump == nil {
-		return nil, nil
+	var found [][]byte
+	for _, p := range pend {
+		r, err := c.wait(ctx, p)
+		if err != nil {
+			return nil, fmt.Errorf("read back after bundle %d: %w", bid, err)
+		}
+		if r.err != nil {
+			return nil, fmt.Errorf("read back after bundle %d: %w", bid, r.err)
+		}
+		fs, err := ofSplitFlowStats(p.parts)
+		if err != nil {
+			return nil, err
+		}
+		found = append(found, fs...)
 	}
-	r, err := c.wait(ctx, dump)
-	if err != nil {
-		return nil, fmt.Errorf("read back after bundle %d: %w", bid, err)
-	}
-	if r.err != nil {
-		return nil, fmt.Errorf("read back after bundle %d: %w", bid, r.err)
-	}
-	return ofSplitFlowStats(dump.parts)
+	return found, nil
 }
 
 // discardBundle discards an open bundle, best effort, waiting at most a few
