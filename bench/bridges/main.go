@@ -67,15 +67,14 @@ type result struct {
 type change struct {
 	Runs           int       `json:"runs"`
 	AffectedPerRun []int     `json:"affected_per_run"`
-	LatenciesMs    []float64 `json:"latencies_ms"` // blueprint loaded -> read back and verified
+	LatenciesMs    []float64 `json:"latencies_ms"` // blueprint loaded -> committed, barrier-confirmed and read back
 	P50Ms          float64   `json:"p50_ms"`
 	P99Ms          float64   `json:"p99_ms"`
 	MaxMs          float64   `json:"max_ms"`
-	// Barrier-confirmed: blueprint loaded -> the bundle's commit barrier
-	// (the reconciled line's time minus its took_readback).
-	BarrierMs         []float64 `json:"barrier_latencies_ms"`
-	BarrierP50Ms      float64   `json:"barrier_p50_ms"`
-	BarrierP99Ms      float64   `json:"barrier_p99_ms"`
+	// CPU spent between the blueprint write and the last bridge applied:
+	// ovs-vswitchd's main (OpenFlow) thread, and the whole controller.
+	SwitchCPUMs       []float64 `json:"vswitchd_main_thread_cpu_ms"`
+	CtlCPUMs          []float64 `json:"controller_cpu_ms"`
 	WriteToAppliedMs  []float64 `json:"file_write_to_all_applied_ms"`
 	UnaffectedModsSum uint64    `json:"unaffected_flow_mods"`
 	UnaffectedBridges int       `json:"unaffected_bridges_checked"`
@@ -313,7 +312,6 @@ func run(n, vms, tiers, changes int, jsonOut, cpuprofile, heapprofile string, sk
 	for _, c := range []*change{&b.res.AddVM, &b.res.MoveVM} {
 		c.P50Ms, c.P99Ms = ovsbench.Percentile(c.LatenciesMs, 50), ovsbench.Percentile(c.LatenciesMs, 99)
 		c.MaxMs = ovsbench.Percentile(c.LatenciesMs, 100)
-		c.BarrierP50Ms, c.BarrierP99Ms = ovsbench.Percentile(c.BarrierMs, 50), ovsbench.Percentile(c.BarrierMs, 99)
 	}
 
 	if !storms {
@@ -561,6 +559,7 @@ func (b *bench) change(res *change, kind string, r int) error {
 		mods0[br.DatapathID] = br.FlowModsSent
 	}
 	b.tail.Poll()
+	swCPU0, ctlCPU0 := ovsbench.MainThreadCPU(b.sw.VSwitchdPid()), b.ctl.CPUSeconds()
 	tw := time.Now()
 	if err := b.writeBlueprint(); err != nil {
 		return err
@@ -580,10 +579,11 @@ func (b *bench) change(res *change, kind string, r int) error {
 	}, 2*time.Minute); err != nil {
 		return err
 	}
+	res.SwitchCPUMs = append(res.SwitchCPUMs, 1000*(ovsbench.MainThreadCPU(b.sw.VSwitchdPid())-swCPU0))
+	res.CtlCPUMs = append(res.CtlCPUMs, 1000*(b.ctl.CPUSeconds()-ctlCPU0))
 	b.tail.Poll()
 	var loaded time.Time
 	applied := map[string]time.Time{}
-	barrier := map[string]time.Time{}
 	for _, l := range b.tail.Lines {
 		if l.Time.Before(tw) {
 			continue
@@ -596,8 +596,6 @@ func (b *bench) change(res *change, kind string, r int) error {
 		case "reconciled":
 			if !loaded.IsZero() {
 				applied[l.Str("bridge")] = l.Time
-				rb, _ := time.ParseDuration(l.Str("took_readback"))
-				barrier[l.Str("bridge")] = l.Time.Add(-rb)
 			}
 		}
 	}
@@ -622,7 +620,6 @@ func (b *bench) change(res *change, kind string, r int) error {
 				continue
 			}
 			res.LatenciesMs = append(res.LatenciesMs, ovsbench.Ms(at.Sub(loaded)))
-			res.BarrierMs = append(res.BarrierMs, ovsbench.Ms(barrier[br.DatapathID].Sub(loaded)))
 			if at.After(lastApplied) {
 				lastApplied = at
 			}
@@ -639,8 +636,9 @@ func (b *bench) change(res *change, kind string, r int) error {
 	res.WriteToAppliedMs = append(res.WriteToAppliedMs, ovsbench.Ms(lastApplied.Sub(tw)))
 	lat := res.LatenciesMs[len(res.LatenciesMs)-naff+res.WrongAffected:]
 	sort.Float64s(lat)
-	logf("%s VM run %d: revision %d, %d affected bridges, load->applied p50 %.1f ms max %.1f ms, write->all applied %.1f ms, unaffected flow-mods so far %d",
-		kind, r+1, rev, naff, ovsbench.Percentile(lat, 50), ovsbench.Percentile(lat, 100), ovsbench.Ms(lastApplied.Sub(tw)), res.UnaffectedModsSum)
+	logf("%s VM run %d: revision %d, %d affected bridges, load->applied p50 %.1f ms max %.1f ms, write->all applied %.1f ms, unaffected flow-mods so far %d, CPU vswitchd main %.0f ms controller %.0f ms",
+		kind, r+1, rev, naff, ovsbench.Percentile(lat, 50), ovsbench.Percentile(lat, 100), ovsbench.Ms(lastApplied.Sub(tw)), res.UnaffectedModsSum,
+		res.SwitchCPUMs[len(res.SwitchCPUMs)-1], res.CtlCPUMs[len(res.CtlCPUMs)-1])
 	return nil
 }
 
@@ -684,8 +682,8 @@ func (b *bench) print() {
 	}{{"add VM", &r.AddVM}, {"move VM", &r.MoveVM}} {
 		row(c.n+": runs / affected per run", "%d / %v", c.c.Runs, c.c.AffectedPerRun)
 		row(c.n+": load->applied p50 / p99 ms", "%.1f / %.1f", c.c.P50Ms, c.c.P99Ms)
-		row(c.n+": load->barrier-confirmed p50 / p99 ms", "%.1f / %.1f", c.c.BarrierP50Ms, c.c.BarrierP99Ms)
 		row(c.n+": write->all applied median ms", "%.1f", ovsbench.Median(c.c.WriteToAppliedMs))
+		row(c.n+": CPU ms per change: vswitchd main / controller", "%.0f / %.0f", ovsbench.Median(c.c.SwitchCPUMs), ovsbench.Median(c.c.CtlCPUMs))
 		row(c.n+": unaffected flow-mods (bridges checked)", "%d (%d)", c.c.UnaffectedModsSum, c.c.UnaffectedBridges)
 		row(c.n+": affected-set mismatches", "%d", c.c.WrongAffected)
 	}

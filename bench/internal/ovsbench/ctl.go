@@ -164,8 +164,14 @@ func (c *Ctl) SaveHeap(path string) error {
 func (c *Ctl) CPUSeconds() float64 { return ProcCPU(c.Pid) }
 
 // ProcCPU is utime+stime of pid in seconds (0 if unreadable).
-func ProcCPU(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+func ProcCPU(pid int) float64 { return statCPU(fmt.Sprintf("/proc/%d/stat", pid)) }
+
+// MainThreadCPU is utime+stime of pid's main thread only (for
+// ovs-vswitchd: the thread that handles OpenFlow), in seconds.
+func MainThreadCPU(pid int) float64 { return statCPU(fmt.Sprintf("/proc/%d/task/%d/stat", pid, pid)) }
+
+func statCPU(path string) float64 {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0
 	}
