@@ -73,7 +73,10 @@ type change struct {
 	MaxMs          float64   `json:"max_ms"`
 	// CPU spent between the blueprint write and the last bridge applied:
 	// ovs-vswitchd's main (OpenFlow) thread, and the whole controller.
-	SwitchCPUMs       []float64 `json:"vswitchd_main_thread_cpu_ms"`
+	SwitchCPUMs []float64 `json:"vswitchd_main_thread_cpu_ms"`
+	// The switch side alone: one affected bridge's added/rewritten flows as
+	// one ovs-ofctl --bundle add-flows (5 bridges per change, sequential).
+	SwitchFloorMs     []float64 `json:"switch_side_one_bridge_ms"`
 	CtlCPUMs          []float64 `json:"controller_cpu_ms"`
 	WriteToAppliedMs  []float64 `json:"file_write_to_all_applied_ms"`
 	UnaffectedModsSum uint64    `json:"unaffected_flow_mods"`
@@ -90,7 +93,8 @@ type bench struct {
 	bp      *flows.Blueprint // current (parsed)
 	raw     *flows.Blueprint // current (unparsed, editable)
 	brs     []string
-	dpidBr  map[string]int // dpid hex -> host index
+	ports   []flows.PortMap // per bridge, as the switch numbers them
+	dpidBr  map[string]int  // dpid hex -> host index
 	ctl     *ovsbench.Ctl
 	logPath string
 	tail    *ovsbench.LogTail
@@ -206,6 +210,7 @@ func run(n, vms, tiers, changes int, jsonOut, cpuprofile, heapprofile string, sk
 			pm[specs[i].TunnelPort] = 9999
 		}
 		bound, _ := flows.Bind(fs, pm)
+		b.ports = append(b.ports, pm)
 		total += len(bound)
 		if i == 0 {
 			b.res.FlowsPerBridge = len(bound)
@@ -499,8 +504,10 @@ func (b *bench) waitAllConverged(_ int, timeout time.Duration) (time.Time, error
 
 // affected compiles every host under both blueprints and returns the hosts
 // whose flow set (key, actions, rule) differs.
-func affected(old, cur *flows.Blueprint) (map[int]bool, error) {
-	out := map[int]bool{}
+// affected compiles every host under both blueprints: the hosts whose flows
+// differ, with the flows each must add or rewrite.
+func affected(old, cur *flows.Blueprint) (map[int][]flows.Flow, error) {
+	out := map[int][]flows.Flow{}
 	for i := range cur.Hosts {
 		a, err := flows.Compile(old, cur.Hosts[i].Name)
 		if err != nil {
@@ -511,10 +518,38 @@ func affected(old, cur *flows.Blueprint) (map[int]bool, error) {
 			return nil, err
 		}
 		if d := controller.DiffFlows(c, a); !d.Empty() {
-			out[i] = true
+			out[i] = append(d.Missing, d.Modified...)
 		}
 	}
 	return out, nil
+}
+
+// switchFloor times the switch side alone for a few affected bridges: the
+// same added/rewritten flows, bound like the controller binds them, as one
+// `ovs-ofctl --bundle add-flows` each (sequential; re-adding identical
+// flows is the same work for the switch).
+func (b *bench) switchFloor(res *change, aff map[int][]flows.Flow) error {
+	n := 0
+	for i, fs := range aff {
+		if n == 5 {
+			break
+		}
+		bound, _ := flows.Bind(fs, b.ports[i])
+		if len(bound) == 0 {
+			continue
+		}
+		file := filepath.Join(b.dir, "floor.flows")
+		if err := os.WriteFile(file, []byte(flows.Render(bound, false)), 0o644); err != nil {
+			return err
+		}
+		d, err := b.sw.TimeOfctlBundle(b.ctx, b.brs[i], file)
+		if err != nil {
+			return err
+		}
+		res.SwitchFloorMs = append(res.SwitchFloorMs, ovsbench.Ms(d))
+		n++
+	}
+	return nil
 }
 
 func (b *bench) change(res *change, kind string, r int) error {
@@ -612,7 +647,7 @@ func (b *bench) change(res *change, kind string, r int) error {
 	for _, br := range st1.Bridges {
 		i := b.dpidBr[br.DatapathID]
 		sent := br.FlowModsSent - mods0[br.DatapathID]
-		if aff[i] {
+		if _, ok := aff[i]; ok {
 			naff++
 			at, ok := applied[br.DatapathID]
 			if !ok || sent == 0 {
@@ -630,6 +665,9 @@ func (b *bench) change(res *change, kind string, r int) error {
 				res.WrongAffected++
 			}
 		}
+	}
+	if err := b.switchFloor(res, aff); err != nil {
+		return err
 	}
 	res.Runs++
 	res.AffectedPerRun = append(res.AffectedPerRun, naff)
@@ -683,6 +721,8 @@ func (b *bench) print() {
 		row(c.n+": runs / affected per run", "%d / %v", c.c.Runs, c.c.AffectedPerRun)
 		row(c.n+": load->applied p50 / p99 ms", "%.1f / %.1f", c.c.P50Ms, c.c.P99Ms)
 		row(c.n+": write->all applied median ms", "%.1f", ovsbench.Median(c.c.WriteToAppliedMs))
+		row(c.n+": switch side alone, one bridge's delta (ovs-ofctl --bundle) p50 / max ms", "%.1f / %.1f",
+			ovsbench.Percentile(c.c.SwitchFloorMs, 50), ovsbench.Percentile(c.c.SwitchFloorMs, 100))
 		row(c.n+": CPU ms per change: vswitchd main / controller", "%.0f / %.0f", ovsbench.Median(c.c.SwitchCPUMs), ovsbench.Median(c.c.CtlCPUMs))
 		row(c.n+": unaffected flow-mods (bridges checked)", "%d (%d)", c.c.UnaffectedModsSum, c.c.UnaffectedBridges)
 		row(c.n+": affected-set mismatches", "%d", c.c.WrongAffected)
