@@ -191,7 +191,11 @@ func Start(cfg Config) (*Cluster, error) {
 	mlc.Ping = &pingDelegate{c}
 	mlc.Conflict = &events{c}
 	if len(cfg.SecretKey) > 0 {
-		mlc.SecretKey = slices.Clone(cfg.SecretKey)
+		kr, err := memberlist.NewKeyring(cfg.AcceptKeys, slices.Clone(cfg.SecretKey))
+		if err != nil {
+			return nil, fmt.Errorf("cluster: keyring: %w", err)
+		}
+		mlc.Keyring = kr
 	}
 	if cfg.RestrictCIDRs && len(allowed) > 0 {
 		// Also makes memberlist ignore gossip about members outside the

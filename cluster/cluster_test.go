@@ -485,6 +485,34 @@ func TestSecretKey(t *testing.T) {
 	}
 }
 
+// TestKeyRotation: in the middle of a rolling rotation one replica still
+// encrypts with the old key and another already with the new one; both
+// accept the other's, so they stay one cluster. A node with a third key
+// still cannot join.
+func TestKeyRotation(t *testing.T) {
+	oldKey := []byte("0123456789abcdef")
+	newKey := []byte("fedcba9876543210")
+	cfgA := testConfig("a", 3)
+	cfgA.SecretKey, cfgA.AcceptKeys = oldKey, [][]byte{newKey}
+	a := start(t, cfgA)
+	cfgB := testConfig("b", 3, a.addr())
+	cfgB.SecretKey, cfgB.AcceptKeys = newKey, [][]byte{oldKey}
+	b := start(t, cfgB)
+	waitMembers(t, 3*time.Second, []*Cluster{a, b}, 2)
+
+	cfgX := testConfig("x", 3, a.addr())
+	cfgX.SecretKey = []byte("another-key-0000")
+	cfgX.RejoinInterval = 100 * time.Millisecond
+	x := start(t, cfgX)
+	if n, err := x.ml.Join([]string{a.addr()}); err == nil || n != 0 {
+		t.Fatalf("join with a third key succeeded (n=%d)", n)
+	}
+	assertStays(t, time.Second, "a and b stay together, x never appears", func() bool {
+		return len(a.Members()) == 2 && len(b.Members()) == 2 && len(x.Members()) == 1
+	})
+	_ = x.Shutdown()
+}
+
 // assertStays checks cond continuously over an observation window (used for
 // "never happens" assertions; not for synchronisation).
 func assertStays(t *testing.T, window time.Duration, what string, cond func() bool) {
@@ -567,6 +595,8 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.GossipInterval = 0 }, "GossipInterval"},
 		{func(c *Config) { c.PushPullInterval = 0 }, "PushPullInterval"},
 		{func(c *Config) { c.SecretKey = []byte("short") }, "16, 24 or 32 bytes"},
+		{func(c *Config) { c.SecretKey, c.AcceptKeys = []byte("0123456789abcdef"), [][]byte{[]byte("short")} }, "AcceptKeys[0] is 5 bytes"},
+		{func(c *Config) { c.AcceptKeys = [][]byte{[]byte("0123456789abcdef")} }, "without SecretKey"},
 		{func(c *Config) { c.CIDRsAllowed = []string{"192.0.2.0/24"} }, "RestrictCIDRs is false"},
 		{func(c *Config) { c.RestrictCIDRs = true; c.CIDRsAllowed = []string{"192.0.2.0"} }, "not a CIDR"},
 	} {

@@ -120,6 +120,10 @@ type Config struct {
 	// holding this key; 16, 24 or 32 bytes. Empty: no encryption. A peer with
 	// another key can neither join nor be joined.
 	SecretKey []byte
+	// AcceptKeys are further keys this replica decrypts with (never
+	// encrypts with): the keyring that makes a rolling key rotation hitless
+	// (docs/security.md). Each 16, 24 or 32 bytes; needs SecretKey.
+	AcceptKeys [][]byte
 	// RestrictCIDRs enables the peer allowlist CIDRsAllowed. false (default):
 	// every peer address is accepted. true: only peers whose IP is inside one
 	// of CIDRsAllowed can exchange any packet with this replica, in either
@@ -222,6 +226,16 @@ func (c *Config) Validate() error {
 	case 0, 16, 24, 32:
 	default:
 		add("SecretKey is %d bytes: it must be 16, 24 or 32 bytes (AES-128/192/256), or empty to disable encryption", len(c.SecretKey))
+	}
+	for i, k := range c.AcceptKeys {
+		switch len(k) {
+		case 16, 24, 32:
+		default:
+			add("AcceptKeys[%d] is %d bytes: it must be 16, 24 or 32 bytes", i, len(k))
+		}
+	}
+	if len(c.AcceptKeys) > 0 && len(c.SecretKey) == 0 {
+		add("AcceptKeys is set without SecretKey: set the primary key too (the first key of --cluster-key-file)")
 	}
 	if len(c.CIDRsAllowed) > 0 && !c.RestrictCIDRs {
 		add("CIDRsAllowed is set but RestrictCIDRs is false: set RestrictCIDRs=true to enforce the allowlist, or clear CIDRsAllowed")

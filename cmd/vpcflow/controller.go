@@ -19,19 +19,45 @@ import (
 )
 
 // readClusterKey reads a memberlist key: raw 16/24/32 bytes, or base64 of them.
-func readClusterKey(path string) ([]byte, error) {
+func readClusterKey(path string) (primary []byte, accept [][]byte, err error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	t := strings.TrimSpace(string(b))
-	if d, err := base64.StdEncoding.DecodeString(t); err == nil && (len(d) == 16 || len(d) == 24 || len(d) == 32) {
-		return d, nil
+	// One raw key (the whole file), or base64 keys one per line: the first
+	// encrypts, every line decrypts (rotation: docs/security.md).
+	if n := len(b); (n == 16 || n == 24 || n == 32) && !isBase64Lines(b) {
+		return b, nil, nil
 	}
-	if n := len(b); n == 16 || n == 24 || n == 32 {
-		return b, nil
+	var keys [][]byte
+	for i, line := range strings.Split(string(b), "\n") {
+		t := strings.TrimSpace(line)
+		if t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		d, err := base64.StdEncoding.DecodeString(t)
+		if err != nil || (len(d) != 16 && len(d) != 24 && len(d) != 32) {
+			return nil, nil, fmt.Errorf("%s:%d: want a base64 16, 24 or 32 byte key per line (head -c 32 /dev/urandom | base64), or one raw key as the whole file", path, i+1)
+		}
+		keys = append(keys, d)
 	}
-	return nil, fmt.Errorf("%s: want a 16, 24 or 32 byte key (raw, or base64: head -c 32 /dev/urandom | base64)", path)
+	if len(keys) == 0 {
+		return nil, nil, fmt.Errorf("%s: no key: want a base64 16, 24 or 32 byte key per line (head -c 32 /dev/urandom | base64)", path)
+	}
+	return keys[0], keys[1:], nil
+}
+
+func isBase64Lines(b []byte) bool {
+	for _, line := range strings.Split(string(b), "\n") {
+		t := strings.TrimSpace(line)
+		if t == "" {
+			continue
+		}
+		if _, err := base64.StdEncoding.DecodeString(t); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // splitHostPortDefault parses IP[:PORT].
@@ -73,7 +99,7 @@ func runController(args []string) int {
 	tlsCert := fs.String("tls-cert", "", "ssl: listener and ssl: OVSDB endpoints: this controller's certificate (vpcflow pki sign)")
 	tlsKey := fs.String("tls-key", "", "ssl: this controller's key")
 	tlsCA := fs.String("tls-ca", "", "ssl: the CA that switch (and ovsdb-server) certificates must chain to")
-	clusterKeyFile := fs.String("cluster-key-file", "", "replica mode: file holding the memberlist encryption key (16, 24 or 32 bytes, raw or base64); replicas without it cannot join")
+	clusterKeyFile := fs.String("cluster-key-file", "", "replica mode: memberlist encryption keys, base64 one per line (16, 24 or 32 bytes; the first encrypts, all decrypt: rotation) or one raw key; replicas without a shared key cannot join")
 	clusterAllow := fs.String("cluster-allow", "", "replica mode: comma-separated CIDRs replicas may connect from (set = only these; an empty value given explicitly with --cluster-restrict denies every peer)")
 	clusterRestrict := fs.Bool("cluster-restrict", false, "replica mode: enforce --cluster-allow (empty list = deny all)")
 	logFormat := fs.String("log-format", "text", "text or json")
@@ -135,12 +161,12 @@ func runController(args []string) int {
 		}
 		cfg.Log = log.WithField("component", "cluster")
 		if *clusterKeyFile != "" {
-			key, err := readClusterKey(*clusterKeyFile)
+			key, accept, err := readClusterKey(*clusterKeyFile)
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "vpcflow controller: --cluster-key-file:", err)
 				return 2
 			}
-			cfg.SecretKey = key
+			cfg.SecretKey, cfg.AcceptKeys = key, accept
 		}
 		if *clusterRestrict || *clusterAllow != "" {
 			cfg.RestrictCIDRs = true
