@@ -86,7 +86,7 @@ func runController(args []string) int {
 	listen := fs.String("listen", "tcp:127.0.0.1:6653", "OpenFlow listen address tcp:HOST:PORT (set the management address)")
 	httpAddr := fs.String("http", "127.0.0.1:9653", "status API address (off = disabled)")
 	drift := fs.Duration("drift-interval", 30*time.Second, "re-read installed flows and repair drift this often")
-	fullReconciles := fs.Int("full-reconciles", 0, "bridges reconciled in full (table dump + diff) at once (0 = 32)")
+	fullReconciles := fs.Int("full-reconciles", 0, "bridges reconciled in full (table dump + diff) at once (0 = 64)")
 	dropLog := fs.Bool("drop-log", false, "log packets dropped by the security rules (spoofing, management guard, tunnel allowlist) via rate-limited packet-ins")
 	dropLogRate := fs.Uint("drop-log-rate", 20, "drop logging: packets/s per bridge the switch sends at most (OpenFlow meter)")
 	provision := fs.Bool("provision", false, "provision hosts that have an ovsdb: endpoint (cloudbr0 settings, controller targets, tunnel port); in replica mode only each host's owner does")
