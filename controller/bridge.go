@@ -536,7 +536,7 @@ func (b *bridge) reconcileDelta(ctx context.Context, p *policy, h *flows.Host, c
 	b.c.metrics.reconcile.WithLabelValues(b.label()).Observe(time.Since(start).Seconds())
 	b.log.WithFields(logrus.Fields{"host": h.Name, "reason": "reload", "flow_mods": sent, "incremental": true,
 		"converged": true, "took": time.Since(start).Round(time.Millisecond).String(),
-		"took_diff": tDiff.Sub(start).Round(time.Millisecond).String(),
+		"took_diff":   tDiff.Sub(start).Round(time.Millisecond).String(),
 		"took_switch": time.Since(tDiff).Round(time.Millisecond).String()}).Info("reconciled")
 	b.confirmed = cur
 	return nil
