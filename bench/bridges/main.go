@@ -344,56 +344,16 @@ func run(n, vms, tiers, changes int, jsonOut, cpuprofile, heapprofile string, sk
 	// Reconnect storm 1b: every bridge's controller target pointed at an
 	// address nobody listens on, then back. OVS keeps the tables (the bridge
 	// never loses its primary controller), so nothing needs sending.
-	if err := sw.SetControllers(ctx, b.brs, "tcp:127.0.0.1:6600", 100); err != nil {
+	if b.res.MovedMs, b.res.MovedFlowMods, err = b.flapTargets(ctx, "tcp:127.0.0.1:6600"); err != nil {
 		return err
 	}
-	if err := b.waitStatus(func(st *controller.Status) bool {
-		for _, br := range st.Bridges {
-			if br.Connected {
-				return false
-			}
-		}
-		return true
-	}, time.Minute); err != nil {
-		return err
-	}
-	t0 = time.Now()
-	if err := sw.SetControllers(ctx, b.brs, "tcp:127.0.0.1:6653", 50); err != nil {
-		return err
-	}
-	if err := b.waitStatus(func(st *controller.Status) bool { return allConverged(st, b.bp.Revision, 1) }, 5*time.Minute); err != nil {
-		return err
-	}
-	b.res.MovedMs = ovsbench.Ms(time.Since(t0))
-	st, _ = b.ctl.Status()
-	b.res.MovedFlowMods = sumMods(st) // new connections count from 0
 	logf("targets moved away and back: all converged in %.0f ms, %d flow-mods", b.res.MovedMs, b.res.MovedFlowMods)
 
-	// Reconnect storm 2: controller targets removed and restored.
-	if err := sw.SetControllers(ctx, b.brs, "", 100); err != nil {
+	// Reconnect storm 2: controller targets removed and restored (OVS
+	// flushes a bridge's flows when its last controller goes).
+	if b.res.RetargetMs, b.res.RetargetFlowMods, err = b.flapTargets(ctx, ""); err != nil {
 		return err
 	}
-	if err := b.waitStatus(func(st *controller.Status) bool {
-		for _, br := range st.Bridges {
-			if br.Connected {
-				return false
-			}
-		}
-		return true
-	}, time.Minute); err != nil {
-		return err
-	}
-	t0 = time.Now()
-	if err := sw.SetControllers(ctx, b.brs, "tcp:127.0.0.1:6653", 50); err != nil {
-		return err
-	}
-	// Bridge status restarts per connection: wait for connected+converged.
-	if err := b.waitStatus(func(st *controller.Status) bool { return allConverged(st, b.bp.Revision, 1) }, 5*time.Minute); err != nil {
-		return err
-	}
-	b.res.RetargetMs = ovsbench.Ms(time.Since(t0))
-	st, _ = b.ctl.Status()
-	b.res.RetargetFlowMods = sumMods(st)
 	logf("targets removed+restored: all converged in %.0f ms, %d flow-mods", b.res.RetargetMs, b.res.RetargetFlowMods)
 
 	// ovs-vswitchd restart: tables come back empty.
@@ -438,6 +398,39 @@ func (b *bench) writeBlueprint() error {
 	}
 	b.bp = bp
 	return nil
+}
+
+// flapTargets sets every bridge's controller target to away ("" removes
+// it), waits until no bridge is connected, restores the target and returns
+// the time until all converged again and the flow-mods the new connections
+// sent (their status counts from 0).
+func (b *bench) flapTargets(ctx context.Context, away string) (float64, uint64, error) {
+	if err := b.sw.SetControllers(ctx, b.brs, away, 100); err != nil {
+		return 0, 0, err
+	}
+	if err := b.waitStatus(func(st *controller.Status) bool {
+		for _, br := range st.Bridges {
+			if br.Connected {
+				return false
+			}
+		}
+		return true
+	}, time.Minute); err != nil {
+		return 0, 0, err
+	}
+	t0 := time.Now()
+	if err := b.sw.SetControllers(ctx, b.brs, "tcp:127.0.0.1:6653", 50); err != nil {
+		return 0, 0, err
+	}
+	if err := b.waitStatus(func(st *controller.Status) bool { return allConverged(st, b.bp.Revision, 1) }, 5*time.Minute); err != nil {
+		return 0, 0, err
+	}
+	ms := ovsbench.Ms(time.Since(t0))
+	st, err := b.ctl.Status()
+	if err != nil {
+		return 0, 0, err
+	}
+	return ms, sumMods(st), nil
 }
 
 func allConverged(st *controller.Status, rev uint32, minRecs uint64) bool {

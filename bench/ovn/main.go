@@ -154,7 +154,10 @@ func pingPair(bp *flows.Blueprint) (from, to *flows.VM, err error) {
 
 // startPing starts a 10 ms ping from -> to (timestamps on) just before the
 // policy is written; firstReply then finds the first echo reply's time.
-func startPing(l *lab.Lab, from, to *flows.VM) (*lab.Proc, error) {
+func startPing(ctx context.Context, l *lab.Lab, from, to *flows.VM) (*lab.Proc, error) {
+	if err := fastARP(ctx, l, from); err != nil {
+		return nil, err
+	}
 	return l.StartPing(from.Name, to.IP, 10*time.Millisecond)
 }
 
@@ -234,10 +237,7 @@ func runVPCFlow(ctx context.Context, dir, bin string, bp *flows.Blueprint, r int
 	if _, err := l.WaitConverged(ctx, time.Minute, 1); err != nil {
 		return s, err
 	}
-	if err := fastARP(ctx, l, from); err != nil {
-		return s, err
-	}
-	pp, err := startPing(l, from, to)
+	pp, err := startPing(ctx, l, from, to)
 	if err != nil {
 		return s, err
 	}
@@ -435,10 +435,7 @@ func runOVN(ctx context.Context, dir string, bp *flows.Blueprint, r int) (sample
 		}
 		time.Sleep(50 * time.Millisecond) // polling the SB database with a deadline
 	}
-	if err := fastARP(ctx, l, from); err != nil {
-		return s, err
-	}
-	pp, err := startPing(l, from, to)
+	pp, err := startPing(ctx, l, from, to)
 	if err != nil {
 		return s, err
 	}
