@@ -219,8 +219,17 @@ func demoProbes(ctx context.Context, l *lab.Lab, bp *flows.Blueprint) []string {
 		encap := string(bp.Encapsulation)
 		before, _ := l.FlowPackets(ctx, h.Name, uint64(flows.MakeCookie(flows.CatTunnelDrop, 0, 0)), 0xff00000000000000)
 		_ = l.SendRogue(ctx, lab.RoguePacket{Encap: encap, DstHost: h.Name, Key: bp.VPCs[0].Tiers[0].VNI, InnerDstMAC: vm.MAC, InnerDstIP: vm.IP, Count: 5})
-		after, _ := l.FlowPackets(ctx, h.Name, uint64(flows.MakeCookie(flows.CatTunnelDrop, 0, 0)), 0xff00000000000000)
 		time.Sleep(300 * time.Millisecond) // bounded observation window for a negative check
+		// The switch attributes datapath hits to the flow when it revalidates
+		// (up to ~1 s later): poll the counter until all 5 show, 3 s at most.
+		var after uint64
+		for deadline := time.Now().Add(3 * time.Second); ; {
+			after, _ = l.FlowPackets(ctx, h.Name, uint64(flows.MakeCookie(flows.CatTunnelDrop, 0, 0)), 0xff00000000000000)
+			if after >= before+5 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 		txt, _ := capt.Stop()
 		got := strings.Count(txt, "ICMP")
 		verdict(fmt.Sprintf("rogue %s (%s) -> %s: 5 crafted %s packets, allowlist drop counter +%d, %d arrived", lab.RogueAddr, "underlay", vm.Name, encap, after-before, got), got > 0)
