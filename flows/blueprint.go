@@ -65,6 +65,15 @@ type Host struct {
 	HasMAC bool       `yaml:"-"`
 }
 
+// VM roles.
+const (
+	RoleGuest  = "guest"
+	RoleRouter = "router"
+)
+
+// IsRouter reports whether the NIC is its VPC's virtual router in the tier.
+func (m *VM) IsRouter() bool { return m.Role == RoleRouter }
+
 // VPC is one tenant network; VPCs never reach each other.
 type VPC struct {
 	Name  string `yaml:"name"`
@@ -88,6 +97,13 @@ type VM struct {
 	Port string `yaml:"port"`
 	MAC  string `yaml:"mac"`
 	IP   string `yaml:"ip"`
+	// Role is "guest" (the default, also "") or "router": the VPC's
+	// virtual router NIC in this tier (at most one per tier; its IP is the
+	// tier's gateway). A router NIC is held to its MAC but may source any
+	// address inside its VPC's tier CIDRs (it forwards for them) and may
+	// send DHCP server replies; it still never reaches management or
+	// another VPC.
+	Role string `yaml:"role,omitempty"`
 
 	HW   MAC        `yaml:"-"`
 	Addr netip.Addr `yaml:"-"`

@@ -216,9 +216,25 @@ func (b *builder) vmSegment(r VMRef) {
 		Actions: []Action{SetField{RegTier, uint64(r.Tier.VNI)}, SetField{RegOrigin, OriginVM}},
 		Goto:    TVMEgress,
 		Note:    b.notef("VM %s (vpc %s, tier %s) port %s", r.VM.Name, r.VPC.Name, r.Tier.Name, port)})
-	b.add(Flow{Table: TVMEgress, Priority: 200, Cookie: MakeCookie(CatPortSecurity, obj, 0),
-		Match: ipMatch(inPort(port), exact(FEthSrc, mac), exact(FIPv4Src, ip)), Goto: TMgmtGuard,
-		Note: b.notef("%s sends IPv4 as %s %s", who, r.VM.HW, r.VM.Addr)})
+	if r.VM.IsRouter() {
+		// The VPC's router forwards for every tier of its VPC: any source
+		// inside the VPC's tier CIDRs, from its own MAC only.
+		for ti := range r.VPC.Tiers {
+			ot := &r.VPC.Tiers[ti]
+			val, m := PrefixMask(ot.Prefix)
+			b.add(Flow{Table: TVMEgress, Priority: 200, Cookie: MakeCookie(CatPortSecurity, obj, 0),
+				Match: ipMatch(inPort(port), exact(FEthSrc, mac), masked(FIPv4Src, val, m)), Goto: TMgmtGuard,
+				Note: b.notef("router %s sends IPv4 as %s from tier %s/%s (%s)", who, r.VM.HW, r.VPC.Name, ot.Name, ot.Prefix)})
+		}
+		b.add(Flow{Table: TVMEgress, Priority: 310, Cookie: MakeCookie(CatPortSecurity, obj, 0),
+			Match: ipMatch(inPort(port), exact(FEthSrc, mac), exact(FIPProto, ProtoUDP), exact(FUDPSrc, 67), exact(FUDPDst, 68)),
+			Goto:  TL2Forward,
+			Note:  b.notef("router %s DHCP server replies (within its tier)", who)})
+	} else {
+		b.add(Flow{Table: TVMEgress, Priority: 200, Cookie: MakeCookie(CatPortSecurity, obj, 0),
+			Match: ipMatch(inPort(port), exact(FEthSrc, mac), exact(FIPv4Src, ip)), Goto: TMgmtGuard,
+			Note: b.notef("%s sends IPv4 as %s %s", who, r.VM.HW, r.VM.Addr)})
+	}
 	b.add(Flow{Table: TVMEgress, Priority: 200, Cookie: MakeCookie(CatPortSecurity, obj, 0),
 		Match: match(inPort(port), exact(FEthSrc, mac), exact(FEthType, EthARP), exact(FARPSpa, ip), exact(FARPSha, mac)),
 		Goto:  TARPResponder,
@@ -254,7 +270,7 @@ func (b *builder) tierSegment(v *hostView, t TierRef) {
 func (b *builder) vmEgressGuards() {
 	b.add(Flow{Table: TVMEgress, Priority: 300, Cookie: MakeCookie(CatDHCPGuard, 0, 0),
 		Match: ipMatch(exact(FIPProto, ProtoUDP), exact(FUDPSrc, 67), exact(FUDPDst, 68)),
-		Note:  "DHCP server replies from guests: dropped (no router VMs yet)"})
+		Note:  "DHCP server replies from guests: dropped (router NICs have their own allow above)"})
 	b.add(Flow{Table: TVMEgress, Priority: 250, Cookie: MakeCookie(CatIPv6Drop, 0, 0),
 		Match: match(exact(FEthType, EthIPv6)),
 		Note:  "IPv6 from guests: dropped and counted until IPv6 is specified"})

@@ -562,7 +562,10 @@ func (b *Blueprint) HostByDPID(dpid uint64) *Host {
 // not part of it, so the same content loaded from two paths hashes the
 // same. Replicas compare it to agree on the blueprint they enforce.
 func (b *Blueprint) Hash() string {
-	type vm struct{ Name, Host, Port, MAC, IP string }
+	type vm struct {
+		Name, Host, Port, MAC, IP string
+		Router                    bool `json:",omitempty"` // omitted for guests: hashes of role-less blueprints are unchanged
+	}
 	type tier struct {
 		Name string
 		VNI  uint32
@@ -606,7 +609,7 @@ func (b *Blueprint) Hash() string {
 		for _, t := range p.Tiers {
 			ct := tier{Name: t.Name, VNI: t.VNI, CIDR: t.CIDR}
 			for _, m := range t.VMs {
-				ct.VMs = append(ct.VMs, vm{m.Name, m.Host, m.Port, m.MAC, m.IP})
+				ct.VMs = append(ct.VMs, vm{m.Name, m.Host, m.Port, m.MAC, m.IP, m.IsRouter()})
 			}
 			cv.Tiers = append(cv.Tiers, ct)
 		}

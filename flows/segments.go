@@ -225,6 +225,13 @@ func CompileHost(ix *Index, hostName string, opts CompileOptions) (*Compiled, er
 		vf.u64(uint64(r.Tier.VNI))
 		vf.str(r.VPC.Name)
 		vf.str(r.Tier.Name)
+		vf.str(r.VM.Role)
+		if r.VM.IsRouter() { // it may source any tier CIDR of its VPC
+			for ti := range r.VPC.Tiers {
+				vf.str(r.VPC.Tiers[ti].Name)
+				vf.str(r.VPC.Tiers[ti].Prefix.String())
+			}
+		}
 		c.Segs = append(c.Segs, Segment{ID: "vm:" + r.VM.Name, FP: vf.sum(), kind: 'v', idx: i})
 	}
 	for i, t := range v.tiers {

@@ -350,6 +350,7 @@ func (v *validator) checkVPCs() {
 	vnis := map[uint32]string{}
 	vmNames := map[string]string{}
 	vmObjects := map[uint32]string{}
+	routerOf := map[*Tier]string{} // tier -> its router NIC
 	vmMACs := map[MAC]vmRef{}
 	ports := map[string]vmRef{} // host + "\x00" + port
 
@@ -439,6 +440,18 @@ func (v *validator) checkVPCs() {
 				} else {
 					vmNames[vm.Name] = fm
 					vmObjects[VMObject(vm.Name)] = vm.Name
+				}
+
+				switch vm.Role {
+				case "", RoleGuest:
+				case RoleRouter:
+					if other, dup := routerOf[t]; dup {
+						v.errorf(fm+".role", "tier %s/%s already has a router NIC (%s): one router NIC per tier", vpc.Name, t.Name, other)
+					} else {
+						routerOf[t] = fm + " (" + vm.Name + ")"
+					}
+				default:
+					v.errorf(fm+".role", "role %q is not known: use guest (the default) or router (the VPC's virtual router NIC in this tier)", vm.Role)
 				}
 
 				hi, hostKnown := hostIdx[vm.Host]
