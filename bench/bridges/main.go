@@ -39,6 +39,7 @@ const spares = 6 // spare dummy ports per bridge for added/moved VMs
 
 type result struct {
 	Bridges          int     `json:"bridges"`
+	VSwitchds        int     `json:"vswitchds"`
 	VMsPerHost       int     `json:"vms_per_host"`
 	Tiers            int     `json:"tiers"`
 	FlowsPerBridge   int     `json:"flows_per_bridge_h0"`
@@ -88,7 +89,8 @@ type bench struct {
 	ctx     context.Context
 	dir     string
 	bin     string
-	sw      *ovsbench.Switch
+	sw      *ovsbench.Switch   // the first vswitchd (its namespace runs the controller)
+	shards  []*ovsbench.Switch // every vswitchd; bridge i lives on shards[i % len]
 	bpPath  string
 	bp      *flows.Blueprint // current (parsed)
 	raw     *flows.Blueprint // current (unparsed, editable)
@@ -113,6 +115,7 @@ func main() {
 	skipSwitch := flag.Bool("skip-switch-side", false, "skip the ovs-ofctl baseline")
 	keep := flag.Bool("keep", false, "keep the work directory")
 	flag.IntVar(&fullReconciles, "full-reconciles", 0, "the controller's --full-reconciles (0 = its default)")
+	flag.IntVar(&vswitchds, "vswitchds", 1, "spread the bridges over this many ovs-vswitchd processes (round robin; 1 = all in one)")
 	flag.BoolVar(&storms, "storms", true, "run the reconnect storms (controller restart, targets moved/removed, ovs-vswitchd restart)")
 	flag.Parse()
 	if err := run(*n, *vms, *tiers, *changes, *jsonOut, *cpuprofile, *heapprofile, *skipSwitch, *keep); err != nil {
@@ -124,6 +127,7 @@ func main() {
 var (
 	fullReconciles int
 	storms         bool
+	vswitchds      int
 )
 
 // ctlArgs are the extra controller flags of every start.
@@ -151,7 +155,7 @@ func run(n, vms, tiers, changes int, jsonOut, cpuprofile, heapprofile string, sk
 		defer os.RemoveAll(dir)
 	}
 	b := &bench{ctx: ctx, dir: dir, dpidBr: map[string]int{}}
-	b.res.Bridges, b.res.VMsPerHost, b.res.Tiers = n, vms, tiers
+	b.res.Bridges, b.res.VMsPerHost, b.res.Tiers, b.res.VSwitchds = n, vms, tiers, vswitchds
 	if b.bin, err = ovsbench.BuildTools(dir); err != nil {
 		return err
 	}
@@ -170,6 +174,15 @@ func run(n, vms, tiers, changes int, jsonOut, cpuprofile, heapprofile string, sk
 	}
 	defer sw.Close()
 	b.sw = sw
+	b.shards = []*ovsbench.Switch{sw}
+	for k := 1; k < vswitchds; k++ {
+		sh, err := sw.StartShard(ctx, filepath.Join(dir, fmt.Sprintf("ovs%d", k)))
+		if err != nil {
+			return err
+		}
+		defer sh.Close()
+		b.shards = append(b.shards, sh)
+	}
 	var specs []ovsbench.Bridge
 	for i := range b.bp.Hosts {
 		h := &b.bp.Hosts[i]
@@ -188,8 +201,14 @@ func run(n, vms, tiers, changes int, jsonOut, cpuprofile, heapprofile string, sk
 		b.dpidBr[fmt.Sprintf("%016x", h.DPID)] = i
 	}
 	t0 := time.Now()
-	if err := sw.AddBridges(ctx, specs, 20); err != nil {
-		return err
+	for k, sh := range b.shards {
+		var mine []ovsbench.Bridge
+		for i := k; i < len(specs); i += len(b.shards) {
+			mine = append(mine, specs[i])
+		}
+		if err := sh.AddBridges(ctx, mine, 20); err != nil {
+			return err
+		}
 	}
 	logf("%d bridges with %d ports each created in %s", n, len(specs[1].Ports), time.Since(t0).Round(time.Millisecond))
 
@@ -224,7 +243,7 @@ func run(n, vms, tiers, changes int, jsonOut, cpuprofile, heapprofile string, sk
 	if !skipSwitch {
 		var sum time.Duration
 		for i, br := range b.brs {
-			d, err := sw.TimeOfctlBundle(ctx, br, files[i])
+			d, err := b.shardOf(i).TimeOfctlBundle(ctx, br, files[i])
 			if err != nil {
 				return err
 			}
@@ -232,13 +251,13 @@ func run(n, vms, tiers, changes int, jsonOut, cpuprofile, heapprofile string, sk
 		}
 		b.res.SwitchSideMs = ovsbench.Ms(sum)
 		got := 0
-		for _, br := range b.brs {
-			c, err := sw.FlowCount(ctx, br)
+		for i, br := range b.brs {
+			c, err := b.shardOf(i).FlowCount(ctx, br)
 			if err != nil {
 				return err
 			}
 			got += c
-			if _, err := sw.Ofctl(ctx, "del-flows", br); err != nil {
+			if _, err := b.shardOf(i).Ofctl(ctx, "del-flows", br); err != nil {
 				return err
 			}
 		}
@@ -266,7 +285,7 @@ func run(n, vms, tiers, changes int, jsonOut, cpuprofile, heapprofile string, sk
 	cpu0 := b.ctl.CPUSeconds()
 	b.tail = ovsbench.NewLogTail(b.logPath)
 	t0 = time.Now()
-	if err := sw.SetControllers(ctx, b.brs, "tcp:127.0.0.1:6653", 50); err != nil {
+	if err := b.setControllers(ctx, "tcp:127.0.0.1:6653", 50); err != nil {
 		return err
 	}
 	gdone := make(chan struct{})
@@ -294,7 +313,10 @@ func run(n, vms, tiers, changes int, jsonOut, cpuprofile, heapprofile string, sk
 	if b.res.SwitchSideMs > 0 {
 		b.res.Ratio = b.res.ConvergeMs / b.res.SwitchSideMs
 	}
-	_, b.res.VSwitchdHWMKiB = ovsbench.ProcMemKB(sw.VSwitchdPid())
+	for _, sh := range b.shards {
+		_, hwm := ovsbench.ProcMemKB(sh.VSwitchdPid())
+		b.res.VSwitchdHWMKiB += hwm
+	}
 	logf("controller: all %d bridges converged in %.0f ms (ratio %.2f), CPU %.2f s, RSS base %d KiB peak %d KiB (%.0f B/flow), goroutines <= %d",
 		n, b.res.ConvergeMs, b.res.Ratio, b.res.CtlCPUSeconds, rss0, b.res.CtlHWMKiB, b.res.BytesPerFlow, b.res.Goroutines)
 	if heapprofile != "" {
@@ -357,10 +379,14 @@ func run(n, vms, tiers, changes int, jsonOut, cpuprofile, heapprofile string, sk
 	logf("targets removed+restored: all converged in %.0f ms, %d flow-mods", b.res.RetargetMs, b.res.RetargetFlowMods)
 
 	// ovs-vswitchd restart: tables come back empty.
-	sw.StopVSwitchd()
+	for _, sh := range b.shards {
+		sh.StopVSwitchd()
+	}
 	t0 = time.Now()
-	if err := sw.StartVSwitchd(ctx); err != nil {
-		return err
+	for _, sh := range b.shards {
+		if err := sh.StartVSwitchd(ctx); err != nil {
+			return err
+		}
 	}
 	if err := b.waitStatus(func(st *controller.Status) bool {
 		if !allConverged(st, b.bp.Revision, 1) {
@@ -400,12 +426,37 @@ func (b *bench) writeBlueprint() error {
 	return nil
 }
 
+func (b *bench) shardOf(i int) *ovsbench.Switch { return b.shards[i%len(b.shards)] }
+
+// setControllers sets every bridge's controller target ("" removes it).
+func (b *bench) setControllers(ctx context.Context, target string, batch int) error {
+	for k, sh := range b.shards {
+		var mine []string
+		for i := k; i < len(b.brs); i += len(b.shards) {
+			mine = append(mine, b.brs[i])
+		}
+		if err := sh.SetControllers(ctx, mine, target, batch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// switchCPU is the main (OpenFlow) threads' CPU seconds of every vswitchd.
+func (b *bench) switchCPU() float64 {
+	t := 0.0
+	for _, sh := range b.shards {
+		t += ovsbench.MainThreadCPU(sh.VSwitchdPid())
+	}
+	return t
+}
+
 // flapTargets sets every bridge's controller target to away ("" removes
 // it), waits until no bridge is connected, restores the target and returns
 // the time until all converged again and the flow-mods the new connections
 // sent (their status counts from 0).
 func (b *bench) flapTargets(ctx context.Context, away string) (float64, uint64, error) {
-	if err := b.sw.SetControllers(ctx, b.brs, away, 100); err != nil {
+	if err := b.setControllers(ctx, away, 100); err != nil {
 		return 0, 0, err
 	}
 	if err := b.waitStatus(func(st *controller.Status) bool {
@@ -419,7 +470,7 @@ func (b *bench) flapTargets(ctx context.Context, away string) (float64, uint64, 
 		return 0, 0, err
 	}
 	t0 := time.Now()
-	if err := b.sw.SetControllers(ctx, b.brs, "tcp:127.0.0.1:6653", 50); err != nil {
+	if err := b.setControllers(ctx, "tcp:127.0.0.1:6653", 50); err != nil {
 		return 0, 0, err
 	}
 	if err := b.waitStatus(func(st *controller.Status) bool { return allConverged(st, b.bp.Revision, 1) }, 5*time.Minute); err != nil {
@@ -535,7 +586,7 @@ func (b *bench) switchFloor(res *change, aff map[int][]flows.Flow) error {
 		if err := os.WriteFile(file, []byte(flows.Render(bound, false)), 0o644); err != nil {
 			return err
 		}
-		d, err := b.sw.TimeOfctlBundle(b.ctx, b.brs[i], file)
+		d, err := b.shardOf(i).TimeOfctlBundle(b.ctx, b.brs[i], file)
 		if err != nil {
 			return err
 		}
@@ -587,7 +638,7 @@ func (b *bench) change(res *change, kind string, r int) error {
 		mods0[br.DatapathID] = br.FlowModsSent
 	}
 	b.tail.Poll()
-	swCPU0, ctlCPU0 := ovsbench.MainThreadCPU(b.sw.VSwitchdPid()), b.ctl.CPUSeconds()
+	swCPU0, ctlCPU0 := b.switchCPU(), b.ctl.CPUSeconds()
 	tw := time.Now()
 	if err := b.writeBlueprint(); err != nil {
 		return err
@@ -607,7 +658,7 @@ func (b *bench) change(res *change, kind string, r int) error {
 	}, 2*time.Minute); err != nil {
 		return err
 	}
-	res.SwitchCPUMs = append(res.SwitchCPUMs, 1000*(ovsbench.MainThreadCPU(b.sw.VSwitchdPid())-swCPU0))
+	res.SwitchCPUMs = append(res.SwitchCPUMs, 1000*(b.switchCPU()-swCPU0))
 	res.CtlCPUMs = append(res.CtlCPUMs, 1000*(b.ctl.CPUSeconds()-ctlCPU0))
 	b.tail.Poll()
 	var loaded time.Time
@@ -695,8 +746,8 @@ func tierIP(cidr string, k int) string {
 
 func (b *bench) print() {
 	r := &b.res
-	fmt.Printf("\nMany bridges: %d bridges in one ovs-vswitchd, %d VMs/host, %d tiers, %d flows/bridge (h0), %d flows total\n",
-		r.Bridges, r.VMsPerHost, r.Tiers, r.FlowsPerBridge, r.FlowsTotal)
+	fmt.Printf("\nMany bridges: %d bridges in %d ovs-vswitchd, %d VMs/host, %d tiers, %d flows/bridge (h0), %d flows total\n",
+		r.Bridges, r.VSwitchds, r.VMsPerHost, r.Tiers, r.FlowsPerBridge, r.FlowsTotal)
 	fmt.Printf("%-44s %12s\n", "metric", "value")
 	row := func(k string, f string, v ...any) { fmt.Printf("%-44s %12s\n", k, fmt.Sprintf(f, v...)) }
 	row("switch side alone (sum of ofctl bundles) ms", "%.0f", r.SwitchSideMs)

@@ -24,15 +24,28 @@ const ovsSchema = "/usr/share/openvswitch/vswitch.ovsschema"
 
 // Switch is one private ovsdb-server + ovs-vswitchd in namespace NS.
 type Switch struct {
-	NS  string // network namespace (unique prefix)
-	Dir string // OVS run/log/db directory
-	env []string
+	NS    string // network namespace (unique prefix)
+	Dir   string // OVS run/log/db directory
+	env   []string
+	shard bool // started by StartShard: the namespace is not its own
 }
 
 // Start creates the namespace and state directory and starts the daemons.
 // prefix must be unique (e.g. "vfb" + pid); on error everything is undone.
 func Start(ctx context.Context, prefix, dir string) (s *Switch, err error) {
-	s = &Switch{NS: prefix, Dir: dir}
+	return start(ctx, prefix, dir, true)
+}
+
+// StartShard starts another ovsdb-server + ovs-vswitchd pair with its own
+// state directory in s's namespace (bridges spread over several vswitchd
+// processes, as on a cloud where every hypervisor has its own). Close it
+// before s.
+func (s *Switch) StartShard(ctx context.Context, dir string) (*Switch, error) {
+	return start(ctx, s.NS, dir, false)
+}
+
+func start(ctx context.Context, prefix, dir string, ownNS bool) (s *Switch, err error) {
+	s = &Switch{NS: prefix, Dir: dir, shard: !ownNS}
 	s.env = append(os.Environ(), "OVS_RUNDIR="+dir, "OVS_LOGDIR="+dir, "OVS_DBDIR="+dir, "OVS_SYSCONFDIR="+dir)
 	defer func() {
 		if err != nil {
@@ -42,11 +55,13 @@ func Start(ctx context.Context, prefix, dir string) (s *Switch, err error) {
 	if err = os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	if _, err = run(ctx, nil, "ip", "netns", "add", s.NS); err != nil {
-		return nil, err
-	}
-	if _, err = s.Exec(ctx, "ip", "link", "set", "lo", "up"); err != nil {
-		return nil, err
+	if ownNS {
+		if _, err = run(ctx, nil, "ip", "netns", "add", s.NS); err != nil {
+			return nil, err
+		}
+		if _, err = s.Exec(ctx, "ip", "link", "set", "lo", "up"); err != nil {
+			return nil, err
+		}
 	}
 	if _, err = run(ctx, nil, "ovsdb-tool", "create", filepath.Join(dir, "conf.db"), ovsSchema); err != nil {
 		return nil, err
@@ -102,7 +117,7 @@ func (s *Switch) Close() {
 	stopPidfile(filepath.Join(s.Dir, "ovsdb-server.pid"), "ovsdb-server")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if exists("/run/netns/" + s.NS) {
+	if !s.shard && exists("/run/netns/"+s.NS) {
 		_, _ = run(ctx, nil, "ip", "netns", "del", s.NS)
 	}
 	if s.Dir != "" && strings.Contains(s.Dir, "vpcflow-bench") {
