@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"sync"
 	"time"
@@ -133,7 +134,13 @@ func (b *bridge) run(ctx context.Context) {
 		claimBlockedUntil = time.Now().Add(b.c.opts.ReclaimBackoff)
 		blockedMembers = b.c.memberKey()
 	}
-	drift := time.NewTicker(b.c.opts.DriftInterval)
+	// Drift checks re-read whole tables: jitter each bridge's period by
+	// ±10 % so bridges that connected together do not all dump at once.
+	driftEvery := func() time.Duration {
+		d := b.c.opts.DriftInterval
+		return d - d/10 + time.Duration(rand.Int64N(int64(d/5)+1))
+	}
+	drift := time.NewTimer(driftEvery())
 	defer drift.Stop()
 	var retry <-chan time.Time
 	reason := "connect"
@@ -248,6 +255,7 @@ func (b *bridge) run(ctx context.Context) {
 			}
 			reason = "role change"
 		case <-drift.C:
+			drift.Reset(driftEvery())
 			reason = "drift check"
 		case <-retry:
 			reason = "retry"

@@ -209,6 +209,8 @@ type Controller struct {
 	rejected   []Rejected
 	// fullSem bounds the full reconciles running at once.
 	fullSem chan struct{}
+	// reloadMu serialises Reload.
+	reloadMu sync.Mutex
 }
 
 // New loads the blueprint and returns a controller ready to Run.
@@ -251,9 +253,20 @@ func fileStamp(path string) string {
 // or the same revision with other content) is rejected: its errors are logged
 // and returned, and the last good policy stays in force.
 func (c *Controller) Reload(reason string) error {
+	// One reload at a time: a SIGHUP and the file watcher seeing the same
+	// write would otherwise parse the file twice, concurrently.
+	c.reloadMu.Lock()
+	defer c.reloadMu.Unlock()
+	stamp := fileStamp(c.opts.BlueprintPath)
+	c.mu.Lock()
+	seen := stamp == c.fileStamp
+	c.mu.Unlock()
+	if seen && reason == "file changed" {
+		return nil // another reload read this version of the file meanwhile
+	}
 	bp, err := flows.Load(c.opts.BlueprintPath)
 	c.mu.Lock()
-	c.fileStamp = fileStamp(c.opts.BlueprintPath)
+	c.fileStamp = stamp
 	c.reloadAt = time.Now()
 	if err == nil {
 		cur := c.pol.bp

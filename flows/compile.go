@@ -260,10 +260,12 @@ func (b *builder) tierSegment(v *hostView, t TierRef) {
 	b.add(Flow{Table: TMgmtGuard, Priority: 200, Cookie: MakeCookie(CatMgmtPass, t.Tier.VNI, 0),
 		Match: ipMatch(exact(RegTier, uint64(t.Tier.VNI)), masked(FIPv4Dst, val, m)), Goto: TL2Forward,
 		Note: b.notef("tier %s/%s traffic inside %s: on to L2 (service ports between VMs allowed)", t.VPC.Name, t.Tier.Name, t.Tier.Prefix)})
+	sh := v.ix.tierFlows(t, b.opts)
+	b.errs = append(b.errs, sh.errs...)
 	peers := v.tierPeers(t.Tier.VNI)
-	b.arpResponder(t, v.tierVMs(t.Tier.VNI))
-	b.tunnelIn(v, t, peers)
-	b.l2Forward(v, t, peers)
+	b.flows = append(b.flows, sh.arp...)
+	b.tunnelIn(v, t, peers, sh)
+	b.l2Forward(v, t, peers, sh)
 }
 
 // vmEgressGuards: the port-security drops that apply to every guest.
@@ -380,35 +382,49 @@ func (b *builder) mgmtGuard(v *hostView) {
 		Note: "other guest IPv4: on to L2 (delivered only to a known MAC of the tier)"})
 }
 
-// arpResponder answers ARP for the known IPs of tier t in the switch.
-func (b *builder) arpResponder(t TierRef, vms []VMRef) {
-	for _, r := range vms {
-		mac, ip := MACValue(r.VM.HW), ipv4(r.VM.Addr)
-		b.add(Flow{Table: TARPResponder, Priority: 200, Cookie: MakeCookie(CatARPResponder, VMObject(r.VM.Name), 0),
-			Match: match(exact(FEthType, EthARP), exact(FARPOp, 1), exact(RegTier, uint64(t.Tier.VNI)), exact(FARPTpa, ip)),
-			Actions: []Action{
-				Move{Src: FEthSrc, Dst: FEthDst, NBits: 48},
-				SetField{FEthSrc, mac},
-				SetField{FARPOp, 2},
-				Move{Src: FARPSha, Dst: FARPTha, NBits: 48},
-				SetField{FARPSha, mac},
-				Move{Src: FARPSpa, Dst: FARPTpa, NBits: 32},
-				SetField{FARPSpa, ip},
-				Output{Port: PortInPort},
-			},
-			Note: b.notef("ARP who-has %s in tier %s/%s: answered %s (VM %s)", r.VM.Addr, t.VPC.Name, t.Tier.Name, r.VM.HW, r.VM.Name)})
-	}
+// arpAnswer answers ARP for VM r's IP in tier t, in the switch.
+func (b *builder) arpAnswer(t TierRef, r VMRef) {
+	mac, ip := MACValue(r.VM.HW), ipv4(r.VM.Addr)
+	b.add(Flow{Table: TARPResponder, Priority: 200, Cookie: MakeCookie(CatARPResponder, VMObject(r.VM.Name), 0),
+		Match: match(exact(FEthType, EthARP), exact(FARPOp, 1), exact(RegTier, uint64(t.Tier.VNI)), exact(FARPTpa, ip)),
+		Actions: []Action{
+			Move{Src: FEthSrc, Dst: FEthDst, NBits: 48},
+			SetField{FEthSrc, mac},
+			SetField{FARPOp, 2},
+			Move{Src: FARPSha, Dst: FARPTha, NBits: 48},
+			SetField{FARPSha, mac},
+			Move{Src: FARPSpa, Dst: FARPTpa, NBits: 32},
+			SetField{FARPSpa, ip},
+			Output{Port: PortInPort},
+		},
+		Note: b.notef("ARP who-has %s in tier %s/%s: answered %s (VM %s)", r.VM.Addr, t.VPC.Name, t.Tier.Name, r.VM.HW, r.VM.Name)})
+}
+
+// tunnelKeyFrom accepts tier t's tunnel key from host p.
+func (b *builder) tunnelKeyFrom(t TierRef, p *Host) {
+	b.add(Flow{Table: TTunnelIn, Priority: 200, Cookie: MakeCookie(CatTunnelIn, t.Tier.VNI, 0),
+		Match:   match(exact(FTunID, uint64(t.Tier.VNI)), exact(FTunSrc, ipv4(p.Addr))),
+		Actions: []Action{SetField{RegTier, uint64(t.Tier.VNI)}, SetField{RegOrigin, OriginTunnel}},
+		Goto:    TL2Forward,
+		Note:    b.notef("key %d (tier %s/%s) from host %s (%s)", t.Tier.VNI, t.VPC.Name, t.Tier.Name, p.Name, p.Addr)})
+}
+
+// l2Remote sends frames for VM r (on host ph) through the tunnel.
+func (b *builder) l2Remote(t TierRef, r VMRef, ph *Host, tunnel string) {
+	vni := uint64(t.Tier.VNI)
+	b.add(Flow{Table: TL2Forward, Priority: 200, Cookie: MakeCookie(CatVPCForward, VMObject(r.VM.Name), 0),
+		Match:   match(exact(RegTier, vni), exact(RegOrigin, OriginVM), exact(FEthDst, MACValue(r.VM.HW))),
+		Actions: []Action{SetField{FTunID, vni}, SetField{FTunDst, ipv4(ph.Addr)}, Output{Port: tunnel}},
+		Note:    b.notef("to VM %s (%s) on host %s: tunnel key %d to %s", r.VM.Name, r.VM.HW, ph.Name, vni, ph.Addr)})
 }
 
 // tunnelIn accepts tunnel key K only from hosts that carry tier K (and,
 // through the trusted-peer conjunction, from trusted_peers).
-func (b *builder) tunnelIn(v *hostView, t TierRef, peers []*Host) {
+func (b *builder) tunnelIn(v *hostView, t TierRef, peers []*Host, sh *tierShared) {
 	for _, p := range peers {
-		b.add(Flow{Table: TTunnelIn, Priority: 200, Cookie: MakeCookie(CatTunnelIn, t.Tier.VNI, 0),
-			Match:   match(exact(FTunID, uint64(t.Tier.VNI)), exact(FTunSrc, ipv4(p.Addr))),
-			Actions: []Action{SetField{RegTier, uint64(t.Tier.VNI)}, SetField{RegOrigin, OriginTunnel}},
-			Goto:    TL2Forward,
-			Note:    b.notef("key %d (tier %s/%s) from host %s (%s)", t.Tier.VNI, t.VPC.Name, t.Tier.Name, p.Name, p.Addr)})
+		if f, ok := sh.tunnelIn[p.Name]; ok {
+			b.flows = append(b.flows, f)
+		}
 	}
 	if len(v.bp.PeerAddrs) == 0 {
 		return
@@ -441,28 +457,21 @@ func (b *builder) trustedPeers(v *hostView) {
 
 // l2Forward: known MACs of tier t to their local port or through the
 // tunnel to their host; broadcast to the tier's local ports and peers.
-func (b *builder) l2Forward(v *hostView, t TierRef, peers []*Host) {
+func (b *builder) l2Forward(v *hostView, t TierRef, peers []*Host, sh *tierShared) {
 	tunnel := TunnelPort(v.bp.Encapsulation)
 	vni := uint64(t.Tier.VNI)
 	var localOut []Action
 	for _, r := range v.tierVMs(t.Tier.VNI) {
-		obj := VMObject(r.VM.Name)
-		mac := MACValue(r.VM.HW)
 		if r.VM.Host == v.host.Name {
 			localOut = append(localOut, Output{Port: r.VM.Port})
-			b.add(Flow{Table: TL2Forward, Priority: 200, Cookie: MakeCookie(CatVPCForward, obj, 0),
-				Match: match(exact(RegTier, vni), exact(FEthDst, mac)), Actions: []Action{Output{Port: r.VM.Port}},
+			b.add(Flow{Table: TL2Forward, Priority: 200, Cookie: MakeCookie(CatVPCForward, VMObject(r.VM.Name), 0),
+				Match: match(exact(RegTier, vni), exact(FEthDst, MACValue(r.VM.HW))), Actions: []Action{Output{Port: r.VM.Port}},
 				Note: b.notef("to VM %s (%s) on local port %s", r.VM.Name, r.VM.HW, r.VM.Port)})
 			continue
 		}
-		ph := v.ix.hosts[r.VM.Host]
-		if ph == nil {
-			continue
+		if f, ok := sh.remoteL2[r.VM.Name]; ok {
+			b.flows = append(b.flows, f)
 		}
-		b.add(Flow{Table: TL2Forward, Priority: 200, Cookie: MakeCookie(CatVPCForward, obj, 0),
-			Match:   match(exact(RegTier, vni), exact(RegOrigin, OriginVM), exact(FEthDst, mac)),
-			Actions: []Action{SetField{FTunID, vni}, SetField{FTunDst, ipv4(ph.Addr)}, Output{Port: tunnel}},
-			Note:    b.notef("to VM %s (%s) on host %s: tunnel key %d to %s", r.VM.Name, r.VM.HW, ph.Name, vni, ph.Addr)})
 	}
 	bcast := masked(FEthDst, 0x010000000000, 0x010000000000)
 	fromVM := append([]Action(nil), localOut...)

@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"sort"
 	"strconv"
+	"sync"
 )
 
 // A host's flows are compiled in segments, each a pure function of a small,
@@ -29,8 +30,8 @@ import (
 
 // Index is what the compiler needs of one validated blueprint, computed once
 // for all its hosts: per host its local VMs and tiers, per tier its VMs, the
-// hosts carrying it and a fingerprint. Read-only after NewIndex; safe for
-// concurrent use.
+// hosts carrying it and a fingerprint; plus the per-tier flows shared by
+// every carrying host, built on first use. Safe for concurrent use.
 type Index struct {
 	bp        *Blueprint
 	hosts     map[string]*Host
@@ -40,13 +41,77 @@ type Index struct {
 	tierHosts map[uint32][]*Host   // VNI -> hosts carrying the tier, by name
 	tierFP    map[uint32]uint64
 	globalFP  uint64 // inputs of every host segment
+
+	mu     sync.Mutex
+	shared map[sharedKey]*tierShared
+}
+
+// tierShared holds the flows of one tier that are identical on every host
+// carrying it, built once per index (and options) instead of once per host:
+// the ARP answers, the tunnel-key acceptance per carrying host, and the
+// tunnel forwarding to each VM (used on every host but the VM's own).
+// Read-only once built; hosts' flow slices share its Match/Actions.
+type tierShared struct {
+	once     sync.Once
+	arp      []Flow
+	tunnelIn map[string]Flow // by the sending host's name
+	remoteL2 map[string]Flow // by VM name
+	errs     []error
+}
+
+type sharedKey struct {
+	vni  uint32
+	opts CompileOptions
+}
+
+func (ix *Index) tierFlows(t TierRef, opts CompileOptions) *tierShared {
+	ix.mu.Lock()
+	k := sharedKey{t.Tier.VNI, opts}
+	sh := ix.shared[k]
+	if sh == nil {
+		sh = &tierShared{}
+		ix.shared[k] = sh
+	}
+	ix.mu.Unlock()
+	sh.once.Do(func() {
+		b := &builder{rev: ix.bp.Revision, opts: opts}
+		vms := ix.tierVMs[t.Tier.VNI]
+		for _, r := range vms {
+			b.arpAnswer(t, r)
+		}
+		sh.arp = b.flows
+		sh.tunnelIn = make(map[string]Flow, len(ix.tierHosts[t.Tier.VNI]))
+		for _, p := range ix.tierHosts[t.Tier.VNI] {
+			b.flows = nil
+			b.tunnelKeyFrom(t, p)
+			if len(b.flows) == 1 {
+				sh.tunnelIn[p.Name] = b.flows[0]
+			}
+		}
+		sh.remoteL2 = make(map[string]Flow, len(vms))
+		tunnel := TunnelPort(ix.bp.Encapsulation)
+		for _, r := range vms {
+			ph := ix.hosts[r.VM.Host]
+			if ph == nil {
+				continue
+			}
+			b.flows = nil
+			b.l2Remote(t, r, ph, tunnel)
+			if len(b.flows) == 1 {
+				sh.remoteL2[r.VM.Name] = b.flows[0]
+			}
+		}
+		sh.errs = b.errs
+	})
+	return sh
 }
 
 // NewIndex indexes bp (which must be validated).
 func NewIndex(bp *Blueprint) *Index {
 	ix := &Index{bp: bp, hosts: make(map[string]*Host, len(bp.Hosts)),
 		local: map[string][]VMRef{}, tiers: map[string][]TierRef{},
-		tierVMs: map[uint32][]VMRef{}, tierHosts: map[uint32][]*Host{}, tierFP: map[uint32]uint64{}}
+		tierVMs: map[uint32][]VMRef{}, tierHosts: map[uint32][]*Host{}, tierFP: map[uint32]uint64{},
+		shared: map[sharedKey]*tierShared{}}
 	for i := range bp.Hosts {
 		ix.hosts[bp.Hosts[i].Name] = &bp.Hosts[i]
 	}
