@@ -328,6 +328,11 @@ func (b *bridge) readFlows(ctx context.Context, names map[uint32]string) ([]flow
 	if err != nil {
 		return nil, fmt.Errorf("dump flows: %w", err)
 	}
+	return decodeFlows(raw, names)
+}
+
+// decodeFlows decodes flow-stats entries, naming ports by names.
+func decodeFlows(raw [][]byte, names map[uint32]string) ([]flows.Flow, error) {
 	out := make([]flows.Flow, 0, len(raw))
 	for _, e := range raw {
 		f, err := flows.DecodeFlowStats(e, names)
@@ -464,8 +469,8 @@ func (b *bridge) reconcile(parent context.Context, p *policy, h *flows.Host, rem
 
 // reconcileDelta applies a reload to a table known to hold b.confirmed: it
 // diffs only the segments that changed (flows.ChangedSegments), sends the
-// difference in one bundle, and reads back just the flows this revision
-// wrote (a cookie-filtered flow-stats request) to prove they are installed.
+// difference in one bundle, and reads back just the flows it wrote (by
+// their exact cookies, in the commit's write) to prove they are installed.
 // With no changed segment it sends nothing and reads nothing. Any doubt
 // (an error, a read-back that differs) returns an error and the caller
 // reconciles in full; the periodic drift check re-reads whole tables.
@@ -516,14 +521,9 @@ func (b *bridge) reconcileDelta(ctx context.Context, p *policy, h *flows.Host, c
 	}
 	b.countMods(&d)
 	b.logChanges(&d, "reload")
-	names := ports.Names()
-	got := make([]flows.Flow, 0, len(raw))
-	for _, e := range raw {
-		f, err := flows.DecodeFlowStats(e, names)
-		if err != nil {
-			return err
-		}
-		got = append(got, f)
+	got, err := decodeFlows(raw, ports.Names())
+	if err != nil {
+		return err
 	}
 	written := append(append([]flows.Flow(nil), d.Missing...), d.Modified...)
 	if v := DiffFlows(written, got); len(v.Missing) > 0 || len(v.Modified) > 0 {
