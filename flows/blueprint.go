@@ -74,20 +74,85 @@ const (
 // IsRouter reports whether the NIC is its VPC's virtual router in the tier.
 func (m *VM) IsRouter() bool { return m.Role == RoleRouter }
 
+// VPC routing modes.
+const (
+	RoutingRouter      = "router"      // inter-tier traffic goes through the VPC's router NIC (the default, also "")
+	RoutingDistributed = "distributed" // the source host's switch routes between the VPC's tiers
+)
+
 // VPC is one tenant network; VPCs never reach each other.
 type VPC struct {
-	Name  string `yaml:"name"`
-	Tiers []Tier `yaml:"tiers"`
+	Name string `yaml:"name"`
+	// Routing is "router" (the default, also ""): guests reach other tiers
+	// through the tier's router NIC; or "distributed": the switch on the
+	// source host routes between the VPC's tiers itself (gateway ARP
+	// answered in the switch, MAC rewrite, TTL decrement), so inter-tier
+	// traffic never hair-pins through the router. Every tier then needs a
+	// gateway (its router NIC, or `gateway:`).
+	Routing string `yaml:"routing,omitempty"`
+	Tiers   []Tier `yaml:"tiers"`
+
+	// ID is the VPC's distributed-routing id (VPCObject(Name)), filled by
+	// Validate.
+	ID uint32 `yaml:"-"`
 }
 
-// Tier is one L2 segment of a VPC, carried between hosts under its VNI.
+// IsDistributed reports whether the switch routes between the VPC's tiers.
+func (p *VPC) IsDistributed() bool { return p.Routing == RoutingDistributed }
+
+// Tier types.
+const (
+	TierOverlay = "overlay" // carried between hosts in tunnels under its VNI (the default, also "")
+	TierVLAN    = "vlan"    // 802.1Q-tagged on the uplink under its VLAN id
+)
+
+// VLANKeyBase is the first tier key of VLAN tiers: a VLAN tier's key is
+// VLANKeyBase + its VLAN id, above every VNI (24 bits).
+const VLANKeyBase = 1 << 24
+
+// Tier is one L2 segment of a VPC, carried between hosts under its VNI
+// (overlay) or as 802.1Q-tagged frames on the uplink (type vlan).
 type Tier struct {
 	Name string `yaml:"name"`
-	VNI  uint32 `yaml:"vni"`
+	// Type is "overlay" (the default, also "") or "vlan".
+	Type string `yaml:"type,omitempty"`
+	VNI  uint32 `yaml:"vni,omitempty"`  // overlay tiers: the tunnel key
+	VLAN uint16 `yaml:"vlan,omitempty"` // vlan tiers: the 802.1Q id, 1..4094
 	CIDR string `yaml:"cidr"`
-	VMs  []VM   `yaml:"vms"`
+	// Gateway is the tier's gateway address for distributed routing when
+	// the tier has no router NIC (the switch answers ARP for it with
+	// GatewayMAC). With a router NIC the gateway is the router's IP and MAC.
+	Gateway string `yaml:"gateway,omitempty"`
+	VMs     []VM   `yaml:"vms"`
 
+	// Filled by Validate.
 	Prefix netip.Prefix `yaml:"-"`
+	// Key identifies the tier in flows (reg0, cookies): the VNI of an
+	// overlay tier, VLANKeyBase+VLAN of a VLAN tier.
+	Key uint32 `yaml:"-"`
+	// GatewayAddr/GatewayHW are the tier's gateway (router NIC or
+	// `gateway:` with a MAC derived from the key); HasGateway says whether
+	// there is one.
+	GatewayAddr netip.Addr `yaml:"-"`
+	GatewayHW   MAC        `yaml:"-"`
+	HasGateway  bool       `yaml:"-"`
+	// VirtualGateway: the gateway is `gateway:` (answered by the switch),
+	// not a router NIC.
+	VirtualGateway bool `yaml:"-"`
+}
+
+// IsVLAN reports whether the tier is VLAN-backed.
+func (t *Tier) IsVLAN() bool { return t.Type == TierVLAN }
+
+// GatewayMAC is the MAC of a virtual (switch-answered) gateway of the tier
+// with key k: locally administered and unicast, 0a:00:00 + the 24-bit VNI
+// for an overlay tier, 0a:00:01:00 + the 12-bit VLAN id for a VLAN tier.
+func GatewayMAC(k uint32) MAC {
+	if k >= VLANKeyBase {
+		v := k - VLANKeyBase
+		return MAC{0x0a, 0x00, 0x01, 0x00, byte(v >> 8), byte(v)}
+	}
+	return MAC{0x0a, 0x00, 0x00, byte(k >> 16), byte(k >> 8), byte(k)}
 }
 
 // VM is one guest NIC.

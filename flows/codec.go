@@ -212,6 +212,12 @@ func appendActions(buf []byte, acts []Action, ports PortMap) ([]byte, error) {
 			binary.BigEndian.PutUint32(b[16:], oxmHeader(x.Src, false))
 			binary.BigEndian.PutUint32(b[20:], oxmHeader(x.Dst, false))
 			buf = append(buf, b[:]...)
+		case PushVLAN:
+			buf = append(buf, 0, ofp.ActionType_PushVlan, 0, 8, byte(x.EthType>>8), byte(x.EthType), 0, 0)
+		case PopVLAN:
+			buf = append(buf, 0, ofp.ActionType_PopVlan, 0, 8, 0, 0, 0, 0)
+		case DecTTL:
+			buf = append(buf, 0, ofp.ActionType_DecNwTtl, 0, 8, 0, 0, 0, 0)
 		case Conjunction:
 			var b [16]byte
 			binary.BigEndian.PutUint16(b[0:], ofp.ActionType_Experimenter)
@@ -443,6 +449,12 @@ func decodeActions(b []byte, names map[uint32]string) ([]Action, []string, error
 				continue
 			}
 			acts = append(acts, SetField{fd, getValue(a[8 : 8+fl])})
+		case ofp.ActionType_PushVlan:
+			acts = append(acts, PushVLAN{EthType: binary.BigEndian.Uint16(a[4:])})
+		case ofp.ActionType_PopVlan:
+			acts = append(acts, PopVLAN{})
+		case ofp.ActionType_DecNwTtl:
+			acts = append(acts, DecTTL{})
 		case ofp.ActionType_Experimenter:
 			if l < 16 || binary.BigEndian.Uint32(a[4:]) != nxVendor {
 				unknown = append(unknown, "experimenter action")

@@ -29,6 +29,16 @@ func VMObject(name string) uint32 {
 	return v
 }
 
+// VPCObject is a VPC's distributed-routing id (RegVPC): a 32-bit FNV-1a
+// hash of "vpc:" + its name (the validator rejects distributed VPCs whose
+// names collide).
+func VPCObject(name string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte("vpc:"))
+	h.Write([]byte(name))
+	return h.Sum32()
+}
+
 // TierRef is a tier with its VPC.
 type TierRef struct {
 	VPC  *VPC
@@ -50,6 +60,7 @@ type hostView struct {
 	ix    *Index
 	local []VMRef
 	tiers []TierRef // tiers with at least one local VM, blueprint order
+	vpcs  []*VPC    // distributed-routing VPCs with a local tier, blueprint order
 }
 
 // tierVMs is every VM of tier vni (blueprint order).
@@ -161,16 +172,20 @@ func CompileManagement(bp *Blueprint, h *Host) []Flow {
 func CompileManagementWith(bp *Blueprint, h *Host, opts CompileOptions) []Flow {
 	v := &hostView{bp: bp, host: h}
 	b := &builder{rev: bp.Revision, opts: opts}
-	b.defaultDrops()
+	b.defaultDrops(false)
 	b.classifyMgmt(v)
 	b.underlayIn(v)
 	b.hostOut(v)
 	return b.flows
 }
 
-// defaultDrops: every table ends in a counted priority-0 drop.
-func (b *builder) defaultDrops() {
+// defaultDrops: every table ends in a counted priority-0 drop (the route
+// table only on hosts that route: elsewhere it is never reached).
+func (b *builder) defaultDrops(routes bool) {
 	for _, t := range Pipeline {
+		if t.ID == TRoute && !routes {
+			continue
+		}
 		b.add(Flow{Table: t.ID, Priority: 0, Cookie: MakeCookie(CatDefaultDrop, uint32(t.ID), 0),
 			Note: b.notef("%s miss: %s", t.Name, t.Miss)})
 	}
@@ -190,7 +205,7 @@ func (b *builder) classifyMgmt(v *hostView) {
 // the underlay allowlist, host-out, and the guest guards that do not depend
 // on a VM or tier.
 func (b *builder) hostSegment(v *hostView) {
-	b.defaultDrops()
+	b.defaultDrops(len(v.vpcs) > 0)
 	b.classifyMgmt(v)
 	b.add(Flow{Table: TClassify, Priority: 100, Cookie: MakeCookie(CatClassify, objTunnel, 0),
 		Match: match(inPort(TunnelPort(v.bp.Encapsulation))), Goto: TTunnelIn,
@@ -203,6 +218,11 @@ func (b *builder) hostSegment(v *hostView) {
 		Match: match(exact(FEthType, EthARP), exact(FARPOp, 2)), Goto: TL2Forward,
 		Note: "ARP replies: forwarded by destination MAC within the tier"})
 	b.trustedPeers(v)
+	if v.ix.hasVLAN {
+		b.add(Flow{Table: TUnderlayIn, Priority: 240, Cookie: MakeCookie(CatVLANDrop, 0, 0),
+			Match: match(masked(FVLANVID, VIDPresent, VIDPresent)),
+			Note:  "802.1Q-tagged frames of a VLAN this host carries no tier of: dropped and counted"})
+	}
 }
 
 // vmSegment: the flows of one local VM: classify its port, port security,
@@ -213,7 +233,7 @@ func (b *builder) vmSegment(r VMRef) {
 	who := b.notef("VM %s (vpc %s, tier %s)", r.VM.Name, r.VPC.Name, r.Tier.Name)
 	b.add(Flow{Table: TClassify, Priority: 100, Cookie: MakeCookie(CatClassify, obj, 0),
 		Match:   match(inPort(port)),
-		Actions: []Action{SetField{RegTier, uint64(r.Tier.VNI)}, SetField{RegOrigin, OriginVM}},
+		Actions: []Action{SetField{RegTier, uint64(r.Tier.Key)}, SetField{RegOrigin, OriginVM}},
 		Goto:    TVMEgress,
 		Note:    b.notef("VM %s (vpc %s, tier %s) port %s", r.VM.Name, r.VPC.Name, r.Tier.Name, port)})
 	if r.VM.IsRouter() {
@@ -257,14 +277,18 @@ func (b *builder) vmSegment(r VMRef) {
 // from the hosts carrying it, and L2 forwarding and flooding.
 func (b *builder) tierSegment(v *hostView, t TierRef) {
 	val, m := PrefixMask(t.Tier.Prefix)
-	b.add(Flow{Table: TMgmtGuard, Priority: 200, Cookie: MakeCookie(CatMgmtPass, t.Tier.VNI, 0),
-		Match: ipMatch(exact(RegTier, uint64(t.Tier.VNI)), masked(FIPv4Dst, val, m)), Goto: TL2Forward,
+	b.add(Flow{Table: TMgmtGuard, Priority: 200, Cookie: MakeCookie(CatMgmtPass, t.Tier.Key, 0),
+		Match: ipMatch(exact(RegTier, uint64(t.Tier.Key)), masked(FIPv4Dst, val, m)), Goto: TL2Forward,
 		Note: b.notef("tier %s/%s traffic inside %s: on to L2 (service ports between VMs allowed)", t.VPC.Name, t.Tier.Name, t.Tier.Prefix)})
 	sh := v.ix.tierFlows(t, b.opts)
 	b.errs = append(b.errs, sh.errs...)
-	peers := v.tierPeers(t.Tier.VNI)
 	b.flows = append(b.flows, sh.arp...)
-	b.tunnelIn(v, t, peers, sh)
+	if t.Tier.IsVLAN() {
+		b.vlanTier(v, t)
+		return
+	}
+	peers := v.tierPeers(t.Tier.Key)
+	b.tunnelIn(v, t, sh)
 	b.l2Forward(v, t, peers, sh)
 }
 
@@ -342,7 +366,7 @@ func (b *builder) underlayIn(v *hostView) {
 
 func (b *builder) hostOut(v *hostView) {
 	b.add(Flow{Table: THostOut, Priority: 100, Cookie: MakeCookie(CatHostOut, 0, 0),
-		Actions: []Action{Output{Port: v.host.Uplink}},
+		Actions: v.uplinkOut(),
 		Note:    "host stack and encapsulated tunnel traffic out of the uplink " + v.host.Uplink})
 }
 
@@ -386,7 +410,7 @@ func (b *builder) mgmtGuard(v *hostView) {
 func (b *builder) arpAnswer(t TierRef, r VMRef) {
 	mac, ip := MACValue(r.VM.HW), ipv4(r.VM.Addr)
 	b.add(Flow{Table: TARPResponder, Priority: 200, Cookie: MakeCookie(CatARPResponder, VMObject(r.VM.Name), 0),
-		Match: match(exact(FEthType, EthARP), exact(FARPOp, 1), exact(RegTier, uint64(t.Tier.VNI)), exact(FARPTpa, ip)),
+		Match: match(exact(FEthType, EthARP), exact(FARPOp, 1), exact(RegTier, uint64(t.Tier.Key)), exact(FARPTpa, ip)),
 		Actions: []Action{
 			Move{Src: FEthSrc, Dst: FEthDst, NBits: 48},
 			SetField{FEthSrc, mac},
@@ -420,8 +444,11 @@ func (b *builder) l2Remote(t TierRef, r VMRef, ph *Host, tunnel string) {
 
 // tunnelIn accepts tunnel key K only from hosts that carry tier K (and,
 // through the trusted-peer conjunction, from trusted_peers).
-func (b *builder) tunnelIn(v *hostView, t TierRef, peers []*Host, sh *tierShared) {
-	for _, p := range peers {
+func (b *builder) tunnelIn(v *hostView, t TierRef, sh *tierShared) {
+	for _, p := range v.ix.acceptHosts[t.Tier.Key] {
+		if p.Name == v.host.Name {
+			continue
+		}
 		if f, ok := sh.tunnelIn[p.Name]; ok {
 			b.flows = append(b.flows, f)
 		}
@@ -461,7 +488,7 @@ func (b *builder) l2Forward(v *hostView, t TierRef, peers []*Host, sh *tierShare
 	tunnel := TunnelPort(v.bp.Encapsulation)
 	vni := uint64(t.Tier.VNI)
 	var localOut []Action
-	for _, r := range v.tierVMs(t.Tier.VNI) {
+	for _, r := range v.tierVMs(t.Tier.Key) {
 		if r.VM.Host == v.host.Name {
 			localOut = append(localOut, Output{Port: r.VM.Port})
 			b.add(Flow{Table: TL2Forward, Priority: 200, Cookie: MakeCookie(CatVPCForward, VMObject(r.VM.Name), 0),
@@ -484,4 +511,120 @@ func (b *builder) l2Forward(v *hostView, t TierRef, peers []*Host, sh *tierShare
 	b.add(Flow{Table: TL2Forward, Priority: 100, Cookie: MakeCookie(CatFlood, t.Tier.VNI, 0),
 		Match: match(exact(RegTier, vni), exact(RegOrigin, OriginTunnel), bcast), Actions: localOut,
 		Note: b.notef("broadcast/multicast from the tunnel for tier %s/%s: local ports only (split horizon)", t.VPC.Name, t.Tier.Name)})
+}
+
+// uplinkOut is the actions that send a packet out of the host's uplink.
+func (v *hostView) uplinkOut() []Action { return []Action{Output{Port: v.host.Uplink}} }
+
+// vlanOut tags a packet with tier t's VLAN and sends it out of the uplink.
+func (v *hostView) vlanOut(t *Tier) []Action {
+	return append([]Action{PushVLAN{EthVLAN}, SetField{FVLANVID, VIDPresent | uint64(t.VLAN)}}, v.uplinkOut()...)
+}
+
+// deliverTo is the actions that carry a packet already addressed to VM r
+// from this host to it: its local port, the tunnel to its host (overlay) or
+// the tagged uplink (VLAN tier).
+func (v *hostView) deliverTo(r VMRef) []Action {
+	if r.VM.Host == v.host.Name {
+		return []Action{Output{Port: r.VM.Port}}
+	}
+	if r.Tier.IsVLAN() {
+		return v.vlanOut(r.Tier)
+	}
+	ph := v.ix.hosts[r.VM.Host]
+	return []Action{SetField{FTunID, uint64(r.Tier.VNI)}, SetField{FTunDst, ipv4(ph.Addr)}, Output{Port: TunnelPort(v.bp.Encapsulation)}}
+}
+
+// vlanTier: a VLAN tier's frames on the uplink (tagged) instead of tunnels:
+// tagged frames of its VLAN from the uplink are untagged and delivered to
+// its local ports only (split horizon); frames from its VMs for MACs not on
+// this host, and broadcasts, leave tagged by the uplink; ARP requests for
+// addresses vpcflow does not know are flooded on the VLAN (its gateway or
+// other nodes live there).
+func (b *builder) vlanTier(v *hostView, t TierRef) {
+	key, vid := uint64(t.Tier.Key), uint64(t.Tier.VLAN)
+	who := b.notef("VLAN tier %s/%s (vlan %d)", t.VPC.Name, t.Tier.Name, vid)
+	b.add(Flow{Table: TUnderlayIn, Priority: 250, Cookie: MakeCookie(CatVLANIn, t.Tier.Key, 0),
+		Match:   match(exact(FVLANVID, VIDPresent|vid)),
+		Actions: []Action{PopVLAN{}, SetField{RegTier, key}, SetField{RegOrigin, OriginUplink}},
+		Goto:    TL2Forward,
+		Note:    b.notef("%s: tagged frames from the uplink untagged, to the tier's local ports", who)})
+	var localOut []Action
+	for _, r := range v.tierVMs(t.Tier.Key) {
+		if r.VM.Host != v.host.Name {
+			continue
+		}
+		localOut = append(localOut, Output{Port: r.VM.Port})
+		b.add(Flow{Table: TL2Forward, Priority: 200, Cookie: MakeCookie(CatVPCForward, VMObject(r.VM.Name), 0),
+			Match: match(exact(RegTier, key), exact(FEthDst, MACValue(r.VM.HW))), Actions: []Action{Output{Port: r.VM.Port}},
+			Note: b.notef("to VM %s (%s) on local port %s", r.VM.Name, r.VM.HW, r.VM.Port)})
+	}
+	b.add(Flow{Table: TARPResponder, Priority: 100, Cookie: MakeCookie(CatVLANOut, t.Tier.Key, 0),
+		Match: match(exact(FEthType, EthARP), exact(FARPOp, 1), exact(RegTier, key)), Goto: TL2Forward,
+		Note: b.notef("%s: other ARP requests flooded on the VLAN", who)})
+	bcast := masked(FEthDst, 0x010000000000, 0x010000000000)
+	b.add(Flow{Table: TL2Forward, Priority: 100, Cookie: MakeCookie(CatFlood, t.Tier.Key, 0),
+		Match: match(exact(RegTier, key), exact(RegOrigin, OriginVM), bcast), Actions: append(append([]Action(nil), localOut...), v.vlanOut(t.Tier)...),
+		Note: b.notef("broadcast/multicast from a VM of %s: to the tier's local ports and tagged to the uplink", who)})
+	b.add(Flow{Table: TL2Forward, Priority: 100, Cookie: MakeCookie(CatFlood, t.Tier.Key, 0),
+		Match: match(exact(RegTier, key), exact(RegOrigin, OriginUplink), bcast), Actions: localOut,
+		Note: b.notef("broadcast/multicast from the VLAN for %s: local ports only (split horizon)", who)})
+	b.add(Flow{Table: TL2Forward, Priority: 50, Cookie: MakeCookie(CatVLANOut, t.Tier.Key, 0),
+		Match: match(exact(RegTier, key), exact(RegOrigin, OriginVM)), Actions: v.vlanOut(t.Tier),
+		Note: b.notef("unicast from a VM of %s to a MAC not on this host: tagged to the uplink", who)})
+}
+
+// vpcSegment: distributed routing of VPC p on this host. A guest sending
+// to its tier's gateway MAC for an address in another tier of its VPC is
+// routed here: gateway source MAC, the VM's MAC, TTL decrement, then
+// delivered to the VM's port or host. The cost is additive: one ARP answer
+// per local tier with a virtual gateway, (tiers of the VPC - 1) route
+// entries per local tier, one route per VM of the VPC.
+func (b *builder) vpcSegment(v *hostView, p *VPC) {
+	id := uint64(p.ID)
+	for _, t := range v.tiers {
+		if t.VPC != p {
+			continue
+		}
+		src := t.Tier
+		if src.VirtualGateway {
+			gw, ip := MACValue(src.GatewayHW), ipv4(src.GatewayAddr)
+			b.add(Flow{Table: TARPResponder, Priority: 200, Cookie: MakeCookie(CatGatewayARP, src.Key, 0),
+				Match: match(exact(FEthType, EthARP), exact(FARPOp, 1), exact(RegTier, uint64(src.Key)), exact(FARPTpa, ip)),
+				Actions: []Action{
+					Move{Src: FEthSrc, Dst: FEthDst, NBits: 48},
+					SetField{FEthSrc, gw},
+					SetField{FARPOp, 2},
+					Move{Src: FARPSha, Dst: FARPTha, NBits: 48},
+					SetField{FARPSha, gw},
+					Move{Src: FARPSpa, Dst: FARPTpa, NBits: 32},
+					SetField{FARPSpa, ip},
+					Output{Port: PortInPort},
+				},
+				Note: b.notef("ARP who-has %s (gateway of tier %s/%s): answered %s by the switch (distributed routing)", src.GatewayAddr, p.Name, src.Name, src.GatewayHW)})
+		}
+		for oi := range p.Tiers {
+			dst := &p.Tiers[oi]
+			if dst == src || !dst.Prefix.IsValid() {
+				continue
+			}
+			val, m := PrefixMask(dst.Prefix)
+			b.add(Flow{Table: TMgmtGuard, Priority: 250, Cookie: MakeCookie(CatRouteEntry, src.Key, 0),
+				Match:   ipMatch(exact(RegTier, uint64(src.Key)), exact(FEthDst, MACValue(src.GatewayHW)), masked(FIPv4Dst, val, m)),
+				Actions: []Action{SetField{RegVPC, id}},
+				Goto:    TRoute,
+				Note:    b.notef("tier %s/%s to its gateway for tier %s (%s): routed in the switch", p.Name, src.Name, dst.Name, dst.Prefix)})
+		}
+	}
+	for ti := range p.Tiers {
+		t := &p.Tiers[ti]
+		for mi := range t.VMs {
+			r := VMRef{p, t, &t.VMs[mi]}
+			acts := []Action{SetField{FEthSrc, MACValue(t.GatewayHW)}, SetField{FEthDst, MACValue(r.VM.HW)}, DecTTL{}}
+			b.add(Flow{Table: TRoute, Priority: 200, Cookie: MakeCookie(CatRoute, VMObject(r.VM.Name), 0),
+				Match:   ipMatch(exact(RegVPC, id), exact(FIPv4Dst, ipv4(r.VM.Addr))),
+				Actions: append(acts, v.deliverTo(r)...),
+				Note:    b.notef("routed to VM %s (%s, tier %s/%s) on host %s", r.VM.Name, r.VM.Addr, p.Name, t.Name, r.VM.Host)})
+		}
+	}
 }

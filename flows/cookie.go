@@ -42,6 +42,12 @@ const (
 	CatFlood                  // [VNI] broadcast/multicast within a tier
 	CatDefaultDrop            // [table] a table's miss
 	CatTrustedPeerIn          // [VNI: clause 1/2, peer IPv4: clause 2/2, 0: the conj_id flow] tunnel keys accepted from trusted_peers
+	CatVLANIn                 // [tier key] a VLAN tier's tagged frames from the uplink: untagged, to the tier's local ports
+	CatVLANDrop               // [0] tagged frames of a VLAN this host does not carry: dropped, counted
+	CatVLANOut                // [tier key] a VLAN tier's frames for other hosts / the physical VLAN: tagged, to the uplink
+	CatGatewayARP             // [tier key] ARP for a tier's virtual gateway answered in the switch (distributed routing)
+	CatRouteEntry             // [tier key] guest traffic to its gateway MAC for another tier of its VPC: to routing
+	CatRoute                  // [VM id] distributed routing to a VM: MAC rewrite, TTL decrement, delivery
 	numCategories
 )
 
@@ -66,6 +72,12 @@ var categoryNames = [numCategories]string{
 	CatFlood:         "flood",
 	CatDefaultDrop:   "default-drop",
 	CatTrustedPeerIn: "trusted-peer-in",
+	CatVLANIn:        "vlan-in",
+	CatVLANDrop:      "vlan-drop",
+	CatVLANOut:       "vlan-out",
+	CatGatewayARP:    "gateway-arp",
+	CatRouteEntry:    "route-entry",
+	CatRoute:         "route",
 }
 
 func (c Category) String() string {
@@ -79,7 +91,7 @@ func (c Category) String() string {
 // counters in audit).
 func (c Category) IsDrop() bool {
 	switch c {
-	case CatTunnelDrop, CatSpoofDrop, CatIPv6Drop, CatDHCPGuard, CatMgmtGuard, CatARPDrop, CatDefaultDrop:
+	case CatTunnelDrop, CatSpoofDrop, CatIPv6Drop, CatDHCPGuard, CatMgmtGuard, CatARPDrop, CatDefaultDrop, CatVLANDrop:
 		return true
 	}
 	return false

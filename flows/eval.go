@@ -27,6 +27,8 @@ type Packet struct {
 	EthSrc  MAC
 	EthDst  MAC
 	EthType uint16
+	VLAN    uint16 // 802.1Q VLAN_VID as OpenFlow 1.3 sees it: 0 untagged, else VIDPresent|id
+	TTL     uint8  // IPv4 TTL; 0 means the default 64
 	IPProto uint8
 	IPSrc   netip.Addr
 	IPDst   netip.Addr
@@ -116,6 +118,8 @@ func (p *Packet) field(f Field, conjID uint32) (uint64, bool) {
 		return MACValue(p.EthDst), true
 	case FEthType:
 		return uint64(p.EthType), true
+	case FVLANVID:
+		return uint64(p.VLAN), true
 	case FIPProto:
 		return uint64(p.IPProto), ip
 	case FIPv4Src:
@@ -164,6 +168,8 @@ func (p *Packet) setField(f Field, v uint64) {
 		p.EthDst = valueMAC(v)
 	case FEthType:
 		p.EthType = uint16(v)
+	case FVLANVID:
+		p.VLAN = uint16(v)
 	case FIPProto:
 		p.IPProto = uint8(v)
 	case FIPv4Src:
@@ -336,6 +342,8 @@ type Trace struct {
 	// MissTable is the table where no flow matched (only when DropBy is nil).
 	MissTable TableID
 	Missed    bool
+	// TTLExpired: a dec_ttl met a TTL of 1 (routed packets only).
+	TTLExpired bool
 	// Err describes a pipeline defect met during evaluation (a goto
 	// backwards), if any.
 	Err string
@@ -352,6 +360,8 @@ func (t *Trace) Verdict() string {
 			ports = append(ports, o.Port)
 		}
 		return "output to " + strings.Join(ports, ", ")
+	case t.TTLExpired:
+		return fmt.Sprintf("dropped in table %s: TTL expired at dec_ttl of [%s] %s", TableName(t.DropBy.Table), t.DropBy.Cookie.Category(), describeFlow(t.DropBy))
 	case t.DropBy != nil:
 		return fmt.Sprintf("dropped in table %s by [%s] %s", TableName(t.DropBy.Table), t.DropBy.Cookie.Category(), describeFlow(t.DropBy))
 	case t.Missed:
@@ -570,6 +580,24 @@ func (ft *FlowTable) Evaluate(p Packet) Trace {
 				p.setField(x.Field, x.Value)
 			case Move:
 				p.move(x)
+			case PushVLAN:
+				p.VLAN = VIDPresent
+			case PopVLAN:
+				p.VLAN = 0
+			case DecTTL:
+				if p.EthType == EthIPv4 {
+					ttl := p.TTL
+					if ttl == 0 {
+						ttl = 64
+					}
+					if ttl <= 1 {
+						tr.TTLExpired = true
+						tr.Dropped = len(tr.Outputs) == 0
+						tr.DropBy = &tr.Steps[len(tr.Steps)-1].Flow
+						return tr
+					}
+					p.TTL = ttl - 1
+				}
 			}
 		}
 		if f.Goto == NoGoto {

@@ -12,6 +12,7 @@ const (
 	FEthSrc
 	FEthDst
 	FEthType
+	FVLANVID
 	FIPProto
 	FIPv4Src
 	FIPv4Dst
@@ -39,17 +40,34 @@ const (
 //
 //	reg0[0..31]  RegTier:   the tier's VNI, set when a packet is classified
 //	                         (from its VM port or from its tunnel key).
-//	reg1[0..31]  RegOrigin: where the packet entered: OriginVM or OriginTunnel.
-//	                         Split horizon: only OriginVM traffic is tunnelled.
+//	reg1[0..31]  RegOrigin: where the packet entered: OriginVM, OriginTunnel
+//	                         or OriginUplink (a VLAN tier's tagged frame).
+//	                         Split horizon: only OriginVM traffic leaves
+//	                         the host (tunnel or tagged uplink).
+//	reg2[0..31]  RegVPC:    a distributed-routing VPC's id (VPCObject), set
+//	                         when a guest sends to its tier's gateway MAC
+//	                         for an address in another tier of its VPC.
+//
+// A tier's key (Tier.Key, in reg0 and in cookies) is its VNI for an overlay
+// tier and VLANKeyBase+VLAN id for a VLAN tier: the two ranges never meet,
+// so no packet of one can be marked as the other.
 const (
 	RegTier   = FReg0
 	RegOrigin = FReg1
+	RegVPC    = FReg2
 )
 
 // Values of RegOrigin.
 const (
 	OriginVM     = 1
 	OriginTunnel = 2
+	OriginUplink = 3
+)
+
+// VLAN ids: OFPVID_PRESENT is the OXM VLAN_VID bit of a tagged frame.
+const (
+	VIDPresent = 0x1000
+	EthVLAN    = 0x8100
 )
 
 // Ethernet types and IP protocols used by the pipeline.
@@ -98,6 +116,7 @@ var fieldInfos = [numFields]fieldInfo{
 	FEthSrc:  {name: "dl_src", kind: kindMAC, size: 6, class: oxmClassOpenflw, field: 4, altClass: oxmClassNXM0, altField: 2, altSize: 6, maskable: true},
 	FEthDst:  {name: "dl_dst", kind: kindMAC, size: 6, class: oxmClassOpenflw, field: 3, altClass: oxmClassNXM0, altField: 1, altSize: 6, maskable: true},
 	FEthType: {name: "dl_type", kind: kindInt, size: 2, class: oxmClassOpenflw, field: 5, altClass: oxmClassNXM0, altField: 3, altSize: 2},
+	FVLANVID: {name: "vlan_vid", kind: kindInt, size: 2, class: oxmClassOpenflw, field: 6, maskable: true},
 	FIPProto: {name: "nw_proto", kind: kindInt, size: 1, class: oxmClassOpenflw, field: 10, altClass: oxmClassNXM0, altField: 6, altSize: 1},
 	FIPv4Src: {name: "nw_src", kind: kindIPv4, size: 4, class: oxmClassOpenflw, field: 11, altClass: oxmClassNXM0, altField: 7, altSize: 4, maskable: true},
 	FIPv4Dst: {name: "nw_dst", kind: kindIPv4, size: 4, class: oxmClassOpenflw, field: 12, altClass: oxmClassNXM0, altField: 8, altSize: 4, maskable: true},

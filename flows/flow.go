@@ -74,6 +74,21 @@ type Conjunction struct {
 	NClauses uint8
 }
 
+// PushVLAN pushes an 802.1Q header (OFPAT_PUSH_VLAN); a SetField of
+// FVLANVID after it sets the id.
+type PushVLAN struct{ EthType uint16 }
+
+// PopVLAN removes the outer 802.1Q header (OFPAT_POP_VLAN).
+type PopVLAN struct{}
+
+// DecTTL decrements the IPv4 TTL (OFPAT_DEC_NW_TTL); a packet whose TTL
+// would reach zero is dropped by the switch.
+type DecTTL struct{}
+
+func (p PushVLAN) String() string { return fmt.Sprintf("push_vlan:0x%04x", p.EthType) }
+func (PopVLAN) String() string    { return "pop_vlan" }
+func (DecTTL) String() string     { return "dec_ttl" }
+
 func (o Output) String() string {
 	switch o.Port {
 	case PortLocal:
@@ -288,6 +303,15 @@ func (x MatchField) String() string {
 	}
 	if x.Field == FInPort {
 		return name + "=" + quotePort(x.Port)
+	}
+	if x.Field == FVLANVID {
+		switch {
+		case !x.Masked && x.Value&VIDPresent != 0:
+			return "dl_vlan=" + strconv.FormatUint(x.Value&0xfff, 10)
+		case !x.Masked && x.Value == 0:
+			return "vlan_tci=0x0000/0x1fff"
+		}
+		return fmt.Sprintf("vlan_tci=0x%04x/0x%04x", x.Value, x.Mask)
 	}
 	if !x.Masked {
 		return name + "=" + formatValue(x.Field, x.Value)

@@ -567,14 +567,18 @@ func (b *Blueprint) Hash() string {
 		Router                    bool `json:",omitempty"` // omitted for guests: hashes of role-less blueprints are unchanged
 	}
 	type tier struct {
-		Name string
-		VNI  uint32
-		CIDR string
-		VMs  []vm
+		Name    string
+		Type    string `json:",omitempty"` // omitted when unset: hashes of blueprints without them are unchanged
+		VNI     uint32
+		VLAN    uint16 `json:",omitempty"`
+		CIDR    string
+		Gateway string `json:",omitempty"`
+		VMs     []vm
 	}
 	type vpc struct {
-		Name  string
-		Tiers []tier
+		Name    string
+		Routing string `json:",omitempty"`
+		Tiers   []tier
 	}
 	type host struct{ Name, DatapathID, TunnelIP, TunnelMAC, Uplink, OVSDB string }
 	type canon struct {
@@ -605,9 +609,9 @@ func (b *Blueprint) Hash() string {
 		c.Hosts = append(c.Hosts, host{h.Name, h.DatapathID, h.TunnelIP, h.TunnelMAC, h.Uplink, h.OVSDB})
 	}
 	for _, p := range b.VPCs {
-		cv := vpc{Name: p.Name}
+		cv := vpc{Name: p.Name, Routing: p.Routing}
 		for _, t := range p.Tiers {
-			ct := tier{Name: t.Name, VNI: t.VNI, CIDR: t.CIDR}
+			ct := tier{Name: t.Name, Type: t.Type, VNI: t.VNI, VLAN: t.VLAN, CIDR: t.CIDR, Gateway: t.Gateway}
 			for _, m := range t.VMs {
 				ct.VMs = append(ct.VMs, vm{m.Name, m.Host, m.Port, m.MAC, m.IP, m.IsRouter()})
 			}

@@ -17,6 +17,7 @@ const (
 	TMgmtGuard    TableID = 40 // guest IP traffic: management separation
 	TARPResponder TableID = 50 // guest ARP
 	TTunnelIn     TableID = 60 // from the tunnel port: key + source allowlist
+	TRoute        TableID = 65 // distributed routing between a VPC's tiers
 	TL2Forward    TableID = 70 // per-tier L2 delivery
 )
 
@@ -44,7 +45,8 @@ var Pipeline = []Table{
 	{ID: TUnderlayIn, Name: "underlay_in",
 		Purpose: "uplink traffic goes to the host stack only; tunnel packets only from trusted peers; peer ARP guarded",
 		Miss:    "drop",
-		Fields:  []Field{FEthSrc, FEthType, FIPProto, FIPv4Src, FIPv4Dst, FUDPDst, FARPSpa}},
+		Fields:  []Field{FEthSrc, FEthType, FVLANVID, FIPProto, FIPv4Src, FIPv4Dst, FUDPDst, FARPSpa},
+		Next:    []TableID{TL2Forward}},
 	{ID: THostOut, Name: "host_out",
 		Purpose: "the host's own and encapsulated traffic leaves by the uplink, never into a VM port",
 		Miss:    "drop"},
@@ -54,12 +56,12 @@ var Pipeline = []Table{
 		Fields:  []Field{FInPort, FEthSrc, FEthType, FIPProto, FIPv4Src, FIPv4Dst, FUDPSrc, FUDPDst, FARPSpa, FARPSha},
 		Next:    []TableID{TMgmtGuard, TARPResponder, TL2Forward}},
 	{ID: TMgmtGuard, Name: "mgmt_guard",
-		Purpose: "guests never reach management CIDRs, host tunnel IPs or host service ports (except VM-to-VM inside the tier)",
+		Purpose: "guests never reach management CIDRs, host tunnel IPs or host service ports (except VM-to-VM inside the tier, or between tiers of a distributed-routing VPC)",
 		Miss:    "drop",
-		Fields:  []Field{FEthType, FIPProto, FIPv4Dst, FTCPDst, FUDPDst, RegTier},
-		Next:    []TableID{TL2Forward}},
+		Fields:  []Field{FEthDst, FEthType, FIPProto, FIPv4Dst, FTCPDst, FUDPDst, RegTier},
+		Next:    []TableID{TRoute, TL2Forward}},
 	{ID: TARPResponder, Name: "arp_responder",
-		Purpose: "ARP requests for known tier IPs answered in the switch (never for the asker's own IP); other requests dropped; replies forwarded",
+		Purpose: "ARP requests for known tier IPs (and a distributed-routing gateway) answered in the switch (never for the asker's own IP); other requests dropped (overlay) or flooded on the VLAN (VLAN tiers); replies forwarded",
 		Miss:    "drop (ARP request for an unknown address)",
 		Fields:  []Field{FInPort, FEthType, FARPOp, FARPTpa, RegTier},
 		Next:    []TableID{TL2Forward}},
@@ -68,8 +70,12 @@ var Pipeline = []Table{
 		Miss:    "drop (unknown key or untrusted source)",
 		Fields:  []Field{FTunID, FTunSrc, FConjID},
 		Next:    []TableID{TL2Forward}},
+	{ID: TRoute, Name: "route",
+		Purpose: "distributed routing: a VPC's guest address to its VM: gateway source MAC, the VM's MAC, TTL decrement, delivered to its port or host",
+		Miss:    "drop (no VM has the address)",
+		Fields:  []Field{FEthType, FIPv4Dst, RegVPC}},
 	{ID: TL2Forward, Name: "l2_forward",
-		Purpose: "per-tier L2: known MAC to its port or tunnel, broadcast to the tier (split horizon), unknown unicast dropped",
+		Purpose: "per-tier L2: known MAC to its port or tunnel, broadcast to the tier (split horizon), unknown unicast dropped (overlay) or sent tagged to the uplink (VLAN tiers, from a VM only)",
 		Miss:    "drop (unknown unicast)",
 		Fields:  []Field{FEthDst, RegTier, RegOrigin}},
 }

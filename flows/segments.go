@@ -17,9 +17,13 @@ import (
 //	            reads every host's identity, management, trusted peers
 //	vm:NAME     one local VM: classify, port security, ARP self-drop;
 //	            reads the VM and its tier's name, VPC and key
-//	tier:VNI    one tier present on the host: management pass, ARP
-//	            responder, tunnel-in, L2 forwarding and flooding; reads the
-//	            tier, its VMs and the hosts carrying it
+//	tier:KEY    one tier present on the host: management pass, ARP
+//	            responder, tunnel-in (or VLAN in/out), L2 forwarding and
+//	            flooding; reads the tier, its VMs, the hosts carrying it
+//	            and, for a distributed-routing VPC, the VPC's hosts
+//	vpc:NAME    a distributed-routing VPC with a tier on the host: gateway
+//	            ARP, route entry per local tier, a route per VM of the VPC;
+//	            reads the VPC's tiers, VMs and their hosts
 //
 // CompileHost plans a host as its segments' fingerprints; ChangedSegments
 // builds only the segments whose fingerprint differs between two plans, so
@@ -37,10 +41,18 @@ type Index struct {
 	hosts     map[string]*Host
 	local     map[string][]VMRef   // host -> local VMs, blueprint order
 	tiers     map[string][]TierRef // host -> tiers with a local VM, blueprint order
-	tierVMs   map[uint32][]VMRef   // VNI -> VMs, blueprint order
-	tierHosts map[uint32][]*Host   // VNI -> hosts carrying the tier, by name
-	tierFP    map[uint32]uint64
+	tierVMs   map[uint32][]VMRef   // tier key -> VMs, blueprint order
+	tierHosts map[uint32][]*Host   // tier key -> hosts carrying the tier, by name
+	// acceptHosts: the hosts whose tunnel key of the tier is accepted: the
+	// tier's hosts, or every host of a distributed-routing VPC (a routed
+	// packet arrives under the destination tier's key from the source's
+	// host).
+	acceptHosts map[uint32][]*Host
+	vpcHosts    map[*VPC][]*Host // distributed VPCs: hosts carrying any tier, by name
+	vpcFP       map[*VPC]uint64
+	tierFP      map[uint32]uint64
 	globalFP  uint64 // inputs of every host segment
+	hasVLAN   bool   // some tier is VLAN-backed: the uplink's tagged frames are claimed
 
 	mu     sync.Mutex
 	shared map[sharedKey]*tierShared
@@ -66,7 +78,7 @@ type sharedKey struct {
 
 func (ix *Index) tierFlows(t TierRef, opts CompileOptions) *tierShared {
 	ix.mu.Lock()
-	k := sharedKey{t.Tier.VNI, opts}
+	k := sharedKey{t.Tier.Key, opts}
 	sh := ix.shared[k]
 	if sh == nil {
 		sh = &tierShared{}
@@ -75,13 +87,17 @@ func (ix *Index) tierFlows(t TierRef, opts CompileOptions) *tierShared {
 	ix.mu.Unlock()
 	sh.once.Do(func() {
 		b := &builder{rev: ix.bp.Revision, opts: opts}
-		vms := ix.tierVMs[t.Tier.VNI]
+		vms := ix.tierVMs[t.Tier.Key]
 		for _, r := range vms {
 			b.arpAnswer(t, r)
 		}
 		sh.arp = b.flows
-		sh.tunnelIn = make(map[string]Flow, len(ix.tierHosts[t.Tier.VNI]))
-		for _, p := range ix.tierHosts[t.Tier.VNI] {
+		if t.Tier.IsVLAN() { // no tunnels: the uplink carries it tagged
+			sh.errs = b.errs
+			return
+		}
+		sh.tunnelIn = make(map[string]Flow, len(ix.acceptHosts[t.Tier.Key]))
+		for _, p := range ix.acceptHosts[t.Tier.Key] {
 			b.flows = nil
 			b.tunnelKeyFrom(t, p)
 			if len(b.flows) == 1 {
@@ -111,6 +127,7 @@ func NewIndex(bp *Blueprint) *Index {
 	ix := &Index{bp: bp, hosts: make(map[string]*Host, len(bp.Hosts)),
 		local: map[string][]VMRef{}, tiers: map[string][]TierRef{},
 		tierVMs: map[uint32][]VMRef{}, tierHosts: map[uint32][]*Host{}, tierFP: map[uint32]uint64{},
+		acceptHosts: map[uint32][]*Host{}, vpcHosts: map[*VPC][]*Host{}, vpcFP: map[*VPC]uint64{},
 		shared: map[sharedKey]*tierShared{}}
 	for i := range bp.Hosts {
 		ix.hosts[bp.Hosts[i].Name] = &bp.Hosts[i]
@@ -138,6 +155,13 @@ func NewIndex(bp *Blueprint) *Index {
 	}
 	ix.globalFP = fp.sum()
 	for pi := range bp.VPCs {
+		for ti := range bp.VPCs[pi].Tiers {
+			if bp.VPCs[pi].Tiers[ti].IsVLAN() {
+				ix.hasVLAN = true
+			}
+		}
+	}
+	for pi := range bp.VPCs {
 		p := &bp.VPCs[pi]
 		for ti := range p.Tiers {
 			t := &p.Tiers[ti]
@@ -145,7 +169,7 @@ func NewIndex(bp *Blueprint) *Index {
 			for mi := range t.VMs {
 				m := &t.VMs[mi]
 				r := VMRef{p, t, m}
-				ix.tierVMs[t.VNI] = append(ix.tierVMs[t.VNI], r)
+				ix.tierVMs[t.Key] = append(ix.tierVMs[t.Key], r)
 				if len(ix.local[m.Host]) == 0 || ix.lastTier(m.Host) != t {
 					ix.tiers[m.Host] = append(ix.tiers[m.Host], TierRef{p, t})
 				}
@@ -155,14 +179,62 @@ func NewIndex(bp *Blueprint) *Index {
 				}
 			}
 			sort.Slice(hosts, func(i, j int) bool { return hosts[i].Name < hosts[j].Name })
-			ix.tierHosts[t.VNI] = hosts
+			ix.tierHosts[t.Key] = hosts
+			if p.IsDistributed() {
+				for _, h := range hosts {
+					if !containsHost(ix.vpcHosts[p], h) {
+						ix.vpcHosts[p] = append(ix.vpcHosts[p], h)
+					}
+				}
+			}
+		}
+		vh := ix.vpcHosts[p]
+		sort.Slice(vh, func(i, j int) bool { return vh[i].Name < vh[j].Name })
+		var vf fingerprint
+		if p.IsDistributed() {
+			vf.str(string(bp.Encapsulation))
+			vf.str(p.Name)
+			for ti := range p.Tiers {
+				t := &p.Tiers[ti]
+				vf.u64(uint64(t.Key))
+				vf.str(t.Prefix.String())
+				vf.u64(addrValue(t.GatewayAddr))
+				vf.u64(MACValue(t.GatewayHW))
+				vf.bool(t.VirtualGateway)
+				for mi := range t.VMs {
+					m := &t.VMs[mi]
+					vf.str(m.Name)
+					vf.str(m.Host)
+					vf.str(m.Port)
+					vf.u64(MACValue(m.HW))
+					vf.u64(IPValue(m.Addr))
+				}
+			}
+			for _, h := range vh {
+				vf.str(h.Name)
+				vf.u64(IPValue(h.Addr))
+			}
+			ix.vpcFP[p] = vf.sum()
+		}
+		for ti := range p.Tiers {
+			t := &p.Tiers[ti]
+			hosts := ix.tierHosts[t.Key]
+			accept := hosts
+			if p.IsDistributed() {
+				accept = vh
+			}
+			ix.acceptHosts[t.Key] = accept
 			var tf fingerprint
 			tf.str(string(bp.Encapsulation))
 			tf.bool(len(bp.PeerAddrs) > 0)
 			tf.str(p.Name)
 			tf.str(t.Name)
-			tf.u64(uint64(t.VNI))
+			tf.u64(uint64(t.Key))
 			tf.str(t.Prefix.String())
+			tf.u64(addrValue(t.GatewayAddr))
+			tf.u64(MACValue(t.GatewayHW))
+			tf.bool(t.VirtualGateway)
+			tf.bool(p.IsDistributed())
 			for mi := range t.VMs {
 				m := &t.VMs[mi]
 				tf.str(m.Name)
@@ -175,7 +247,12 @@ func NewIndex(bp *Blueprint) *Index {
 				tf.str(h.Name)
 				tf.u64(IPValue(h.Addr))
 			}
-			ix.tierFP[t.VNI] = tf.sum()
+			tf.str("accept")
+			for _, h := range accept {
+				tf.str(h.Name)
+				tf.u64(IPValue(h.Addr))
+			}
+			ix.tierFP[t.Key] = tf.sum()
 		}
 	}
 	return ix
@@ -185,6 +262,15 @@ func NewIndex(bp *Blueprint) *Index {
 func (ix *Index) lastTier(host string) *Tier {
 	l := ix.local[host]
 	return l[len(l)-1].Tier
+}
+
+func containsVPC(ps []*VPC, p *VPC) bool {
+	for _, x := range ps {
+		if x == p {
+			return true
+		}
+	}
+	return false
 }
 
 func containsHost(hs []*Host, h *Host) bool {
@@ -201,10 +287,10 @@ func (ix *Index) Blueprint() *Blueprint { return ix.bp }
 
 // Segment is one part of a host's flows, planned but not built.
 type Segment struct {
-	ID   string // "host", "vm:NAME" or "tier:VNI"
+	ID   string // "host", "vm:NAME", "tier:KEY" or "vpc:NAME"
 	FP   uint64 // fingerprint of every input the segment is compiled from
-	kind byte   // 'h', 'v', 't'
-	idx  int    // into the view's local VMs ('v') or tiers ('t')
+	kind byte   // 'h', 'v', 't', 'p'
+	idx  int    // into the view's local VMs ('v'), tiers ('t') or distributed VPCs ('p')
 }
 
 // Compiled is the plan of one host's flows under one blueprint: its
@@ -245,6 +331,8 @@ func (c *Compiled) build(want func(*Segment) bool) ([]Flow, error) {
 			b.vmSegment(c.v.local[s.idx])
 		case 't':
 			b.tierSegment(c.v, c.v.tiers[s.idx])
+		case 'p':
+			b.vpcSegment(c.v, c.v.vpcs[s.idx])
 		}
 	}
 	if len(b.errs) > 0 {
@@ -274,12 +362,19 @@ func CompileHost(ix *Index, hostName string, opts CompileOptions) (*Compiled, er
 		return nil, fmt.Errorf("host %q is not in blueprint %s", hostName, ix.bp.Source)
 	}
 	v := &hostView{bp: ix.bp, host: h, ix: ix, local: ix.local[hostName], tiers: ix.tiers[hostName]}
+	for _, t := range v.tiers {
+		if t.VPC.IsDistributed() && !containsVPC(v.vpcs, t.VPC) {
+			v.vpcs = append(v.vpcs, t.VPC)
+		}
+	}
 	c := &Compiled{Host: hostName, Opts: opts, Segs: make([]Segment, 0, 1+len(v.local)+len(v.tiers)), v: v}
 	var fp fingerprint
 	fp.u64(ix.globalFP)
 	fp.str(h.Name)
 	fp.str(h.Uplink)
 	fp.bool(len(v.tiers) > 0)
+	fp.bool(ix.hasVLAN)
+	fp.bool(len(v.vpcs) > 0)
 	c.Segs = append(c.Segs, Segment{ID: "host", FP: fp.sum(), kind: 'h'})
 	for i, r := range v.local {
 		var vf fingerprint
@@ -287,7 +382,7 @@ func CompileHost(ix *Index, hostName string, opts CompileOptions) (*Compiled, er
 		vf.str(r.VM.Port)
 		vf.u64(MACValue(r.VM.HW))
 		vf.u64(IPValue(r.VM.Addr))
-		vf.u64(uint64(r.Tier.VNI))
+		vf.u64(uint64(r.Tier.Key))
 		vf.str(r.VPC.Name)
 		vf.str(r.Tier.Name)
 		vf.str(r.VM.Role)
@@ -301,9 +396,20 @@ func CompileHost(ix *Index, hostName string, opts CompileOptions) (*Compiled, er
 	}
 	for i, t := range v.tiers {
 		var tf fingerprint
-		tf.u64(ix.tierFP[t.Tier.VNI])
+		tf.u64(ix.tierFP[t.Tier.Key])
 		tf.str(h.Name)
-		c.Segs = append(c.Segs, Segment{ID: "tier:" + strconv.FormatUint(uint64(t.Tier.VNI), 10), FP: tf.sum(), kind: 't', idx: i})
+		c.Segs = append(c.Segs, Segment{ID: "tier:" + strconv.FormatUint(uint64(t.Tier.Key), 10), FP: tf.sum(), kind: 't', idx: i})
+	}
+	for i, p := range v.vpcs {
+		var pf fingerprint
+		pf.u64(ix.vpcFP[p])
+		pf.str(h.Name)
+		for _, t := range v.tiers { // the route entries are per local tier
+			if t.VPC == p {
+				pf.u64(uint64(t.Tier.Key))
+			}
+		}
+		c.Segs = append(c.Segs, Segment{ID: "vpc:" + p.Name, FP: pf.sum(), kind: 'p', idx: i})
 	}
 	return c, nil
 }

@@ -142,7 +142,22 @@ func (v *validator) commit() {
 				t.VMs[k].HW = v.vms[i][j][k].hw
 				t.VMs[k].Addr = v.vms[i][j][k].addr
 			}
+			t.Key = t.VNI
+			if t.IsVLAN() {
+				t.Key = VLANKeyBase + uint32(t.VLAN)
+			}
+			t.HasGateway, t.VirtualGateway = false, false
+			for k := range t.VMs {
+				if m := &t.VMs[k]; m.IsRouter() {
+					t.GatewayAddr, t.GatewayHW, t.HasGateway = m.Addr, m.HW, true
+				}
+			}
+			if !t.HasGateway && t.Gateway != "" {
+				t.GatewayAddr = netip.MustParseAddr(t.Gateway)
+				t.GatewayHW, t.HasGateway, t.VirtualGateway = GatewayMAC(t.Key), true, true
+			}
 		}
+		b.VPCs[i].ID = VPCObject(b.VPCs[i].Name)
 	}
 }
 
@@ -348,6 +363,8 @@ func (v *validator) checkVPCs() {
 
 	vpcNames := map[string]int{}
 	vnis := map[uint32]string{}
+	vlans := map[uint16]string{}
+	vpcIDs := map[uint32]string{}
 	vmNames := map[string]string{}
 	vmObjects := map[uint32]string{}
 	routerOf := map[*Tier]string{} // tier -> its router NIC
@@ -367,6 +384,18 @@ func (v *validator) checkVPCs() {
 			vpcNames[vpc.Name] = i
 		}
 
+		switch vpc.Routing {
+		case "", RoutingRouter:
+		case RoutingDistributed:
+			if o, clash := vpcIDs[VPCObject(vpc.Name)]; clash {
+				v.errorf(fv+".name", "VPC name %q hashes to the same routing id (0x%08x) as distributed VPC %q: rename one of them", vpc.Name, VPCObject(vpc.Name), o)
+			} else {
+				vpcIDs[VPCObject(vpc.Name)] = vpc.Name
+			}
+		default:
+			v.errorf(fv+".routing", "routing %q is not known: use router (the default: inter-tier traffic through the tier's router NIC) or distributed (the switch routes between the VPC's tiers)", vpc.Routing)
+		}
+
 		tierNames := map[string]int{}
 		vpcIPs := map[netip.Addr]vmRef{}
 		v.tiers[i] = make([]netip.Prefix, len(vpc.Tiers))
@@ -382,17 +411,37 @@ func (v *validator) checkVPCs() {
 				tierNames[t.Name] = j
 			}
 
-			switch {
-			case t.VNI == 0:
-				v.errorf(ft+".vni", "vni is missing or 0: give the tier a tunnel key 1..%d, unique across the blueprint", maxVNI)
-			case t.VNI > maxVNI:
-				v.errorf(ft+".vni", "vni %d is too large: VNIs are 1..%d (24 bits)", t.VNI, maxVNI)
-			default:
-				if other, dup := vnis[t.VNI]; dup {
-					v.errorf(ft+".vni", "vni %d is already used by %s: VNIs must be unique across the blueprint", t.VNI, other)
-				} else {
-					vnis[t.VNI] = ft
+			switch t.Type {
+			case "", TierOverlay:
+				switch {
+				case t.VLAN != 0:
+					v.errorf(ft+".vlan", "vlan %d is set on an overlay tier: add \"type: vlan\" to carry the tier tagged on the uplink, or remove vlan", t.VLAN)
+				case t.VNI == 0:
+					v.errorf(ft+".vni", "vni is missing or 0: give the tier a tunnel key 1..%d, unique across the blueprint", maxVNI)
+				case t.VNI > maxVNI:
+					v.errorf(ft+".vni", "vni %d is too large: VNIs are 1..%d (24 bits)", t.VNI, maxVNI)
+				default:
+					if other, dup := vnis[t.VNI]; dup {
+						v.errorf(ft+".vni", "vni %d is already used by %s: VNIs must be unique across the blueprint", t.VNI, other)
+					} else {
+						vnis[t.VNI] = ft
+					}
 				}
+			case TierVLAN:
+				switch {
+				case t.VNI != 0:
+					v.errorf(ft+".vni", "vni %d is set on a vlan tier: a VLAN tier is carried tagged on the uplink, not in tunnels; remove vni", t.VNI)
+				case t.VLAN == 0 || t.VLAN > 4094:
+					v.errorf(ft+".vlan", "vlan %d is missing or out of range: give the tier an 802.1Q id 1..4094, unique across the blueprint", t.VLAN)
+				default:
+					if other, dup := vlans[t.VLAN]; dup {
+						v.errorf(ft+".vlan", "vlan %d is already used by %s: VLAN ids must be unique across the blueprint (one VLAN is one L2 segment)", t.VLAN, other)
+					} else {
+						vlans[t.VLAN] = ft
+					}
+				}
+			default:
+				v.errorf(ft+".type", "type %q is not known: use overlay (the default: tunnels under vni) or vlan (802.1Q-tagged on the uplink under vlan)", t.Type)
 			}
 
 			if t.CIDR == "" {
@@ -486,6 +535,8 @@ func (v *validator) checkVPCs() {
 					v.errorf(fm+".mac", "mac %s", msg)
 				} else if other, dup := vmMACs[m]; dup {
 					v.errorf(fm+".mac", "mac %s is already used by %s (%s): MACs must be unique across the blueprint", m, other.path, other.name)
+				} else if m[0] == 0x0a && m[1] == 0x00 && m[2] <= 0x01 {
+					v.errorf(fm+".mac", "mac %s is in 0a:00:00:00:00:00-0a:00:01:ff:ff:ff, reserved for vpcflow's virtual gateways: pick another MAC (e.g. 52:54:00:...)", m)
 				} else if h, isHost := hostMAC[m]; isHost {
 					v.errorf(fm+".mac", "mac %s is the tunnel_mac of hosts[%d] (%s): pick another MAC", m, h, b.Hosts[h].Name)
 				} else {
@@ -527,6 +578,43 @@ func (v *validator) checkVPCs() {
 				vpcIPs[a] = ref
 				pv.addr = a
 			}
+			v.checkGateway(vpc, t, ft, routerOf[t] != "", vpcIPs, v.tiers[i][j], v.vms[i][j])
+		}
+	}
+}
+
+// checkGateway checks a tier's gateway: `gateway:` inside the tier, not a
+// VM's address, equal to the router NIC's IP when the tier has one; and a
+// distributed-routing VPC's tiers each need a gateway.
+func (v *validator) checkGateway(vpc *VPC, t *Tier, ft string, hasRouter bool, vpcIPs map[netip.Addr]vmRef, tp netip.Prefix, pvs []parsedVM) {
+	var routerIP netip.Addr
+	for k := range t.VMs {
+		if t.VMs[k].IsRouter() {
+			routerIP = pvs[k].addr
+		}
+	}
+	if t.Gateway == "" {
+		if vpc.IsDistributed() && !hasRouter {
+			v.errorf(ft+".gateway", "tier %s/%s has no gateway: VPC %s uses routing: distributed, so give the tier a gateway address (e.g. the first address of %s) or a router NIC (role: router)", vpc.Name, t.Name, vpc.Name, t.CIDR)
+		}
+		return
+	}
+	a, err := netip.ParseAddr(t.Gateway)
+	if err != nil || !a.Is4() || a.Zone() != "" {
+		v.errorf(ft+".gateway", "gateway %q is not an IPv4 address: write it like 10.10.1.1", t.Gateway)
+		return
+	}
+	if !tp.IsValid() {
+		return
+	}
+	switch {
+	case !tp.Contains(a) || a == tp.Addr() || a == lastAddr(tp):
+		v.errorf(ft+".gateway", "gateway %s is not a host address of tier cidr %s: pick an address inside the tier", a, tp)
+	case hasRouter && routerIP.IsValid() && a != routerIP:
+		v.errorf(ft+".gateway", "gateway %s differs from the tier's router NIC address %s: the router NIC is the gateway; remove gateway or set it to %s", a, routerIP, routerIP)
+	case !hasRouter:
+		if other, dup := vpcIPs[a]; dup {
+			v.errorf(ft+".gateway", "gateway %s is the address of %s (%s): the gateway needs an address of its own", a, other.path, other.name)
 		}
 	}
 }
