@@ -51,8 +51,8 @@ type Index struct {
 	vpcHosts    map[*VPC][]*Host // distributed VPCs: hosts carrying any tier, by name
 	vpcFP       map[*VPC]uint64
 	tierFP      map[uint32]uint64
-	globalFP  uint64 // inputs of every host segment
-	hasVLAN   bool   // some tier is VLAN-backed: the uplink's tagged frames are claimed
+	globalFP    uint64 // inputs of every host segment
+	hasVLAN     bool   // some tier is VLAN-backed: the uplink's tagged frames are claimed
 
 	mu     sync.Mutex
 	shared map[sharedKey]*tierShared
