@@ -704,7 +704,7 @@ func (a Arrival) String() string {
 // Hop is one switch traversal of a journey.
 type Hop struct {
 	Host  string
-	Stage string // "sent", "encapsulated", "underlay", "decapsulated"
+	Stage string // "sent", "encapsulated", "underlay", "decapsulated", "vlan" (a tagged frame received from the underlay)
 	Trace Trace
 }
 
@@ -787,6 +787,27 @@ func (c *Cloud) run(j *Journey, host string, p Packet, stage string) {
 			continue
 		}
 		c.arrive(j, host, o, tr)
+		if h := c.Blueprint.HostByName(host); h != nil && o.Port == h.Uplink && o.Packet.VLAN != 0 && stage != "vlan" {
+			c.vlanFlood(j, host, o.Packet)
+		}
+	}
+}
+
+// vlanFlood carries a tagged frame sent out of host's uplink over the
+// underlay, which is one L2 segment: every other host's uplink receives it
+// (the frame's VLAN tag intact; the underlay does not learn, so unicast is
+// flooded too and the receivers' L2 tables decide).
+func (c *Cloud) vlanFlood(j *Journey, from string, p Packet) {
+	for i := range c.Blueprint.Hosts {
+		h := &c.Blueprint.Hosts[i]
+		if h.Name == from {
+			continue
+		}
+		q := p
+		q.InPort = h.Uplink
+		q.Regs = [4]uint32{}
+		q.TunID, q.TunSrc, q.TunDst = 0, netip.Addr{}, netip.Addr{}
+		c.run(j, h.Name, q, "vlan")
 	}
 }
 
