@@ -229,3 +229,37 @@ func TestDistributedRouting(t *testing.T) {
 		t.Errorf("distributed routing costs kvm1 %d flows, want 7 (1 gateway ARP + 2 route entries + 4 routes)", n)
 	}
 }
+
+// TestExplainCloudFit: explain follows a routed packet across an overlay
+// and a VLAN tier and names the new rules.
+func TestExplainCloudFit(t *testing.T) {
+	c := newCloud(t, loadCloudFit(t))
+	e := mustExplain(t, c, ExplainQuery{From: "green-a-1", To: "green-c-1"})
+	wantDeliveredVLAN(t, e, "kvm3", "green-c-1")
+	out := e.Text()
+	for _, want := range []string{"[route-entry] tier green/a to its gateway for tier c", "[route] routed to VM green-c-1", "dec_ttl", "vlan 200", "[vlan-in] VLAN tier green/c (vlan 200)", "sends to its gateway 10.40.1.1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("explain output lacks %q:\n%s", want, out)
+		}
+	}
+	e = mustExplain(t, c, ExplainQuery{From: "blue-pub-1", To: "10.30.0.12"})
+	wantDeliveredVLAN(t, e, "kvm2", "blue-pub-2")
+	if out := e.Text(); !strings.Contains(out, "tier blue/pub (vlan 100)") {
+		t.Errorf("explain does not name the VLAN tier:\n%s", out)
+	}
+}
+
+// wantDeliveredVLAN: delivered to vm on host (and, the VLAN being a
+// physical segment, to the underlay).
+func wantDeliveredVLAN(t *testing.T, e *Explanation, host, vm string) {
+	t.Helper()
+	if e.Verdict != VerdictDelivered || e.DroppedBy != nil {
+		t.Fatalf("%s -> %s: verdict %s, want delivered:\n%s", e.Query.From, e.Query.To, e.Verdict, e.Text())
+	}
+	for _, d := range e.DeliveredTo {
+		if d.VM == vm && d.Host == host {
+			return
+		}
+	}
+	t.Fatalf("%s -> %s: delivered to %+v, want VM %s on %s", e.Query.From, e.Query.To, e.DeliveredTo, vm, host)
+}

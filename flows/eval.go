@@ -221,6 +221,9 @@ func (p *Packet) move(m Move) {
 func (p Packet) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "in_port=%s %s->%s", p.InPort, p.EthSrc, p.EthDst)
+	if p.VLAN != 0 {
+		fmt.Fprintf(&b, " vlan %d", p.VLAN&0xfff)
+	}
 	switch p.EthType {
 	case EthIPv4:
 		proto := fmt.Sprintf("proto %d", p.IPProto)
@@ -235,6 +238,9 @@ func (p Packet) String() string {
 			proto = "gre"
 		}
 		fmt.Fprintf(&b, " ip %s->%s %s", p.IPSrc, p.IPDst, proto)
+		if p.TTL != 0 {
+			fmt.Fprintf(&b, " ttl %d", p.TTL)
+		}
 	case EthARP:
 		op := fmt.Sprintf("op %d", p.ARPOp)
 		switch p.ARPOp {

@@ -255,6 +255,26 @@ func (b *Blueprint) explainUnknownVM(name string) error {
 	return fmt.Errorf("%s: name a VM of the blueprint (vpcs[].tiers[].vms[].name) or, for --to, an IPv4 address", msg)
 }
 
+// crossTier is the endpoint of a VM in another tier of the source's VPC:
+// a guest sends to its tier's gateway MAC (routed by the switch in a
+// distributed-routing VPC, by the router NIC otherwise); without a gateway
+// it has no route, and the packet is modelled as sent to the VM's MAC.
+func (e *Explanation) crossTier(src, r VMRef) ExplainEndpoint {
+	ep := vmEndpoint(r)
+	t := src.Tier
+	switch {
+	case t.HasGateway && src.VPC.IsDistributed():
+		ep.MAC, ep.MACSource = t.GatewayHW.String(), "gateway"
+		e.note("%s is in another tier of VPC %s (%s): %s sends to its gateway %s (%s); VPC %s routes between its tiers in the switch (routing: distributed)", r.VM.Name, r.VPC.Name, r.Tier.Prefix, src.VM.Name, t.GatewayAddr, t.GatewayHW, r.VPC.Name)
+	case t.HasGateway:
+		ep.MAC, ep.MACSource = t.GatewayHW.String(), "gateway"
+		e.note("%s is in another tier of VPC %s (%s): %s sends to its gateway, the router NIC %s (%s), which forwards it (this explains the first leg, to the router)", r.VM.Name, r.VPC.Name, r.Tier.Prefix, src.VM.Name, t.GatewayAddr, t.GatewayHW)
+	default:
+		e.note("%s is in another tier of VPC %s (%s, not %s): tier %s has no gateway (no router NIC, no routing: distributed), so a real guest has no route to %s; modelled as if %s sent straight to its MAC %s", r.VM.Name, r.VPC.Name, r.Tier.Prefix, src.Tier.Prefix, src.Tier.Name, r.VM.Addr, src.VM.Name, r.VM.HW)
+	}
+	return ep
+}
+
 func vmEndpoint(r VMRef) ExplainEndpoint {
 	return ExplainEndpoint{Kind: "vm", VM: r.VM.Name, VPC: r.VPC.Name, Tier: r.Tier.Name, Host: r.VM.Host,
 		Port: r.VM.Port, MAC: r.VM.HW.String(), IP: r.VM.Addr.String(), MACSource: "vm"}
@@ -425,7 +445,7 @@ func (e *Explanation) resolveDestination(src VMRef, to string) (ExplainEndpoint,
 		if r.VPC != src.VPC {
 			e.note("%s is in another VPC (%s): VPCs never reach each other; modelled as if %s knew its MAC %s", r.VM.Name, r.VPC.Name, src.VM.Name, r.VM.HW)
 		} else if r.Tier != src.Tier {
-			e.note("%s is in another tier of VPC %s (%s, not %s): vpcflow has no gateway between tiers, so a real guest has no route to %s; modelled as if %s sent straight to its MAC %s", r.VM.Name, r.VPC.Name, r.Tier.Prefix, src.Tier.Prefix, r.VM.Addr, src.VM.Name, r.VM.HW)
+			return e.crossTier(src, r), nil
 		}
 		return vmEndpoint(r), nil
 	}
@@ -440,7 +460,7 @@ func (e *Explanation) resolveDestination(src VMRef, to string) (ExplainEndpoint,
 				r := VMRef{src.VPC, t, &t.VMs[mi]}
 				e.note("%s resolved inside VPC %s to VM %s", addr, src.VPC.Name, r.VM.Name)
 				if r.Tier != src.Tier {
-					e.note("%s is in another tier (%s): vpcflow has no gateway between tiers, so a real guest has no route to %s; modelled as if %s sent straight to its MAC %s", r.VM.Name, r.Tier.Prefix, addr, src.VM.Name, r.VM.HW)
+					return e.crossTier(src, r), nil
 				}
 				return vmEndpoint(r), nil
 			}
@@ -619,10 +639,16 @@ func DescribeRule(bp *Blueprint, c Cookie) string {
 	tier := func() string {
 		for _, p := range bp.VPCs {
 			for _, t := range p.Tiers {
-				if t.VNI == obj {
+				if t.Key == obj && t.IsVLAN() {
+					return fmt.Sprintf("tier %s/%s (vlan %d)", p.Name, t.Name, t.VLAN)
+				}
+				if t.Key == obj {
 					return fmt.Sprintf("tier %s/%s (vni %d)", p.Name, t.Name, t.VNI)
 				}
 			}
+		}
+		if obj >= VLANKeyBase {
+			return fmt.Sprintf("vlan %d (not in this blueprint)", obj-VLANKeyBase)
 		}
 		return fmt.Sprintf("vni %d (not in this blueprint)", obj)
 	}
@@ -689,11 +715,15 @@ func DescribeRule(bp *Blueprint, c Cookie) string {
 			return fmt.Sprintf("host %s's tunnel IP %s", h.Name, addr)
 		}
 		return fmt.Sprintf("object %#x", obj)
-	case CatMgmtPass, CatFlood, CatTunnelIn:
+	case CatMgmtPass, CatFlood, CatTunnelIn, CatVLANIn, CatVLANOut, CatGatewayARP, CatRouteEntry:
 		if obj == 0 {
 			return "every tier"
 		}
 		return tier()
+	case CatVLANDrop:
+		return "tagged frames of VLANs this host carries no tier of"
+	case CatRoute:
+		return vm()
 	case CatTrustedPeerIn:
 		if obj == 0 {
 			return "trusted peers (conjunction)"

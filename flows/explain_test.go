@@ -145,7 +145,7 @@ func TestExplainToIPResolvesInsideTheVPC(t *testing.T) {
 	wantDrop(t, e, "kvm1", CatDefaultDrop, TL2Forward)
 	// another tier of the same VPC: resolved, with a no-route note
 	e = mustExplain(t, c, ExplainQuery{From: "blue-web-1", To: "10.10.2.11"})
-	if e.Destination.VM != "blue-db-1" || !strings.Contains(strings.Join(e.Notes, "\n"), "no gateway between tiers") {
+	if e.Destination.VM != "blue-db-1" || !strings.Contains(strings.Join(e.Notes, "\n"), "has no gateway (no router NIC, no routing: distributed)") {
 		t.Fatalf("destination %+v notes %v", e.Destination, e.Notes)
 	}
 	wantDrop(t, e, "kvm1", CatDefaultDrop, TL2Forward)
