@@ -13,12 +13,12 @@ import (
 	"time"
 )
 
-//go:embed rogue_vxlan.py rogue_gre.py
+//go:embed rogue_vxlan.py rogue_gre.py rogue_vlan.py
 var scripts embed.FS
 
 // writeScripts copies the embedded scapy senders into the state directory.
 func (l *Lab) writeScripts() error {
-	for _, name := range []string{"rogue_vxlan.py", "rogue_gre.py"} {
+	for _, name := range []string{"rogue_vxlan.py", "rogue_gre.py", "rogue_vlan.py"} {
 		b, err := scripts.ReadFile(name)
 		if err != nil {
 			return fmt.Errorf("lab: embedded %s: %w", name, err)

@@ -285,6 +285,19 @@ func (l *Lab) SendRogue(ctx context.Context, p RoguePacket) error {
 	return err
 }
 
+// SendRogueVLAN sends count 802.1Q-tagged ICMP echoes (VLAN vlan, to
+// dstMAC/dstIP) from the rogue node onto the underlay, as a node of a
+// physical VLAN would (the kernel may have no VLAN links: scapy builds
+// them).
+func (l *Lab) SendRogueVLAN(ctx context.Context, vlan int, dstMAC, dstIP string, count int) error {
+	if count <= 0 {
+		count = 1
+	}
+	_, err := l.Exec(ctx, l.RogueNS(), l.python, filepath.Join(l.dir, "rogue_vlan.py"), "--iface", NodeIface,
+		"--vlan", strconv.Itoa(vlan), "--dst-mac", dstMAC, "--dst-ip", dstIP, "--count", strconv.Itoa(count))
+	return err
+}
+
 // RogueSpoof gives the rogue node an extra address (e.g. a trusted peer's
 // tunnel IP, as /32) and, if mac is not empty, a new MAC.
 func (l *Lab) RogueSpoof(ctx context.Context, ip, mac string) error {
