@@ -43,7 +43,7 @@ var Pipeline = []Table{
 		Fields:  []Field{FInPort},
 		Next:    []TableID{TUnderlayIn, THostOut, TVMEgress, TTunnelIn}},
 	{ID: TUnderlayIn, Name: "underlay_in",
-		Purpose: "uplink traffic goes to the host stack only; tunnel packets only from trusted peers; peer ARP guarded",
+		Purpose: "uplink traffic goes to the host stack only; tunnel packets only from trusted peers; peer ARP guarded; a VLAN tier's tagged frames to its local ports",
 		Miss:    "drop",
 		Fields:  []Field{FEthSrc, FEthType, FVLANVID, FIPProto, FIPv4Src, FIPv4Dst, FUDPDst, FARPSpa},
 		Next:    []TableID{TL2Forward}},
