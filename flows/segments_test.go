@@ -119,48 +119,94 @@ func TestIncrementalCompileEqualsFresh(t *testing.T) {
 	for n := 0; n < genCount(); n++ {
 		old := genBlueprint(t, r, n)
 		cur, what := mutateBlueprint(t, r, old, n)
-		oix, cix := NewIndex(old), NewIndex(cur)
-		for _, opts := range []CompileOptions{{}, {DropLog: true}} {
-			for i := range cur.Hosts {
-				h := cur.Hosts[i].Name
-				var prev *Compiled
-				if old.HostByName(h) != nil {
-					prev = mustCompile(t, oix, h, opts)
-				}
-				inc := mustCompile(t, cix, h, opts)
-				got := mustFlows(t, inc)
-				fresh, err := CompileWith(cur, h, opts)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if d, p := setDelta(fresh, got); len(d)+len(p) > 0 || len(got) != len(fresh) {
-					t.Fatalf("blueprint %d (%s), host %s: planned compile differs from CompileWith:\n-%v\n+%v", n, what, h, d, p)
-				}
-				if prev == nil {
-					continue
-				}
-				wantDel, wantPut := setDelta(mustFlows(t, prev), got)
-				before, after, err := ChangedSegments(prev, inc)
-				if err != nil {
-					t.Fatal(err)
-				}
-				gotDel, gotPut := setDelta(before, after)
-				if fmt.Sprint(wantDel, wantPut) != fmt.Sprint(gotDel, gotPut) {
-					t.Fatalf("blueprint %d (%s), host %s: segment delta differs from the full delta:\nfull  -%v +%v\nsegs  -%v +%v",
-						n, what, h, wantDel, wantPut, gotDel, gotPut)
-				}
-				// FP is conservative: equal FPs promise equal flows (the
-				// controller then skips the host); the converse need not hold.
-				if inc.FP() == prev.FP() && len(wantDel)+len(wantPut) != 0 {
-					t.Fatalf("blueprint %d (%s), host %s: same FP but the flows differ: -%v +%v", n, what, h, wantDel, wantPut)
-				}
-				runs++
-			}
-		}
+		runs += checkIncremental(t, old, cur, n, what)
 	}
 	if runs == 0 {
 		t.Fatal("no incremental compile was checked")
 	}
+}
+
+// TestIncrementalCloudFit: the same property on a blueprint with VLAN tiers
+// and a distributed-routing VPC, under random edits and edits of the VLAN,
+// gateway and routing fields.
+func TestIncrementalCloudFit(t *testing.T) {
+	base := loadCloudFit(t)
+	r := rand.New(rand.NewSource(11))
+	runs := 0
+	for n := 0; n < 40; n++ {
+		cur, what := mutateBlueprint(t, r, base, 1000+n)
+		runs += checkIncremental(t, base, cur, 1000+n, what)
+	}
+	for i, c := range []struct {
+		what string
+		edit func(bp *Blueprint)
+	}{
+		{"routing off", func(bp *Blueprint) { bp.VPCs[2].Routing = "" }},
+		{"new gateway", func(bp *Blueprint) { bp.VPCs[2].Tiers[0].Gateway = "10.40.1.254" }},
+		{"new VLAN id", func(bp *Blueprint) { bp.VPCs[0].Tiers[1].VLAN = 300 }},
+		{"move green-b-1 to kvm3", func(bp *Blueprint) { v := &bp.VPCs[2].Tiers[1].VMs[0]; v.Host, v.Port = "kvm3", "vnet7" }},
+		{"VLAN tier to overlay", func(bp *Blueprint) { tr := &bp.VPCs[0].Tiers[1]; tr.Type, tr.VLAN, tr.VNI = "", 0, 5003 }},
+	} {
+		data, _ := yaml.Marshal(base)
+		var m Blueprint
+		if err := yaml.Unmarshal(data, &m); err != nil {
+			t.Fatal(err)
+		}
+		m.Revision++
+		c.edit(&m)
+		runs += checkIncremental(t, base, reparse(t, &m, 2000+i), 2000+i, c.what)
+	}
+	if runs == 0 {
+		t.Fatal("no incremental compile was checked")
+	}
+}
+
+// checkIncremental compiles every host of cur from its plan and checks it
+// equals a fresh compile, and that the changed segments between old's and
+// cur's plans give the same delta as the whole flow sets. It returns the
+// number of hosts checked incrementally.
+func checkIncremental(t *testing.T, old, cur *Blueprint, n int, what string) int {
+	t.Helper()
+	runs := 0
+	oix, cix := NewIndex(old), NewIndex(cur)
+	for _, opts := range []CompileOptions{{}, {DropLog: true}} {
+		for i := range cur.Hosts {
+			h := cur.Hosts[i].Name
+			var prev *Compiled
+			if old.HostByName(h) != nil {
+				prev = mustCompile(t, oix, h, opts)
+			}
+			inc := mustCompile(t, cix, h, opts)
+			got := mustFlows(t, inc)
+			fresh, err := CompileWith(cur, h, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d, p := setDelta(fresh, got); len(d)+len(p) > 0 || len(got) != len(fresh) {
+				t.Fatalf("blueprint %d (%s), host %s: planned compile differs from CompileWith:\n-%v\n+%v", n, what, h, d, p)
+			}
+			if prev == nil {
+				continue
+			}
+			wantDel, wantPut := setDelta(mustFlows(t, prev), got)
+			before, after, err := ChangedSegments(prev, inc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotDel, gotPut := setDelta(before, after)
+			if fmt.Sprint(wantDel, wantPut) != fmt.Sprint(gotDel, gotPut) {
+				t.Fatalf("blueprint %d (%s), host %s: segment delta differs from the full delta:\nfull  -%v +%v\nsegs  -%v +%v",
+					n, what, h, wantDel, wantPut, gotDel, gotPut)
+			}
+			// FP is conservative: equal FPs promise equal flows (the
+			// controller then skips the host); the converse need not hold.
+			if inc.FP() == prev.FP() && len(wantDel)+len(wantPut) != 0 {
+				t.Fatalf("blueprint %d (%s), host %s: same FP but the flows differ: -%v +%v", n, what, h, wantDel, wantPut)
+			}
+			runs++
+		}
+	}
+	return runs
 }
 
 func mustCompile(t *testing.T, ix *Index, h string, opts CompileOptions) *Compiled {
