@@ -123,3 +123,22 @@ func TestGenerationOrder(t *testing.T) {
 		t.Errorf("claim after switch generation 41: %d", g)
 	}
 }
+
+// TestSortByDrop: plain (non-bundle) flow-mods put added drops before added
+// allows and deleted allows before deleted drops, so no intermediate state
+// allows more than the new policy.
+func TestSortByDrop(t *testing.T) {
+	allow := flows.Flow{Table: 30, Priority: 200, Goto: 40}
+	out := flows.Flow{Table: 70, Priority: 200, Actions: []flows.Action{flows.Output{Port: "vnet0"}}}
+	drop := flows.Flow{Table: 30, Priority: 100}
+	logged := flows.Flow{Table: 40, Priority: 300, Meter: 1, Actions: []flows.Action{flows.Output{Port: flows.PortController, MaxLen: 128}}}
+	fs := []flows.Flow{allow, drop, out, logged}
+	sortByDrop(fs, true)
+	if !isDrop(&fs[0]) || !isDrop(&fs[1]) || isDrop(&fs[2]) || isDrop(&fs[3]) || fs[2].Table != 30 {
+		t.Errorf("drops first: %v", fs)
+	}
+	sortByDrop(fs, false)
+	if isDrop(&fs[0]) || isDrop(&fs[1]) || !isDrop(&fs[2]) || !isDrop(&fs[3]) {
+		t.Errorf("drops last: %v", fs)
+	}
+}
