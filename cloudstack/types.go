@@ -1,0 +1,129 @@
+package cloudstack
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// The CloudStack objects vpcflow reads, with only the response fields it
+// uses (CloudStack API reference: listHosts, listVPCs, listNetworks,
+// listVirtualMachines, listRouters; all JSON keys are lowercase).
+
+// Host is one hypervisor (listHosts type=Routing).
+type Host struct {
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	Type       string `json:"type"`
+	State      string `json:"state"` // Up, Disconnected, Alert, Down, ...
+	Hypervisor string `json:"hypervisor"`
+	IPAddress  string `json:"ipaddress"`
+}
+
+// VPC is one CloudStack VPC.
+type VPC struct {
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	CIDR    string `json:"cidr"`
+	State   string `json:"state"`
+	Account string `json:"account"`
+}
+
+// Network is one guest network; a VPC tier has VPCID set.
+type Network struct {
+	ID           string `json:"id"`
+	Name         string `json:"name"`
+	VPCID        string `json:"vpcid"`
+	CIDR         string `json:"cidr"`
+	Gateway      string `json:"gateway"`
+	IP6CIDR      string `json:"ip6cidr"`
+	BroadcastURI string `json:"broadcasturi"` // vxlan://5001, vlan://100
+	TrafficType  string `json:"traffictype"`
+	Type         string `json:"type"`
+	State        string `json:"state"`
+}
+
+// NIC is one NIC of a VM or router.
+type NIC struct {
+	ID          string  `json:"id"`
+	NetworkID   string  `json:"networkid"`
+	NetworkName string  `json:"networkname"`
+	MACAddress  string  `json:"macaddress"`
+	IPAddress   string  `json:"ipaddress"`
+	IP6Address  string  `json:"ip6address"`
+	IsDefault   bool    `json:"isdefault"`
+	DeviceID    flexNum `json:"deviceid"`
+	TrafficType string  `json:"traffictype"`
+}
+
+// VM is one virtual machine (listVirtualMachines) or virtual router
+// (listRouters, Router set).
+type VM struct {
+	ID           string `json:"id"`
+	Name         string `json:"name"`
+	DisplayName  string `json:"displayname"`
+	InstanceName string `json:"instancename"`
+	State        string `json:"state"` // Running, Migrating, Stopped, ...
+	HostID       string `json:"hostid"`
+	HostName     string `json:"hostname"`
+	NICs         []NIC  `json:"nic"`
+	// Router is true for objects of listRouters (the VPC's virtual router).
+	Router bool `json:"-"`
+}
+
+// flexNum is a number CloudStack sends as a JSON number or a string.
+type flexNum int
+
+func (n *flexNum) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	if s == "" || s == "null" {
+		*n = 0
+		return nil
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil {
+		return fmt.Errorf("want a number, got %s", b)
+	}
+	*n = flexNum(v)
+	return nil
+}
+
+// Objects is everything one fetch read from CloudStack.
+type Objects struct {
+	Hosts    []Host
+	VPCs     []VPC
+	Networks []Network
+	VMs      []VM // guests, then routers
+}
+
+// Fetch reads hosts, VPCs, networks, VMs and routers, every page of each.
+// Any error (HTTP, CloudStack error, partial list, timeout) fails the whole
+// fetch: a partial view of the cloud is never returned.
+func (c *Client) Fetch(ctx context.Context) (*Objects, error) {
+	var o Objects
+	var err error
+	if o.Hosts, err = list(ctx, c, "listHosts", "host", map[string]string{"type": "Routing"}, func(h *Host) string { return h.ID }); err != nil {
+		return nil, err
+	}
+	all := map[string]string{"listall": "true"}
+	if o.VPCs, err = list(ctx, c, "listVPCs", "vpc", all, func(v *VPC) string { return v.ID }); err != nil {
+		return nil, err
+	}
+	if o.Networks, err = list(ctx, c, "listNetworks", "network", all, func(n *Network) string { return n.ID }); err != nil {
+		return nil, err
+	}
+	vms, err := list(ctx, c, "listVirtualMachines", "virtualmachine", map[string]string{"listall": "true", "details": "nics"}, func(v *VM) string { return v.ID })
+	if err != nil {
+		return nil, err
+	}
+	routers, err := list(ctx, c, "listRouters", "router", all, func(v *VM) string { return v.ID })
+	if err != nil {
+		return nil, err
+	}
+	for i := range routers {
+		routers[i].Router = true
+	}
+	o.VMs = append(vms, routers...)
+	return &o, nil
+}
