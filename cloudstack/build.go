@@ -148,10 +148,25 @@ type Result struct {
 
 // BuildOptions tune Build.
 type BuildOptions struct {
-	// PortTemplate names VM ports (nil = DefaultPortTemplate).
+	// PortTemplate names VM ports (nil = DefaultPortTemplate), unless
+	// Ports is set.
 	PortTemplate *template.Template
+	// Ports, when not nil, names VM ports from each host's OVSDB instead:
+	// per blueprint host, the port whose external_ids:attached-mac is the
+	// NIC's MAC (what libvirt records). A NIC whose host has no entry, or
+	// whose MAC no port carries, is skipped; on a host whose OVSDB could
+	// not be read it keeps its port from Previous, else it is skipped.
+	Ports map[string]HostPorts
+	// Previous is the blueprint of the last successful build (for Ports).
+	Previous *flows.Blueprint
 	// Endpoint names the CloudStack API in the YAML header.
 	Endpoint string
+}
+
+// HostPorts is one host's ports by guest MAC, or why they are unknown.
+type HostPorts struct {
+	ByMAC map[string]string
+	Err   error
 }
 
 // SourceName is the file name of errors in a CloudStack-built blueprint.
@@ -496,12 +511,24 @@ func (b *builder) build() *flows.Blueprint {
 	}
 	for _, n := range nics {
 		mac := strings.ToLower(n.nic.MACAddress)
-		port, err := execPort(b.opts.PortTemplate, PortFields{VM: n.vm.Name, InstanceName: n.vm.InstanceName, VMID: n.vm.ID,
-			NICID: n.nic.ID, DeviceID: int(n.nic.DeviceID), MAC: mac, MACHex: strings.ReplaceAll(mac, ":", ""), Router: n.vm.Router})
-		if err != nil {
-			port = "" // reported by validation as a missing port, attributed to the NIC
+		host := hostName[n.vm.HostID]
+		var port, portNote string
+		var err error
+		if b.opts.Ports != nil {
+			var why string
+			port, portNote, why = b.ovsdbPort(host, mac)
+			if why != "" {
+				b.skip(fmt.Sprintf("%s nic %d", vmObj(n.vm), n.nic.DeviceID), "%s", why)
+				continue
+			}
+		} else {
+			port, err = execPort(b.opts.PortTemplate, PortFields{VM: n.vm.Name, InstanceName: n.vm.InstanceName, VMID: n.vm.ID,
+				NICID: n.nic.ID, DeviceID: int(n.nic.DeviceID), MAC: mac, MACHex: strings.ReplaceAll(mac, ":", ""), Router: n.vm.Router})
+			if err != nil {
+				port = "" // reported by validation as a missing port, attributed to the NIC
+			}
 		}
-		vm := flows.VM{Name: n.name, Host: hostName[n.vm.HostID], Port: port, MAC: mac, IP: n.nic.IPAddress}
+		vm := flows.VM{Name: n.name, Host: host, Port: port, MAC: mac, IP: n.nic.IPAddress}
 		if n.vm.Router {
 			vm.Role = flows.RoleRouter
 		}
@@ -513,9 +540,47 @@ func (b *builder) build() *flows.Blueprint {
 		if err != nil {
 			note += "; port template failed: " + err.Error()
 		}
-		b.notes[path] = note
+		b.notes[path] = note + portNote
 	}
 	return bp
+}
+
+// ovsdbPort names a NIC's port from its host's OVSDB (BuildOptions.Ports):
+// the port, a note for the YAML comment, or why the NIC is skipped.
+func (b *builder) ovsdbPort(host, mac string) (port, note, why string) {
+	hp, ok := b.opts.Ports[host]
+	if !ok {
+		return "", "", fmt.Sprintf("host %s has no ovsdb endpoint (set ovsdb under host_defaults or the host in the base file): its port names cannot be read", host)
+	}
+	if hp.Err == nil {
+		if p, ok := hp.ByMAC[mac]; ok {
+			return p, "; port from OVSDB", ""
+		}
+		return "", "", fmt.Sprintf("no port of cloudbr0 on %s has external_ids:attached-mac=%s (not plugged in yet?)", host, mac)
+	}
+	if prev := b.opts.Previous; prev != nil {
+		for _, v := range prev.VPCs {
+			for _, t := range v.Tiers {
+				for _, m := range t.VMs {
+					if m.Host == host && strings.EqualFold(m.MAC, mac) {
+						return m.Port, "; port from the previous fetch (OVSDB of " + host + " unreadable)", ""
+					}
+				}
+			}
+		}
+	}
+	return "", "", fmt.Sprintf("host %s's OVSDB could not be read (%v) and no earlier fetch named this NIC's port", host, hp.Err)
+}
+
+// OVSDBEndpoint is the ovsdb endpoint Build gives the CloudStack host
+// called name ("" = none).
+func (b *Base) OVSDBEndpoint(name string) string {
+	for _, h := range b.Hosts {
+		if h.Name == name && h.OVSDB != "" {
+			return h.OVSDB
+		}
+	}
+	return b.HostDefaults.OVSDB
 }
 
 func orDash(s string) string {

@@ -20,9 +20,21 @@ type Source struct {
 	port     *template.Template
 	log      logrus.FieldLogger
 
+	lister PortLister // nil: ports from the template
+
 	mu       sync.Mutex
-	lastSkip string // the skipped list last logged
+	lastSkip string           // the skipped list last logged
+	prev     *flows.Blueprint // the last successful build (ports of unreadable hosts)
 }
+
+// PortLister reads one host's VM port names by guest MAC from its OVSDB
+// endpoint (tunnel.Client.PortsByMAC on cloudbr0).
+type PortLister func(ctx context.Context, endpoint string) (map[string]string, error)
+
+// SetPortLister makes the source name ports from each host's OVSDB
+// (external_ids:attached-mac, set by libvirt) instead of the template. Call
+// it before the first Fetch.
+func (s *Source) SetPortLister(l PortLister) { s.lister = l }
 
 // NewSource returns a source; log receives one line per skipped object
 // whenever the set of skipped objects changes (nil = the standard logger).
@@ -49,11 +61,21 @@ func (s *Source) Build(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res, err := Build(objs, base, BuildOptions{PortTemplate: s.port, Endpoint: s.client.Endpoint()})
+	opts := BuildOptions{PortTemplate: s.port, Endpoint: s.client.Endpoint()}
+	if s.lister != nil {
+		opts.Ports = s.readPorts(ctx, objs, base)
+		s.mu.Lock()
+		opts.Previous = s.prev
+		s.mu.Unlock()
+	}
+	res, err := Build(objs, base, opts)
 	if err != nil {
 		return nil, err
 	}
 	s.logSkipped(res.Skipped)
+	s.mu.Lock()
+	s.prev = res.Blueprint
+	s.mu.Unlock()
 	return res, nil
 }
 
@@ -66,6 +88,43 @@ func (s *Source) Fetch(ctx context.Context) (*flows.Blueprint, error) {
 		return nil, err
 	}
 	return res.Blueprint, nil
+}
+
+// readPorts reads the ports of every host that runs a VM, at most 16 hosts
+// at a time, each bounded by the client's request timeout. A host whose
+// OVSDB cannot be read gets its error (Build keeps earlier port names).
+func (s *Source) readPorts(ctx context.Context, o *Objects, base *Base) map[string]HostPorts {
+	busy := map[string]bool{}
+	for _, vm := range o.VMs {
+		busy[vm.HostID] = true
+	}
+	out := map[string]HostPorts{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for _, h := range o.Hosts {
+		ep := base.OVSDBEndpoint(h.Name)
+		if !busy[h.ID] || ep == "" {
+			continue
+		}
+		wg.Add(1)
+		go func(name, ep string) {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			hctx, cancel := context.WithTimeout(ctx, s.client.cfg.Timeout)
+			defer cancel()
+			ports, err := s.lister(hctx, ep)
+			if err != nil {
+				s.log.WithFields(logrus.Fields{"host": name, "ovsdb": ep}).WithError(err).Warn("cloudstack: cannot read the host's port names")
+			}
+			mu.Lock()
+			out[name] = HostPorts{ByMAC: ports, Err: err}
+			mu.Unlock()
+		}(h.Name, ep)
+	}
+	wg.Wait()
+	return out
 }
 
 func (s *Source) logSkipped(skips []Skip) {

@@ -16,7 +16,11 @@ import (
 func (b *builder) emit(bp *flows.Blueprint) []byte {
 	var w bytes.Buffer
 	fmt.Fprintf(&w, "# vpcflow blueprint built from CloudStack %s and the base file %s.\n", orDash(b.opts.Endpoint), orDash(b.base.Source))
-	fmt.Fprintf(&w, "# Ports are named by the template %q.\n", b.opts.PortTemplate.Root.String())
+	if b.opts.Ports != nil {
+		w.WriteString("# Ports are the hosts' cloudbr0 ports whose external_ids:attached-mac is the NIC's MAC (read from OVSDB).\n")
+	} else {
+		fmt.Fprintf(&w, "# Ports are named by the template %q.\n", b.opts.PortTemplate.Root.String())
+	}
 	if len(b.skipped) == 0 {
 		w.WriteString("# Skipped CloudStack objects: none.\n")
 	} else {

@@ -64,7 +64,7 @@ func runBlueprintExport(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log.SetOutput(stderr)
-	src, err := cs.source(log)
+	src, err := cs.source(log, nil)
 	if err != nil {
 		fmt.Fprintln(stderr, "vpcflow blueprint export:", err)
 		return 2

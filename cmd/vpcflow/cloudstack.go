@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"os"
@@ -10,12 +12,14 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/vpcflow/vpcflow/cloudstack"
+	"github.com/vpcflow/vpcflow/tunnel"
 )
 
 // csFlags are the flags of a CloudStack blueprint source, shared by
 // "controller --source cloudstack" and "blueprint export".
 type csFlags struct {
 	url, base, zone, portTemplate string
+	portNames                     string
 	apiKey, apiKeyFile            string
 	secretKey, secretKeyFile      string
 	timeout                       time.Duration
@@ -28,6 +32,7 @@ func addCloudStackFlags(fs *flag.FlagSet) *csFlags {
 	fs.StringVar(&f.base, "cloudstack-base", "", "--source cloudstack: the base file (version, management, controllers, trusted_peers, host_defaults, per-host overrides; see docs/cloudstack.md)")
 	fs.StringVar(&f.zone, "cloudstack-zone", "", "--source cloudstack: restrict every list call to this zone id")
 	fs.StringVar(&f.portTemplate, "port-template", cloudstack.DefaultPortTemplate, "--source cloudstack: Go template naming a NIC's port on cloudbr0 (fields .VM .InstanceName .VMID .NICID .DeviceID .MAC .MACHex .Router)")
+	fs.StringVar(&f.portNames, "port-names", "template", "--source cloudstack: template (--port-template) or ovsdb (read each host's cloudbr0 ports by external_ids:attached-mac from the host's ovsdb endpoint in the base file)")
 	fs.StringVar(&f.apiKeyFile, "api-key-file", "", "--source cloudstack: file holding the API key")
 	fs.StringVar(&f.secretKeyFile, "secret-key-file", "", "--source cloudstack: file holding the secret key (mode 0600)")
 	fs.StringVar(&f.apiKey, "api-key", "", "--source cloudstack: the API key (visible in ps: prefer --api-key-file or CLOUDSTACK_API_KEY)")
@@ -61,7 +66,7 @@ func credential(what, value, file, env string) (string, error) {
 }
 
 // source builds the CloudStack source from the flags.
-func (f *csFlags) source(log logrus.FieldLogger) (*cloudstack.Source, error) {
+func (f *csFlags) source(log logrus.FieldLogger, ovsdbTLS *tls.Config) (*cloudstack.Source, error) {
 	if f.base == "" {
 		return nil, fmt.Errorf("--cloudstack-base is required: the base file holds what CloudStack does not know (see docs/cloudstack.md)")
 	}
@@ -82,5 +87,20 @@ func (f *csFlags) source(log logrus.FieldLogger) (*cloudstack.Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	return cloudstack.NewSource(client, f.base, tpl, log), nil
+	src := cloudstack.NewSource(client, f.base, tpl, log)
+	switch f.portNames {
+	case "template":
+	case "ovsdb":
+		src.SetPortLister(func(ctx context.Context, endpoint string) (map[string]string, error) {
+			c, err := tunnel.DialTLS(ctx, endpoint, ovsdbTLS)
+			if err != nil {
+				return nil, err
+			}
+			defer c.Close()
+			return c.PortsByMAC(ctx, tunnel.DefaultBridge)
+		})
+	default:
+		return nil, fmt.Errorf("--port-names %q: want template or ovsdb", f.portNames)
+	}
+	return src, nil
 }

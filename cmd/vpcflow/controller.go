@@ -132,18 +132,6 @@ func runController(args []string) int {
 	}
 	opts := controller.Options{BlueprintPath: *bpPath, Listen: *listen, HTTP: *httpAddr,
 		DriftInterval: *drift, FullReconciles: *fullReconciles, Provision: *provision, DropLog: *dropLog, DropLogRate: uint32(*dropLogRate), Log: log}
-	if *source == "cloudstack" {
-		src, err := cs.source(log.WithField("component", "cloudstack"))
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "vpcflow controller:", err)
-			return 2
-		}
-		if *csInterval <= 0 {
-			fmt.Fprintln(os.Stderr, "vpcflow controller: --cloudstack-interval must be positive")
-			return 2
-		}
-		opts.Source, opts.SourceInterval = src, *csInterval
-	}
 	if *tlsCert != "" || *tlsKey != "" || *tlsCA != "" || strings.HasPrefix(*listen, "ssl:") {
 		if opts.TLS, err = pki.ServerConfig(*tlsCert, *tlsKey, *tlsCA); err != nil {
 			fmt.Fprintln(os.Stderr, "vpcflow controller:", err)
@@ -153,6 +141,18 @@ func runController(args []string) int {
 			fmt.Fprintln(os.Stderr, "vpcflow controller:", err)
 			return 2
 		}
+	}
+	if *source == "cloudstack" {
+		src, err := cs.source(log.WithField("component", "cloudstack"), opts.OVSDBTLS)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "vpcflow controller:", err)
+			return 2
+		}
+		if *csInterval <= 0 {
+			fmt.Fprintln(os.Stderr, "vpcflow controller: --cloudstack-interval must be positive")
+			return 2
+		}
+		opts.Source, opts.SourceInterval = src, *csInterval
 	}
 	c, err := controller.New(opts)
 	if err != nil {
