@@ -45,11 +45,7 @@ func (b *builder) emit(bp *flows.Blueprint) []byte {
 	}
 	fmt.Fprintf(&w, "trusted_peers: %s\n", qlist(bp.TrustedPeers))
 	fmt.Fprintf(&w, "controllers: %s\n", qlist(bp.Controllers))
-	if len(bp.Hosts) == 0 {
-		w.WriteString("hosts: []\n")
-	} else {
-		w.WriteString("hosts:\n")
-	}
+	listKey(&w, "", "hosts", len(bp.Hosts))
 	for i, h := range bp.Hosts {
 		fmt.Fprintf(&w, "  - name: %s%s\n", q(h.Name), b.note(fmt.Sprintf("hosts[%d]", i)))
 		fmt.Fprintf(&w, "    datapath_id: %s\n", q(h.DatapathID))
@@ -62,27 +58,15 @@ func (b *builder) emit(bp *flows.Blueprint) []byte {
 			fmt.Fprintf(&w, "    ovsdb: %s\n", q(h.OVSDB))
 		}
 	}
-	if len(bp.VPCs) == 0 {
-		w.WriteString("vpcs: []\n")
-	} else {
-		w.WriteString("vpcs:\n")
-	}
+	listKey(&w, "", "vpcs", len(bp.VPCs))
 	for i, v := range bp.VPCs {
 		fmt.Fprintf(&w, "  - name: %s%s\n", q(v.Name), b.note(fmt.Sprintf("vpcs[%d]", i)))
-		if len(v.Tiers) == 0 {
-			w.WriteString("    tiers: []\n")
-			continue
-		}
-		w.WriteString("    tiers:\n")
+		listKey(&w, "    ", "tiers", len(v.Tiers))
 		for j, t := range v.Tiers {
 			fmt.Fprintf(&w, "      - name: %s%s\n", q(t.Name), b.note(fmt.Sprintf("vpcs[%d].tiers[%d]", i, j)))
 			fmt.Fprintf(&w, "        vni: %d\n", t.VNI)
 			fmt.Fprintf(&w, "        cidr: %s\n", q(t.CIDR))
-			if len(t.VMs) == 0 {
-				w.WriteString("        vms: []\n")
-				continue
-			}
-			w.WriteString("        vms:\n")
+			listKey(&w, "        ", "vms", len(t.VMs))
 			for k, m := range t.VMs {
 				role := ""
 				if m.Role != "" {
@@ -94,6 +78,16 @@ func (b *builder) emit(bp *flows.Blueprint) []byte {
 		}
 	}
 	return w.Bytes()
+}
+
+// listKey writes a list's key: "key:" before its items, "key: []" when
+// it has none.
+func listKey(w *bytes.Buffer, indent, key string, n int) {
+	if n == 0 {
+		fmt.Fprintf(w, "%s%s: []\n", indent, key)
+		return
+	}
+	fmt.Fprintf(w, "%s%s:\n", indent, key)
 }
 
 func (b *builder) note(path string) string {

@@ -516,33 +516,31 @@ func (c *Controller) Addrs() (openflow, http net.Addr) {
 }
 
 func (c *Controller) watchFile(ctx context.Context) {
-	t := time.NewTicker(c.opts.ReloadPoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			c.mu.Lock()
-			changed := fileStamp(c.opts.BlueprintPath) != c.fileStamp
-			c.mu.Unlock()
-			if changed {
-				_ = c.Reload("file changed")
-			}
+	every(ctx, c.opts.ReloadPoll, func() {
+		c.mu.Lock()
+		changed := fileStamp(c.opts.BlueprintPath) != c.fileStamp
+		c.mu.Unlock()
+		if changed {
+			_ = c.Reload("file changed")
 		}
-	}
+	})
 }
 
 // pollSource fetches Options.Source every SourceInterval.
 func (c *Controller) pollSource(ctx context.Context) {
-	t := time.NewTicker(c.opts.SourceInterval)
+	every(ctx, c.opts.SourceInterval, func() { _ = c.Reload("poll") })
+}
+
+// every calls f every d until ctx is done.
+func every(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			_ = c.Reload("poll")
+			f()
 		}
 	}
 }
