@@ -2,7 +2,6 @@ package cloudstack
 
 import (
 	"context"
-	"strings"
 	"sync"
 	"text/template"
 
@@ -22,9 +21,9 @@ type Source struct {
 
 	lister PortLister // nil: ports from the template
 
-	mu       sync.Mutex
-	lastSkip string           // the skipped list last logged
-	prev     *flows.Blueprint // the last successful build (ports of unreadable hosts)
+	mu      sync.Mutex
+	skipped map[string]Skip  // the skipped objects last logged
+	prev    *flows.Blueprint // the last successful build (ports of unreadable hosts)
 }
 
 // PortLister reads one host's VM port names by guest MAC from its OVSDB
@@ -36,8 +35,8 @@ type PortLister func(ctx context.Context, endpoint string) (map[string]string, e
 // it before the first Fetch.
 func (s *Source) SetPortLister(l PortLister) { s.lister = l }
 
-// NewSource returns a source; log receives one line per skipped object
-// whenever the set of skipped objects changes (nil = the standard logger).
+// NewSource returns a source; log receives one line per newly skipped
+// object (nil = the standard logger).
 func NewSource(client *Client, basePath string, port *template.Template, log logrus.FieldLogger) *Source {
 	if log == nil {
 		log = logrus.StandardLogger()
@@ -127,21 +126,25 @@ func (s *Source) readPorts(ctx context.Context, o *Objects, base *Base) map[stri
 	return out
 }
 
+// logSkipped logs each object that is newly skipped (warn) and each that
+// no longer is (info), so a poll of an unchanged cloud logs nothing.
 func (s *Source) logSkipped(skips []Skip) {
-	lines := make([]string, len(skips))
-	for i, sk := range skips {
-		lines[i] = sk.String()
-	}
-	key := strings.Join(lines, "\n")
-	s.mu.Lock()
-	changed := key != s.lastSkip
-	s.lastSkip = key
-	s.mu.Unlock()
-	if !changed {
-		return
-	}
+	now := make(map[string]Skip, len(skips))
 	for _, sk := range skips {
-		s.log.WithFields(logrus.Fields{"object": sk.Object, "reason": sk.Reason}).Warn("cloudstack object not in the blueprint")
+		now[sk.String()] = sk
 	}
-	s.log.WithField("skipped", len(skips)).Info("cloudstack: skipped objects listed (logged again when the list changes)")
+	s.mu.Lock()
+	before := s.skipped
+	s.skipped = now
+	s.mu.Unlock()
+	for _, sk := range skips {
+		if _, ok := before[sk.String()]; !ok {
+			s.log.WithFields(logrus.Fields{"object": sk.Object, "reason": sk.Reason}).Warn("cloudstack object not in the blueprint")
+		}
+	}
+	for key, sk := range before {
+		if _, ok := now[key]; !ok {
+			s.log.WithFields(logrus.Fields{"object": sk.Object, "reason": sk.Reason}).Info("cloudstack object no longer skipped for this reason")
+		}
+	}
 }
