@@ -102,7 +102,8 @@ type PortFields struct {
 	InstanceName string // libvirt domain name, e.g. i-2-15-VM
 	VMID         string
 	NICID        string
-	DeviceID     int    // the NIC's position in the VM (0 = first)
+	DeviceID     int    // CloudStack's deviceid (0 = first NIC), -1 when the API did not report it
+	Tier         string // the blueprint tier name
 	MAC          string // 52:54:00:0a:01:01
 	MACHex       string // 5254000a0101
 	Router       bool
@@ -115,10 +116,10 @@ func ParsePortTemplate(s string) (*template.Template, error) {
 	}
 	t, err := template.New("port").Option("missingkey=error").Parse(s)
 	if err != nil {
-		return nil, fmt.Errorf("--port-template %q: %v (fields: .VM .InstanceName .VMID .NICID .DeviceID .MAC .MACHex .Router)", s, err)
+		return nil, fmt.Errorf("--port-template %q: %v (fields: .VM .InstanceName .VMID .NICID .DeviceID .Tier .MAC .MACHex .Router)", s, err)
 	}
 	if _, err := execPort(t, PortFields{MAC: "52:54:00:00:00:01", MACHex: "525400000001"}); err != nil {
-		return nil, fmt.Errorf("--port-template %q: %v (fields: .VM .InstanceName .VMID .NICID .DeviceID .MAC .MACHex .Router)", s, err)
+		return nil, fmt.Errorf("--port-template %q: %v (fields: .VM .InstanceName .VMID .NICID .DeviceID .Tier .MAC .MACHex .Router)", s, err)
 	}
 	return t, nil
 }
@@ -183,6 +184,9 @@ func Build(o *Objects, base *Base, opts BuildOptions) (*Result, error) {
 	}
 	b := &builder{o: o, base: base, opts: opts, prov: map[string]string{}}
 	bp := b.build()
+	if len(b.errs) > 0 {
+		return nil, errors.New(strings.Join(b.errs, "\n"))
+	}
 	data := b.emit(bp)
 	parsed, err := flows.Parse(SourceName, data)
 	if err != nil {
@@ -205,6 +209,8 @@ type builder struct {
 	prov map[string]string
 	// comments per path, written at the end of the object's line.
 	notes map[string]string
+	// errs are CloudStack answers that cannot be built from at all.
+	errs []string
 }
 
 func (b *builder) skip(object, format string, args ...any) {
@@ -461,6 +467,12 @@ func (b *builder) build() *flows.Blueprint {
 	}
 	for i := range b.o.VMs {
 		vm := &b.o.VMs[i]
+		if runningVMStates[vm.State] && vm.HostID == "" {
+			// ResponseView Full (root admin) carries hostid; without it
+			// every VM would be skipped and the policy would shrink.
+			b.errs = append(b.errs, fmt.Sprintf("cloudstack: %s is %s but CloudStack did not say on which host (no hostid): the API key must be a root admin's, whose answers carry hostid, hostname and instancename", vmObj(vm), vm.State))
+			continue
+		}
 		if !runningVMStates[vm.State] {
 			b.skip(vmObj(vm), "state %s: only Running (and Migrating) VMs have NICs on a host", vm.State)
 			continue
@@ -471,7 +483,7 @@ func (b *builder) build() *flows.Blueprint {
 		}
 		for j := range vm.NICs {
 			nic := &vm.NICs[j]
-			obj := fmt.Sprintf("%s nic %d", vmObj(vm), nic.DeviceID)
+			obj := vmObj(vm) + " " + nic.Label()
 			t, ok := tiers[nic.NetworkID]
 			switch {
 			case !ok && skippedNet[nic.NetworkID]:
@@ -487,9 +499,13 @@ func (b *builder) build() *flows.Blueprint {
 			if nic.IP6Address != "" {
 				b.skip(obj+" ip6address "+nic.IP6Address, "IPv6 is not represented: the NIC is kept with its IPv4 address")
 			}
+			// The default NIC carries the VM's name, any other NAME-TIER
+			// (CloudStack gives a VM at most one NIC per network; routers
+			// have no default tier NIC). deviceid is not used: the API
+			// often leaves it out of listVirtualMachines.
 			name := vm.Name
-			if nic.DeviceID != 0 {
-				name = fmt.Sprintf("%s-nic%d", vm.Name, nic.DeviceID)
+			if !nic.IsDefault {
+				name = vm.Name + "-" + bp.VPCs[t.vpc].Tiers[t.tier].Name
 			}
 			nics = append(nics, nicSrc{vm: vm, nic: nic, name: sanitize(name), tier: t})
 		}
@@ -498,12 +514,12 @@ func (b *builder) build() *flows.Blueprint {
 		if nics[i].name != nics[j].name {
 			return nics[i].name < nics[j].name
 		}
-		return nics[i].vm.ID+nics[i].nic.ID < nics[j].vm.ID+nics[j].nic.ID
+		return nics[i].nic.ID < nics[j].nic.ID
 	})
 	{
 		names, ids := make([]string, len(nics)), make([]string, len(nics))
 		for i, n := range nics {
-			names[i], ids[i] = n.name, n.vm.ID
+			names[i], ids[i] = n.name, n.nic.ID
 		}
 		for i, name := range unique(names, ids) {
 			nics[i].name = name
@@ -518,12 +534,12 @@ func (b *builder) build() *flows.Blueprint {
 			var why string
 			port, portNote, why = b.ovsdbPort(host, mac)
 			if why != "" {
-				b.skip(fmt.Sprintf("%s nic %d", vmObj(n.vm), n.nic.DeviceID), "%s", why)
+				b.skip(vmObj(n.vm)+" "+n.nic.Label(), "%s", why)
 				continue
 			}
 		} else {
 			port, err = execPort(b.opts.PortTemplate, PortFields{VM: n.vm.Name, InstanceName: n.vm.InstanceName, VMID: n.vm.ID,
-				NICID: n.nic.ID, DeviceID: int(n.nic.DeviceID), MAC: mac, MACHex: strings.ReplaceAll(mac, ":", ""), Router: n.vm.Router})
+				NICID: n.nic.ID, DeviceID: n.nic.Device(), Tier: bp.VPCs[n.tier.vpc].Tiers[n.tier.tier].Name, MAC: mac, MACHex: strings.ReplaceAll(mac, ":", ""), Router: n.vm.Router})
 			if err != nil {
 				port = "" // reported by validation as a missing port, attributed to the NIC
 			}
@@ -535,8 +551,12 @@ func (b *builder) build() *flows.Blueprint {
 		t := &bp.VPCs[n.tier.vpc].Tiers[n.tier.tier]
 		path := fmt.Sprintf("vpcs[%d].tiers[%d].vms[%d]", n.tier.vpc, n.tier.tier, len(t.VMs))
 		t.VMs = append(t.VMs, vm)
-		b.prov[path] = fmt.Sprintf("%s nic %d", vmObj(n.vm), n.nic.DeviceID)
-		note := fmt.Sprintf("cloudstack %s nic %d (nic id %s), state %s", strings.SplitN(vmObj(n.vm), " (", 2)[0], n.nic.DeviceID, n.nic.ID, n.vm.State)
+		b.prov[path] = vmObj(n.vm) + " " + n.nic.Label()
+		label := n.nic.Label()
+		if n.nic.DeviceID != nil {
+			label += " (nic id " + n.nic.ID + ")"
+		}
+		note := fmt.Sprintf("cloudstack %s %s, vm id %s, state %s", strings.SplitN(vmObj(n.vm), " (", 2)[0], label, n.vm.ID, n.vm.State)
 		if err != nil {
 			note += "; port template failed: " + err.Error()
 		}

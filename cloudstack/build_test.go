@@ -90,16 +90,16 @@ func TestBuildGolden(t *testing.T) {
 	for name, want := range map[string]flows.VM{
 		"blue/web/blue-web-1":      {Host: "kvm1", Port: "vm02000b01010b", IP: "10.10.1.11"},
 		"red/web/red-web-1":        {Host: "kvm1", Port: "vm02000e01010b", IP: "10.10.1.11"},
-		"blue/db/blue-multi-nic1":  {Host: "kvm1", Port: "vm02000b01020d", IP: "10.10.2.13"},
+		"blue/db/blue-multi-db":    {Host: "kvm1", Port: "vm02000b01020d", IP: "10.10.2.13"},
 		"blue/db/blue-db-1":        {Host: "kvm3", Port: "vm02000b01020b", IP: "10.10.2.11"}, // Migrating: still on its source host
-		"blue/web/r-20-VM-nic2":    {Host: "kvm3", Port: "vm02000b010101", IP: "10.10.1.1", Role: "router"},
-		"red/app/r-21-VM-nic3":     {Host: "kvm2", Port: "vm02000e010201", IP: "10.20.2.1", Role: "router"},
+		"blue/web/r-20-VM-web":     {Host: "kvm3", Port: "vm02000b010101", IP: "10.10.1.1", Role: "router"},
+		"red/app/r-21-VM-app":      {Host: "kvm2", Port: "vm02000e010201", IP: "10.20.2.1", Role: "router"},
 		"red/app/red-app-1":        {Host: "kvm2", Port: "vm02000e01020b", IP: "10.20.2.11"},
 		"blue/web/blue-multi":      {Host: "kvm1", Port: "vm02000b01010d", IP: "10.10.1.13"},
 		"red/web/red-web-2":        {Host: "kvm3", Port: "vm02000e01010c", IP: "10.10.1.12"},
 		"blue/web/blue-web-2":      {Host: "kvm2", Port: "vm02000b01010c", IP: "10.10.1.12"},
-		"red/web/r-21-VM-nic2":     {Host: "kvm2", Port: "vm02000e010101", IP: "10.10.1.1", Role: "router"},
-		"blue/db/r-20-VM-nic3":     {Host: "kvm3", Port: "vm02000b010201", IP: "10.10.2.1", Role: "router"},
+		"red/web/r-21-VM-web":      {Host: "kvm2", Port: "vm02000e010101", IP: "10.10.1.1", Role: "router"},
+		"blue/db/r-20-VM-db":       {Host: "kvm3", Port: "vm02000b010201", IP: "10.10.2.1", Role: "router"},
 		"red/app/vm-not-expected":  {},
 		"blue/web/vm-not-expected": {},
 	} {
@@ -123,13 +123,13 @@ func TestBuildGolden(t *testing.T) {
 		skipped[s.Object] = s.Reason
 	}
 	for obj, reason := range map[string]string{
-		`host "kvm4" (id d1b2c3d4-0000-4000-8000-000000000004)`:                                   "state Down",
-		`network "legacy" (id 1e710000-0000-4000-8000-000000000006)`:                              "not a VPC tier",
-		`network "staging" (id 1e710000-0000-4000-8000-000000000005)`:                             "no broadcasturi yet",
-		`vm "red-old" (id 0f000000-0000-4000-8000-000000000008)`:                                  "state Stopped",
-		`vm "legacy-1" (id 0f000000-0000-4000-8000-000000000009) nic 0`:                           "is not represented",
-		`router "r-20-VM" (id 0f000000-0000-4000-8000-000000000020) nic 1`:                        "not a VPC tier in listNetworks",
-		`vm "red-app-1" (id 0f000000-0000-4000-8000-000000000007) nic 0 ip6address fd00:20:2::11`: "IPv6 is not represented",
+		`host "kvm4" (id d1b2c3d4-0000-4000-8000-000000000004)`:                                                                      "state Down",
+		`network "legacy" (id 1e710000-0000-4000-8000-000000000006)`:                                                                 "not a VPC tier",
+		`network "staging" (id 1e710000-0000-4000-8000-000000000005)`:                                                                "no broadcasturi yet",
+		`vm "red-old" (id 0f000000-0000-4000-8000-000000000008)`:                                                                     "state Stopped",
+		`vm "legacy-1" (id 0f000000-0000-4000-8000-000000000009) nic 41c00000-0000-4000-8000-000000000010`:                           "is not represented",
+		`router "r-20-VM" (id 0f000000-0000-4000-8000-000000000020) nic 1`:                                                           "not a VPC tier in listNetworks",
+		`vm "red-app-1" (id 0f000000-0000-4000-8000-000000000007) nic 41c00000-0000-4000-8000-000000000008 ip6address fd00:20:2::11`: "IPv6 is not represented",
 		`base file host "kvm9"`: "overrides are unused",
 	} {
 		if !strings.Contains(skipped[obj], reason) {
@@ -169,13 +169,28 @@ func TestBuildErrorsNameTheObject(t *testing.T) {
 		t.Fatalf("Build error %v, want a *flows.ValidationError", err)
 	}
 	for _, want := range []string{
-		`cloudstack: vm "blue-web-2" (id 0f000000-0000-4000-8000-000000000002) nic 0 (vpcs[0].tiers[1].vms[2].ip): ip 10.10.1.11 is already used by`,
-		`cloudstack: vm "red-web-2" (id 0f000000-0000-4000-8000-000000000006) nic 0 (vpcs[1].tiers[1].vms[2].mac): mac 02:00:0b:01:01:0b is already used by`,
+		`cloudstack: vm "blue-web-2" (id 0f000000-0000-4000-8000-000000000002) nic 41c00000-0000-4000-8000-000000000002 (vpcs[0].tiers[1].vms[2].ip): ip 10.10.1.11 is already used by`,
+		`cloudstack: vm "red-web-2" (id 0f000000-0000-4000-8000-000000000006) nic 41c00000-0000-4000-8000-000000000007 (vpcs[1].tiers[1].vms[2].mac): mac 02:00:0b:01:01:0b is already used by`,
 		`cloudstack: network "app" (id 1e710000-0000-4000-8000-000000000004) of vpc "red" (id 0ed00000-0000-4000-8000-000000000002) (vpcs[1].tiers[0].cidr): tier cidr 10.20.2.0/24 overlaps management cidr 10.20.0.0/16`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("errors\n%s\ndo not contain\n%s", err, want)
 		}
+	}
+}
+
+// A Running VM without hostid (a key that is not a root admin's gets no
+// hostid) fails the build instead of skipping every VM.
+func TestBuildNoHostID(t *testing.T) {
+	o, _ := fetchFixture(t)
+	for i := range o.VMs {
+		if o.VMs[i].Name == "blue-web-1" {
+			o.VMs[i].HostID = ""
+		}
+	}
+	_, err := Build(o, loadTestBase(t), BuildOptions{})
+	if err == nil || !strings.Contains(err.Error(), `vm "blue-web-1" (id 0f000000-0000-4000-8000-000000000001) is Running but CloudStack did not say on which host (no hostid): the API key must be a root admin's`) {
+		t.Fatalf("Build: %v", err)
 	}
 }
 
@@ -195,7 +210,7 @@ func TestParseBaseErrors(t *testing.T) {
 
 func TestPortTemplate(t *testing.T) {
 	o, _ := fetchFixture(t)
-	tpl, err := ParsePortTemplate("{{.InstanceName}}-{{.DeviceID}}")
+	tpl, err := ParsePortTemplate("{{.InstanceName}}-{{.Tier}}")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +218,7 @@ func TestPortTemplate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(res.YAML), `{name: "blue-multi-nic1", host: "kvm1", port: "i-2-104-VM-1"`) {
+	if !strings.Contains(string(res.YAML), `{name: "blue-multi-db", host: "kvm1", port: "i-2-104-VM-db"`) {
 		t.Errorf("template not applied:\n%s", res.YAML)
 	}
 	if _, err := ParsePortTemplate("{{.Nope}}"); err == nil || !strings.Contains(err.Error(), "fields: .VM") {

@@ -72,7 +72,7 @@ func TestFetchPages(t *testing.T) {
 			multi = &o.VMs[i]
 		}
 	}
-	if multi == nil || len(multi.NICs) != 2 || multi.NICs[1].DeviceID != 1 || multi.NICs[1].MACAddress != "02:00:0b:01:02:0d" {
+	if multi == nil || len(multi.NICs) != 2 || multi.NICs[1].DeviceID != nil || multi.NICs[1].MACAddress != "02:00:0b:01:02:0d" {
 		t.Fatalf("blue-multi decoded as %+v", multi)
 	}
 }

@@ -59,13 +59,13 @@ func TestSourceOVSDBPorts(t *testing.T) {
 		}
 		return ""
 	}
-	for vm, want := range map[string]string{"blue-web-1": "kvm1/vnet0", "blue-multi-nic1": "kvm1/vnet2", "blue-web-2": "kvm2/vnet5",
-		"r-21-VM-nic3": "kvm2/vnet8", "blue-db-1": "kvm3/vnet0", "red-web-2": "", "r-20-VM-nic2": ""} {
+	for vm, want := range map[string]string{"blue-web-1": "kvm1/vnet0", "blue-multi-db": "kvm1/vnet2", "blue-web-2": "kvm2/vnet5",
+		"r-21-VM-app": "kvm2/vnet8", "blue-db-1": "kvm3/vnet0", "red-web-2": "", "r-20-VM-web": ""} {
 		if got := port(res.Blueprint, vm); got != want {
 			t.Errorf("%s: port %q, want %q", vm, got, want)
 		}
 	}
-	if !strings.Contains(string(res.YAML), `#   vm "red-web-2" (id 0f000000-0000-4000-8000-000000000006) nic 0: no port of cloudbr0 on kvm3 has external_ids:attached-mac=02:00:0e:01:01:0c`) {
+	if !strings.Contains(string(res.YAML), `#   vm "red-web-2" (id 0f000000-0000-4000-8000-000000000006) nic 41c00000-0000-4000-8000-000000000007: no port of cloudbr0 on kvm3 has external_ids:attached-mac=02:00:0e:01:01:0c`) {
 		t.Errorf("skip not listed:\n%s", res.YAML)
 	}
 	if calls["tcp:192.0.2.11:6640"] != 1 || len(calls) != 3 {

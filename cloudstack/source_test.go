@@ -136,7 +136,7 @@ func TestControllerKeepsLastGoodPolicy(t *testing.T) {
 		o["nic"].([]any)[0].(map[string]any)["macaddress"] = "02:00:0b:01:01:01" // blue's router NIC in web
 	})
 	st = waitStatus("invalid rejected", func(s controller.Status) bool { return s.LastReloadError != "" })
-	if !strings.Contains(st.LastReloadError, `cloudstack: vm "red-web-1" (id 0f000000-0000-4000-8000-000000000005) nic 0`) || st.BlueprintHash != good {
+	if !strings.Contains(st.LastReloadError, `cloudstack: vm "red-web-1" (id 0f000000-0000-4000-8000-000000000005) nic 41c00000-0000-4000-8000-000000000006`) || st.BlueprintHash != good {
 		t.Errorf("invalid blueprint: error %q, hash changed %v", st.LastReloadError, st.BlueprintHash != good)
 	}
 

@@ -46,15 +46,15 @@ type Network struct {
 
 // NIC is one NIC of a VM or router.
 type NIC struct {
-	ID          string  `json:"id"`
-	NetworkID   string  `json:"networkid"`
-	NetworkName string  `json:"networkname"`
-	MACAddress  string  `json:"macaddress"`
-	IPAddress   string  `json:"ipaddress"`
-	IP6Address  string  `json:"ip6address"`
-	IsDefault   bool    `json:"isdefault"`
-	DeviceID    flexNum `json:"deviceid"`
-	TrafficType string  `json:"traffictype"`
+	ID          string   `json:"id"`
+	NetworkID   string   `json:"networkid"`
+	NetworkName string   `json:"networkname"`
+	MACAddress  string   `json:"macaddress"`
+	IPAddress   string   `json:"ipaddress"`
+	IP6Address  string   `json:"ip6address"`
+	IsDefault   bool     `json:"isdefault"`
+	DeviceID    *flexNum `json:"deviceid"` // nil when not reported (listVirtualMachines often omits it)
+	TrafficType string   `json:"traffictype"`
 }
 
 // VM is one virtual machine (listVirtualMachines) or virtual router
@@ -70,6 +70,23 @@ type VM struct {
 	NICs         []NIC  `json:"nic"`
 	// Router is true for objects of listRouters (the VPC's virtual router).
 	Router bool `json:"-"`
+}
+
+// Label names the NIC in messages: "nic N" by its deviceid, or "nic
+// <nic id>" when CloudStack did not report one.
+func (n *NIC) Label() string {
+	if n.DeviceID != nil {
+		return fmt.Sprintf("nic %d", *n.DeviceID)
+	}
+	return "nic " + n.ID
+}
+
+// Device is the deviceid, or -1 when CloudStack did not report one.
+func (n *NIC) Device() int {
+	if n.DeviceID == nil {
+		return -1
+	}
+	return int(*n.DeviceID)
 }
 
 // flexNum is a number CloudStack sends as a JSON number or a string.

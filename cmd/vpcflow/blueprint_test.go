@@ -82,7 +82,7 @@ func TestBlueprintExport(t *testing.T) {
 	srv.Edit("listVirtualMachines", "0f000000-0000-4000-8000-000000000002", func(o map[string]any) {
 		o["nic"].([]any)[0].(map[string]any)["ipaddress"] = "10.10.1.11"
 	})
-	if code, _, stderr := run(); code != 1 || !strings.Contains(stderr, `cloudstack: vm "blue-web-2" (id 0f000000-0000-4000-8000-000000000002) nic 0`) {
+	if code, _, stderr := run(); code != 1 || !strings.Contains(stderr, `cloudstack: vm "blue-web-2" (id 0f000000-0000-4000-8000-000000000002) nic 41c00000-0000-4000-8000-000000000002`) {
 		t.Errorf("invalid: exit %d, %s", code, stderr)
 	}
 

@@ -31,7 +31,7 @@ func addCloudStackFlags(fs *flag.FlagSet) *csFlags {
 	fs.StringVar(&f.url, "cloudstack-url", "", "--source cloudstack: the API endpoint, e.g. https://cloud.example.com/client/api")
 	fs.StringVar(&f.base, "cloudstack-base", "", "--source cloudstack: the base file (version, management, controllers, trusted_peers, host_defaults, per-host overrides; see docs/cloudstack.md)")
 	fs.StringVar(&f.zone, "cloudstack-zone", "", "--source cloudstack: restrict every list call to this zone id")
-	fs.StringVar(&f.portTemplate, "port-template", cloudstack.DefaultPortTemplate, "--source cloudstack: Go template naming a NIC's port on cloudbr0 (fields .VM .InstanceName .VMID .NICID .DeviceID .MAC .MACHex .Router)")
+	fs.StringVar(&f.portTemplate, "port-template", cloudstack.DefaultPortTemplate, "--source cloudstack: Go template naming a NIC's port on cloudbr0 (fields .VM .InstanceName .VMID .NICID .DeviceID .Tier .MAC .MACHex .Router)")
 	fs.StringVar(&f.portNames, "port-names", "template", "--source cloudstack: template (--port-template) or ovsdb (read each host's cloudbr0 ports by external_ids:attached-mac from the host's ovsdb endpoint in the base file)")
 	fs.StringVar(&f.apiKeyFile, "api-key-file", "", "--source cloudstack: file holding the API key")
 	fs.StringVar(&f.secretKeyFile, "secret-key-file", "", "--source cloudstack: file holding the secret key (mode 0600)")
