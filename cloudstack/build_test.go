@@ -98,6 +98,7 @@ func TestBuildGolden(t *testing.T) {
 		"blue/web/blue-multi":      {Host: "kvm1", Port: "vm02000b01010d", IP: "10.10.1.13"},
 		"red/web/red-web-2":        {Host: "kvm3", Port: "vm02000e01010c", IP: "10.10.1.12"},
 		"blue/web/blue-web-2":      {Host: "kvm2", Port: "vm02000b01010c", IP: "10.10.1.12"},
+		"ops/mon/ops-mon-1":        {Host: "kvm3", Port: "vm02003001010b", IP: "10.30.1.11"}, // a project's VM (projectid=-1)
 		"red/web/r-21-VM-web":      {Host: "kvm2", Port: "vm02000e010101", IP: "10.10.1.1", Role: "router"},
 		"blue/db/r-20-VM-db":       {Host: "kvm3", Port: "vm02000b010201", IP: "10.10.2.1", Role: "router"},
 		"red/app/vm-not-expected":  {},
@@ -114,8 +115,8 @@ func TestBuildGolden(t *testing.T) {
 			t.Errorf("%s = %+v (present %v), want %+v", name, got, ok, want)
 		}
 	}
-	if len(vms) != 12 {
-		t.Errorf("%d VM NICs, want 12: %v", len(vms), vms)
+	if len(vms) != 13 {
+		t.Errorf("%d VM NICs, want 13: %v", len(vms), vms)
 	}
 	// Every object left out is listed with its reason.
 	skipped := map[string]string{}
@@ -170,8 +171,8 @@ func TestBuildErrorsNameTheObject(t *testing.T) {
 	}
 	for _, want := range []string{
 		`cloudstack: vm "blue-web-2" (id 0f000000-0000-4000-8000-000000000002) nic 41c00000-0000-4000-8000-000000000002 (vpcs[0].tiers[1].vms[2].ip): ip 10.10.1.11 is already used by`,
-		`cloudstack: vm "red-web-2" (id 0f000000-0000-4000-8000-000000000006) nic 41c00000-0000-4000-8000-000000000007 (vpcs[1].tiers[1].vms[2].mac): mac 02:00:0b:01:01:0b is already used by`,
-		`cloudstack: network "app" (id 1e710000-0000-4000-8000-000000000004) of vpc "red" (id 0ed00000-0000-4000-8000-000000000002) (vpcs[1].tiers[0].cidr): tier cidr 10.20.2.0/24 overlaps management cidr 10.20.0.0/16`,
+		`cloudstack: vm "red-web-2" (id 0f000000-0000-4000-8000-000000000006) nic 41c00000-0000-4000-8000-000000000007 (vpcs[2].tiers[1].vms[2].mac): mac 02:00:0b:01:01:0b is already used by`,
+		`cloudstack: network "app" (id 1e710000-0000-4000-8000-000000000004) of vpc "red" (id 0ed00000-0000-4000-8000-000000000002) (vpcs[2].tiers[0].cidr): tier cidr 10.20.2.0/24 overlaps management cidr 10.20.0.0/16`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("errors\n%s\ndo not contain\n%s", err, want)

@@ -58,13 +58,16 @@ func TestFetchPages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(o.Hosts) != 4 || len(o.VPCs) != 2 || len(o.Networks) != 6 || len(o.VMs) != 11 {
-		t.Fatalf("got %d hosts, %d VPCs, %d networks, %d VMs+routers; want 4, 2, 6, 11", len(o.Hosts), len(o.VPCs), len(o.Networks), len(o.VMs))
+	// Accounts' objects plus every project's (projectid=-1): one project
+	// VPC, tier and VM.
+	if len(o.Hosts) != 4 || len(o.VPCs) != 3 || len(o.Networks) != 7 || len(o.VMs) != 12 {
+		t.Fatalf("got %d hosts, %d VPCs, %d networks, %d VMs+routers; want 4, 3, 7, 12", len(o.Hosts), len(o.VPCs), len(o.Networks), len(o.VMs))
 	}
-	// 9 VMs at pagesize 3: exactly 3 pages (it stops at count, no 4th).
+	// 9 VMs at pagesize 3: exactly 3 pages (it stops at count, no 4th),
+	// plus one page of project VMs; an empty project answer is one page.
 	req := srv.Requests()
-	if req["listVirtualMachines"] != 3 || req["listHosts"] != 2 || req["listRouters"] != 1 {
-		t.Fatalf("requests per command %v: want listVirtualMachines 3, listHosts 2, listRouters 1", req)
+	if req["listVirtualMachines"] != 4 || req["listHosts"] != 2 || req["listRouters"] != 2 {
+		t.Fatalf("requests per command %v: want listVirtualMachines 4, listHosts 2, listRouters 2", req)
 	}
 	var multi *VM
 	for i := range o.VMs {

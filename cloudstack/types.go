@@ -114,6 +114,34 @@ type Objects struct {
 	VMs      []VM // guests, then routers
 }
 
+// listAll lists the accounts' objects (listall=true) and then every
+// project's (projectid=-1): CloudStack leaves project-owned objects out of
+// listall=true. An object in both answers is kept once.
+func listAll[T any](ctx context.Context, c *Client, command, item string, params map[string]string, idOf func(*T) string) ([]T, error) {
+	out, err := list(ctx, c, command, item, params, idOf)
+	if err != nil {
+		return nil, err
+	}
+	p := map[string]string{"projectid": "-1"}
+	for k, v := range params {
+		p[k] = v
+	}
+	proj, err := list(ctx, c, command, item, p, idOf)
+	if err != nil {
+		return nil, fmt.Errorf("%w (listing every project's objects, projectid=-1)", err)
+	}
+	seen := make(map[string]bool, len(out))
+	for i := range out {
+		seen[idOf(&out[i])] = true
+	}
+	for i := range proj {
+		if !seen[idOf(&proj[i])] {
+			out = append(out, proj[i])
+		}
+	}
+	return out, nil
+}
+
 // Fetch reads hosts, VPCs, networks, VMs and routers, every page of each.
 // Any error (HTTP, CloudStack error, partial list, timeout) fails the whole
 // fetch: a partial view of the cloud is never returned.
@@ -124,17 +152,17 @@ func (c *Client) Fetch(ctx context.Context) (*Objects, error) {
 		return nil, err
 	}
 	all := map[string]string{"listall": "true"}
-	if o.VPCs, err = list(ctx, c, "listVPCs", "vpc", all, func(v *VPC) string { return v.ID }); err != nil {
+	if o.VPCs, err = listAll(ctx, c, "listVPCs", "vpc", all, func(v *VPC) string { return v.ID }); err != nil {
 		return nil, err
 	}
-	if o.Networks, err = list(ctx, c, "listNetworks", "network", all, func(n *Network) string { return n.ID }); err != nil {
+	if o.Networks, err = listAll(ctx, c, "listNetworks", "network", all, func(n *Network) string { return n.ID }); err != nil {
 		return nil, err
 	}
-	vms, err := list(ctx, c, "listVirtualMachines", "virtualmachine", map[string]string{"listall": "true", "details": "nics"}, func(v *VM) string { return v.ID })
+	vms, err := listAll(ctx, c, "listVirtualMachines", "virtualmachine", map[string]string{"listall": "true", "details": "nics"}, func(v *VM) string { return v.ID })
 	if err != nil {
 		return nil, err
 	}
-	routers, err := list(ctx, c, "listRouters", "router", all, func(v *VM) string { return v.ID })
+	routers, err := listAll(ctx, c, "listRouters", "router", all, func(v *VM) string { return v.ID })
 	if err != nil {
 		return nil, err
 	}

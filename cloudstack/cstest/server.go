@@ -64,6 +64,8 @@ type Server struct {
 
 // New serves the fixtures <dir>/<command>.json, each holding one
 // CloudStack list answer ({"listhostsresponse": {"count": N, "host": [...]}}).
+// A request with projectid=-1 (every project's objects) is answered from
+// <dir>/<command>.projects.json, or with an empty list.
 func New(t testing.TB, dir, apiKey, secret string) *Server {
 	s := &Server{t: t, apiKey: apiKey, secret: secret, lists: map[string]*list{}, requests: map[string]int{}, release: make(chan struct{})}
 	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
@@ -210,6 +212,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.signatures = append(s.signatures, q.Get("signature"))
 	fault := s.fault
 	l := s.lists[strings.ToLower(command)]
+	if q.Get("projectid") == "-1" && l != nil {
+		l = s.lists[strings.ToLower(command)+".projects"]
+		if l == nil {
+			l = &list{key: key}
+		}
+	}
 	s.mu.Unlock()
 	if q.Get("apiKey") != s.apiKey || q.Get("signature") != s.expectedSignature(q) || q.Get("response") != "json" {
 		apiErr(401, 401, "unable to verify user credentials and/or request signature")
