@@ -473,6 +473,10 @@ func (b *builder) build() *flows.Blueprint {
 			b.errs = append(b.errs, fmt.Sprintf("cloudstack: %s is %s but CloudStack did not say on which host (no hostid): the API key must be a root admin's, whose answers carry hostid, hostname and instancename", vmObj(vm), vm.State))
 			continue
 		}
+		if vm.Router && vm.IsRedundantRouter && vm.RedundantState != "PRIMARY" && vm.RedundantState != "MASTER" {
+			b.skip(vmObj(vm), "redundant router in state %s: a tier has one router NIC, the PRIMARY's (after a failover the next fetch moves it)", orDash(vm.RedundantState))
+			continue
+		}
 		if !runningVMStates[vm.State] {
 			b.skip(vmObj(vm), "state %s: only Running (and Migrating) VMs have NICs on a host", vm.State)
 			continue

@@ -126,8 +126,9 @@ func (s *Source) readPorts(ctx context.Context, o *Objects, base *Base) map[stri
 	return out
 }
 
-// logSkipped logs each object that is newly skipped (warn) and each that
-// no longer is (info), so a poll of an unchanged cloud logs nothing.
+// logSkipped logs each object that is newly skipped and each that no
+// longer is (info: stopped VMs and non-VPC networks are normal), so a poll
+// of an unchanged cloud logs nothing.
 func (s *Source) logSkipped(skips []Skip) {
 	now := make(map[string]Skip, len(skips))
 	for _, sk := range skips {
@@ -139,7 +140,7 @@ func (s *Source) logSkipped(skips []Skip) {
 	s.mu.Unlock()
 	for _, sk := range skips {
 		if _, ok := before[sk.String()]; !ok {
-			s.log.WithFields(logrus.Fields{"object": sk.Object, "reason": sk.Reason}).Warn("cloudstack object not in the blueprint")
+			s.log.WithFields(logrus.Fields{"object": sk.Object, "reason": sk.Reason}).Info("cloudstack object not in the blueprint")
 		}
 	}
 	for key, sk := range before {

@@ -70,6 +70,10 @@ type VM struct {
 	NICs         []NIC  `json:"nic"`
 	// Router is true for objects of listRouters (the VPC's virtual router).
 	Router bool `json:"-"`
+	// Redundant VPC routers come in pairs; RedundantState is PRIMARY
+	// (MASTER before 4.16), BACKUP, FAULT or UNKNOWN.
+	IsRedundantRouter bool   `json:"isredundantrouter"`
+	RedundantState    string `json:"redundantstate"`
 }
 
 // Label names the NIC in messages: "nic N" by its deviceid, or "nic

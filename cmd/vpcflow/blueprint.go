@@ -41,7 +41,7 @@ func runBlueprintExport(args []string, stdout, stderr io.Writer) int {
 	out := fs.String("o", "", "write the YAML to this file (default: stdout)")
 	timeout := fs.Duration("timeout", 5*time.Minute, "bound of the whole fetch")
 	logFormat := fs.String("log-format", "text", "text or json")
-	logLevel := fs.String("log-level", "warn", "debug, info, warn, error (skipped objects are logged at warn)")
+	logLevel := fs.String("log-level", "warn", "debug, info, warn, error (skipped objects are logged at info; they are also listed in the YAML)")
 	cs := addCloudStackFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: vpcflow blueprint export --source cloudstack --cloudstack-url URL --cloudstack-base FILE [keys] [-o FILE]\n\nBuild the blueprint from CloudStack, validate it like a file, and write it as YAML for review.\nKeys: --api-key-file/--secret-key-file, CLOUDSTACK_API_KEY/CLOUDSTACK_SECRET_KEY, or --api-key/--secret-key.")
