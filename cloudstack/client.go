@@ -321,10 +321,11 @@ func redactErr(err error) error {
 	return err
 }
 
-// list fetches every page of a list command into out (a pointer to a slice),
-// where CloudStack names the array field item ("host", "vpc", ...). It
-// stops when it has collected CloudStack's count; a page that ends the
-// list early, or more objects than counted, is a *PartialError.
+// list fetches every page of a list command, where CloudStack names the
+// array field item ("host", "vpc", ...). It stops when it has collected
+// CloudStack's count; an empty page before that, more objects than
+// counted, a count that changes or an object listed twice is a
+// *PartialError.
 func list[T any](ctx context.Context, c *Client, command, item string, params map[string]string, idOf func(*T) string) ([]T, error) {
 	var all []T
 	seen := map[string]bool{}
@@ -382,8 +383,8 @@ func list[T any](ctx context.Context, c *Client, command, item string, params ma
 		if len(all) == count {
 			return all, nil
 		}
-		if len(items) < c.cfg.PageSize {
-			return nil, &PartialError{Command: command, Got: len(all), Want: count, Detail: fmt.Sprintf("page %d is short (%d of %d)", page, len(items), c.cfg.PageSize)}
-		}
+		// A page shorter than pagesize is not an error by itself: the
+		// server caps pagesize (default.page.size). The next page holds
+		// the rest, or is empty and ends the list short of count.
 	}
 }

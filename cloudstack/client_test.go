@@ -80,6 +80,23 @@ func TestFetchPages(t *testing.T) {
 	}
 }
 
+// A server that caps the page size (default.page.size) answers shorter
+// pages than asked for: not an error, the next page holds the rest.
+func TestFetchCappedPageSize(t *testing.T) {
+	srv := cstest.New(t, "testdata/cloud", testAPIKey, testSecret)
+	srv.SetMaxPageSize(2)
+	o, err := newTestClient(t, srv, nil).Fetch(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.VMs) != 13 {
+		t.Fatalf("%d VMs+routers, want 13", len(o.VMs))
+	}
+	if n := srv.Requests()["listVirtualMachines"]; n != 6 {
+		t.Fatalf("listVirtualMachines requests %d: want 5 pages of 2 + 1 project page", n)
+	}
+}
+
 func TestFetchErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name    string

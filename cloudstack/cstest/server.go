@@ -60,6 +60,15 @@ type Server struct {
 	requests   map[string]int
 	signatures []string
 	release    chan struct{}
+	maxPage    int
+}
+
+// SetMaxPageSize caps the page size like the management server's
+// default.page.size (0 = no cap).
+func (s *Server) SetMaxPageSize(n int) {
+	s.mu.Lock()
+	s.maxPage = n
+	s.mu.Unlock()
 }
 
 // New serves the fixtures <dir>/<command>.json, each holding one
@@ -253,6 +262,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	items := append([]json.RawMessage(nil), l.items...)
+	if s.maxPage > 0 && size > s.maxPage {
+		size = s.maxPage
+	}
 	s.mu.Unlock()
 	count := len(items)
 	lo, hi := (page-1)*size, page*size
