@@ -25,7 +25,17 @@ import (
 // Options configure a Controller. Zero values take the documented defaults.
 type Options struct {
 	// BlueprintPath is the blueprint file; it must be valid at start.
+	// Ignored when Source is set.
 	BlueprintPath string
+	// Source, when set, produces the blueprint instead of the file (e.g.
+	// the CloudStack API, package cloudstack): it is fetched at start (it
+	// must succeed), every SourceInterval, on SIGHUP and on POST /reload.
+	// A failed fetch or an invalid result keeps the last good policy.
+	Source Source
+	// SourceInterval is how often Source is fetched (default 60s).
+	SourceInterval time.Duration
+	// SourceTimeout bounds one fetch of Source (default 5m).
+	SourceTimeout time.Duration
 	// Listen is the OpenFlow listen address, tcp:HOST:PORT (default
 	// tcp:127.0.0.1:6653: set the management address in production).
 	Listen string
@@ -92,6 +102,12 @@ func (o *Options) defaults() {
 	}
 	if o.ReloadPoll == 0 {
 		o.ReloadPoll = time.Second
+	}
+	if o.SourceInterval == 0 {
+		o.SourceInterval = 60 * time.Second
+	}
+	if o.SourceTimeout == 0 {
+		o.SourceTimeout = 5 * time.Minute
 	}
 	if o.DriftInterval == 0 {
 		o.DriftInterval = 30 * time.Second
@@ -190,6 +206,19 @@ func (p *policy) plan(host string) (*flows.Compiled, error) {
 	return c, nil
 }
 
+// Source produces blueprints from something other than a file. The
+// controller calls Fetch from one goroutine at a time (reloads are
+// serialised).
+type Source interface {
+	// Name describes the source for logs and GET /status ("blueprint");
+	// it must not contain credentials.
+	Name() string
+	// Fetch returns a validated blueprint (as flows.Parse returns it), or
+	// an error. It must never return a blueprint built from a partial
+	// view: any fetch problem is an error.
+	Fetch(ctx context.Context) (*flows.Blueprint, error)
+}
+
 // Controller is the running controller.
 type Controller struct {
 	opts Options
@@ -219,6 +248,16 @@ func New(opts Options) (*Controller, error) {
 	c := &Controller{opts: opts, log: opts.Log, bridges: map[uint64]*bridge{}, knownHosts: map[uint64]flows.Host{},
 		fullSem: make(chan struct{}, opts.FullReconciles)}
 	c.metrics = newMetrics(c)
+	if opts.Source != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), opts.SourceTimeout)
+		defer cancel()
+		bp, err := opts.Source.Fetch(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.setPolicy(bp)
+		return c, nil
+	}
 	bp, err := flows.Load(opts.BlueprintPath)
 	if err != nil {
 		return nil, err
@@ -226,6 +265,14 @@ func New(opts Options) (*Controller, error) {
 	c.setPolicy(bp)
 	c.fileStamp = fileStamp(opts.BlueprintPath)
 	return c, nil
+}
+
+// sourceName is the blueprint's origin for logs and /status.
+func (c *Controller) sourceName() string {
+	if c.opts.Source != nil {
+		return c.opts.Source.Name()
+	}
+	return c.opts.BlueprintPath
 }
 
 func (c *Controller) setPolicy(bp *flows.Blueprint) {
@@ -249,14 +296,23 @@ func fileStamp(path string) string {
 	return fmt.Sprintf("%d/%d", st.ModTime().UnixNano(), st.Size())
 }
 
-// Reload re-reads the blueprint. An invalid blueprint (or an older revision,
-// or the same revision with other content) is rejected: its errors are logged
-// and returned, and the last good policy stays in force.
+// Reload re-reads the blueprint (the file, or a fetch of Options.Source).
+// An invalid blueprint (or an older revision, or the same revision with
+// other content), and with a Source any fetch error, is rejected: its
+// errors are logged and returned, and the last good policy stays in force.
 func (c *Controller) Reload(reason string) error {
 	// One reload at a time: a SIGHUP and the file watcher seeing the same
 	// write would otherwise parse the file twice, concurrently.
 	c.reloadMu.Lock()
 	defer c.reloadMu.Unlock()
+	if c.opts.Source != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), c.opts.SourceTimeout)
+		bp, err := c.opts.Source.Fetch(ctx)
+		cancel()
+		c.mu.Lock()
+		c.reloadAt = time.Now()
+		return c.apply(bp, err, reason)
+	}
 	stamp := fileStamp(c.opts.BlueprintPath)
 	c.mu.Lock()
 	seen := stamp == c.fileStamp
@@ -268,18 +324,30 @@ func (c *Controller) Reload(reason string) error {
 	c.mu.Lock()
 	c.fileStamp = stamp
 	c.reloadAt = time.Now()
+	return c.apply(bp, err, reason)
+}
+
+// apply accepts bp as the new policy, or rejects it (err, an older
+// revision, the same non-zero revision with other content) keeping the
+// last good policy. It is called with c.mu held and releases it.
+func (c *Controller) apply(bp *flows.Blueprint, err error, reason string) error {
 	if err == nil {
 		cur := c.pol.bp
 		switch {
 		case bp.Hash() == c.pol.hash:
 			c.reloadErr = ""
 			c.mu.Unlock()
-			c.log.WithFields(logrus.Fields{"reason": reason, "revision": bp.Revision}).Info("blueprint unchanged")
+			l := c.log.WithFields(logrus.Fields{"reason": reason, "revision": bp.Revision})
+			if reason == "poll" {
+				l.Debug("blueprint unchanged") // every SourceInterval: not worth a line
+			} else {
+				l.Info("blueprint unchanged")
+			}
 			return nil
 		case bp.Revision < cur.Revision:
-			err = fmt.Errorf("%s: revision %d is older than the enforced revision %d: raise revision to apply it", c.opts.BlueprintPath, bp.Revision, cur.Revision)
+			err = fmt.Errorf("%s: revision %d is older than the enforced revision %d: raise revision to apply it", c.sourceName(), bp.Revision, cur.Revision)
 		case bp.Revision == cur.Revision && bp.Revision != 0:
-			err = fmt.Errorf("%s: revision %d has different content than the enforced blueprint with the same revision: raise revision to apply it", c.opts.BlueprintPath, bp.Revision)
+			err = fmt.Errorf("%s: revision %d has different content than the enforced blueprint with the same revision: raise revision to apply it", c.sourceName(), bp.Revision)
 		}
 	}
 	if err != nil {
@@ -336,7 +404,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.httpAddr = hln.Addr()
 		c.mu.Unlock()
 	}
-	c.log.WithFields(logrus.Fields{"openflow": ln.Addr().String(), "http": c.opts.HTTP, "blueprint": c.opts.BlueprintPath,
+	c.log.WithFields(logrus.Fields{"openflow": ln.Addr().String(), "http": c.opts.HTTP, "blueprint": c.sourceName(),
 		"revision": c.policy().bp.Revision}).Info("controller started")
 
 	var wg sync.WaitGroup
@@ -360,6 +428,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		if c.opts.Source != nil {
+			c.pollSource(ctx)
+			return
+		}
 		c.watchFile(ctx)
 	}()
 	provKick := make(chan struct{}, 1)
@@ -444,19 +516,31 @@ func (c *Controller) Addrs() (openflow, http net.Addr) {
 }
 
 func (c *Controller) watchFile(ctx context.Context) {
-	t := time.NewTicker(c.opts.ReloadPoll)
+	every(ctx, c.opts.ReloadPoll, func() {
+		c.mu.Lock()
+		changed := fileStamp(c.opts.BlueprintPath) != c.fileStamp
+		c.mu.Unlock()
+		if changed {
+			_ = c.Reload("file changed")
+		}
+	})
+}
+
+// pollSource fetches Options.Source every SourceInterval.
+func (c *Controller) pollSource(ctx context.Context) {
+	every(ctx, c.opts.SourceInterval, func() { _ = c.Reload("poll") })
+}
+
+// every calls f every d until ctx is done.
+func every(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			c.mu.Lock()
-			changed := fileStamp(c.opts.BlueprintPath) != c.fileStamp
-			c.mu.Unlock()
-			if changed {
-				_ = c.Reload("file changed")
-			}
+			f()
 		}
 	}
 }

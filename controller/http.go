@@ -29,7 +29,7 @@ type Status struct {
 func (c *Controller) Status() Status {
 	c.mu.Lock()
 	p := c.pol
-	st := Status{Revision: p.bp.Revision, BlueprintHash: p.hash, Blueprint: c.opts.BlueprintPath,
+	st := Status{Revision: p.bp.Revision, BlueprintHash: p.hash, Blueprint: c.sourceName(),
 		LoadedAt: p.loaded, LastReloadError: c.reloadErr, Rejected: append([]Rejected(nil), c.rejected...)}
 	brs := make(map[uint64]*bridge, len(c.bridges))
 	for k, v := range c.bridges {

@@ -82,7 +82,10 @@ func init() {
 
 func runController(args []string) int {
 	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
-	bpPath := fs.String("blueprint", "", "blueprint file (required); SIGHUP or a file change reloads it")
+	bpPath := fs.String("blueprint", "", "--source file: the blueprint file (required); SIGHUP or a file change reloads it")
+	source := fs.String("source", "file", "where the blueprint comes from: file (--blueprint) or cloudstack (the CloudStack API, polled every --cloudstack-interval; SIGHUP and POST /reload fetch at once)")
+	csInterval := fs.Duration("cloudstack-interval", 60*time.Second, "--source cloudstack: fetch the blueprint this often")
+	cs := addCloudStackFlags(fs)
 	listen := fs.String("listen", "tcp:127.0.0.1:6653", "OpenFlow listen address tcp:HOST:PORT (set the management address)")
 	httpAddr := fs.String("http", "127.0.0.1:9653", "status API address (off = disabled)")
 	drift := fs.Duration("drift-interval", 30*time.Second, "re-read installed flows and repair drift this often")
@@ -107,8 +110,19 @@ func runController(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return parseExit(err)
 	}
-	if *bpPath == "" {
-		fmt.Fprintln(os.Stderr, "vpcflow controller: --blueprint is required")
+	switch *source {
+	case "file":
+		if *bpPath == "" {
+			fmt.Fprintln(os.Stderr, "vpcflow controller: --blueprint is required")
+			return 2
+		}
+	case "cloudstack":
+		if *bpPath != "" {
+			fmt.Fprintln(os.Stderr, "vpcflow controller: --blueprint and --source cloudstack exclude each other: the blueprint comes from CloudStack and --cloudstack-base")
+			return 2
+		}
+	default:
+		fmt.Fprintf(os.Stderr, "vpcflow controller: --source %q: want file or cloudstack\n", *source)
 		return 2
 	}
 	log, err := newLogger(*logFormat, *logLevel)
@@ -127,6 +141,18 @@ func runController(args []string) int {
 			fmt.Fprintln(os.Stderr, "vpcflow controller:", err)
 			return 2
 		}
+	}
+	if *source == "cloudstack" {
+		src, err := cs.source(log.WithField("component", "cloudstack"), opts.OVSDBTLS)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "vpcflow controller:", err)
+			return 2
+		}
+		if *csInterval <= 0 {
+			fmt.Fprintln(os.Stderr, "vpcflow controller: --cloudstack-interval must be positive")
+			return 2
+		}
+		opts.Source, opts.SourceInterval = src, *csInterval
 	}
 	c, err := controller.New(opts)
 	if err != nil {
