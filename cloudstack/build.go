@@ -384,7 +384,11 @@ func (b *builder) build() *flows.Blueprint {
 			names[i], ids[i] = sanitize(v.Name), v.ID
 		}
 		for i, n := range unique(names, ids) {
-			bp.VPCs = append(bp.VPCs, flows.VPC{Name: n})
+			vpc := flows.VPC{Name: n}
+			if vpcs[i].DistributedVPCRouter {
+				vpc.Routing = flows.RoutingDistributed
+			}
+			bp.VPCs = append(bp.VPCs, vpc)
 			path := fmt.Sprintf("vpcs[%d]", i)
 			b.prov[path] = vpcObj(vpcs[i])
 			b.notes[path] = "cloudstack vpc " + vpcs[i].ID
@@ -398,8 +402,9 @@ func (b *builder) build() *flows.Blueprint {
 	// Tiers: VPC guest networks with an IPv4 CIDR and a vxlan/vlan
 	// broadcast URI.
 	type tierSrc struct {
-		n   *Network
-		vni uint32
+		n    *Network
+		vni  uint32
+		vlan uint16
 	}
 	perVPC := make([][]tierSrc, len(vpcs))
 	for i := range b.o.Networks {
@@ -420,7 +425,7 @@ func (b *builder) build() *flows.Blueprint {
 			}
 			continue
 		}
-		vni, why := parseBroadcastURI(n.BroadcastURI)
+		vni, vlan, why := parseBroadcastURI(n.BroadcastURI)
 		if why != "" {
 			b.skip(netObj(n), "%s", why)
 			continue
@@ -428,7 +433,7 @@ func (b *builder) build() *flows.Blueprint {
 		if n.IP6CIDR != "" {
 			b.skip(netObj(n)+" ip6cidr "+n.IP6CIDR, "IPv6 is not represented (IPv6 from VMs is dropped): the tier is kept with its IPv4 cidr")
 		}
-		perVPC[vi] = append(perVPC[vi], tierSrc{n, vni})
+		perVPC[vi] = append(perVPC[vi], tierSrc{n, vni, vlan})
 	}
 	tiers := map[string]tierRef{} // network id -> tier
 	for vi := range perVPC {
@@ -442,7 +447,14 @@ func (b *builder) build() *flows.Blueprint {
 		}
 		for i, name := range unique(names, ids) {
 			t := ts[i]
-			bp.VPCs[vi].Tiers = append(bp.VPCs[vi].Tiers, flows.Tier{Name: name, VNI: t.vni, CIDR: t.n.CIDR})
+			tier := flows.Tier{Name: name, VNI: t.vni, CIDR: t.n.CIDR}
+			if t.vlan != 0 {
+				tier.Type, tier.VLAN = flows.TierVLAN, t.vlan
+			}
+			if bp.VPCs[vi].IsDistributed() {
+				tier.Gateway = t.n.Gateway // routed by the switch: its gateway answered there
+			}
+			bp.VPCs[vi].Tiers = append(bp.VPCs[vi].Tiers, tier)
 			path := fmt.Sprintf("vpcs[%d].tiers[%d]", vi, i)
 			obj := netObj(t.n) + " of " + vpcObj(vpcs[vi])
 			b.prov[path] = obj
@@ -614,22 +626,27 @@ func orDash(s string) string {
 	return s
 }
 
-// parseBroadcastURI returns the tunnel key of a tier: the VNI of
-// vxlan://N, or the VLAN id of vlan://N (carried as the tunnel key; vpcflow
-// does not use VLANs on the wire).
-func parseBroadcastURI(s string) (uint32, string) {
+// parseBroadcastURI maps a tier's isolation: vxlan://N is an overlay tier
+// with VNI N; vlan://N a VLAN tier (type: vlan) with 802.1Q id N.
+func parseBroadcastURI(s string) (vni uint32, vlan uint16, why string) {
 	if s == "" {
-		return 0, "no broadcasturi yet (CloudStack assigns it when the network is implemented, i.e. when its first VM starts)"
+		return 0, 0, "no broadcasturi yet (CloudStack assigns it when the network is implemented, i.e. when its first VM starts)"
 	}
 	scheme, rest, ok := strings.Cut(s, "://")
 	if !ok || (scheme != "vxlan" && scheme != "vlan") {
-		return 0, fmt.Sprintf("broadcasturi %q: only vxlan://N and vlan://N isolation are mapped to a tunnel key", s)
+		return 0, 0, fmt.Sprintf("broadcasturi %q: only vxlan://N (overlay tier) and vlan://N (VLAN tier) isolation are mapped", s)
 	}
 	n, err := strconv.ParseUint(rest, 10, 32)
-	if err != nil || n == 0 || n > 1<<24-1 {
-		return 0, fmt.Sprintf("broadcasturi %q: want %s://N with N in 1..16777215", s, scheme)
+	if scheme == "vlan" {
+		if err != nil || n == 0 || n > 4094 {
+			return 0, 0, fmt.Sprintf("broadcasturi %q: want vlan://N with N in 1..4094", s)
+		}
+		return 0, uint16(n), ""
 	}
-	return uint32(n), ""
+	if err != nil || n == 0 || n > 1<<24-1 {
+		return 0, 0, fmt.Sprintf("broadcasturi %q: want vxlan://N with N in 1..16777215", s)
+	}
+	return uint32(n), 0, ""
 }
 
 // attribute rewrites validation errors of the generated YAML so each names

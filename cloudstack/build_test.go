@@ -172,7 +172,7 @@ func TestBuildErrorsNameTheObject(t *testing.T) {
 	}
 	for _, want := range []string{
 		`cloudstack: vm "blue-web-2" (id 0f000000-0000-4000-8000-000000000002) nic 41c00000-0000-4000-8000-000000000002 (vpcs[0].tiers[1].vms[2].ip): ip 10.10.1.11 is already used by`,
-		`cloudstack: vm "red-web-2" (id 0f000000-0000-4000-8000-000000000006) nic 41c00000-0000-4000-8000-000000000007 (vpcs[2].tiers[1].vms[2].mac): mac 02:00:0b:01:01:0b is already used by`,
+		`cloudstack: vm "red-web-2" (id 0f000000-0000-4000-8000-000000000006) nic 41c00000-0000-4000-8000-000000000007 (vpcs[2].tiers[2].vms[2].mac): mac 02:00:0b:01:01:0b is already used by`,
 		`cloudstack: network "app" (id 1e710000-0000-4000-8000-000000000004) of vpc "red" (id 0ed00000-0000-4000-8000-000000000002) (vpcs[2].tiers[0].cidr): tier cidr 10.20.2.0/24 overlaps management cidr 10.20.0.0/16`,
 	} {
 		if !strings.Contains(err.Error(), want) {

@@ -60,8 +60,8 @@ func TestFetchPages(t *testing.T) {
 	}
 	// Accounts' objects plus every project's (projectid=-1): one project
 	// VPC, tier and VM.
-	if len(o.Hosts) != 4 || len(o.VPCs) != 3 || len(o.Networks) != 7 || len(o.VMs) != 13 {
-		t.Fatalf("got %d hosts, %d VPCs, %d networks, %d VMs+routers; want 4, 3, 7, 13", len(o.Hosts), len(o.VPCs), len(o.Networks), len(o.VMs))
+	if len(o.Hosts) != 4 || len(o.VPCs) != 3 || len(o.Networks) != 8 || len(o.VMs) != 13 {
+		t.Fatalf("got %d hosts, %d VPCs, %d networks, %d VMs+routers; want 4, 3, 8, 13", len(o.Hosts), len(o.VPCs), len(o.Networks), len(o.VMs))
 	}
 	// 9 VMs at pagesize 3: exactly 3 pages (it stops at count, no 4th),
 	// plus one page of project VMs; an empty project answer is one page.

@@ -28,6 +28,9 @@ type VPC struct {
 	CIDR    string `json:"cidr"`
 	State   string `json:"state"`
 	Account string `json:"account"`
+	// DistributedVPCRouter: the VPC offering routes between tiers on the
+	// hosts (mapped to routing: distributed).
+	DistributedVPCRouter bool `json:"distributedvpcrouter"`
 }
 
 // Network is one guest network; a VPC tier has VPCID set.

@@ -61,11 +61,21 @@ func (b *builder) emit(bp *flows.Blueprint) []byte {
 	listKey(&w, "", "vpcs", len(bp.VPCs))
 	for i, v := range bp.VPCs {
 		fmt.Fprintf(&w, "  - name: %s%s\n", q(v.Name), b.note(fmt.Sprintf("vpcs[%d]", i)))
+		if v.Routing != "" {
+			fmt.Fprintf(&w, "    routing: %s\n", q(v.Routing))
+		}
 		listKey(&w, "    ", "tiers", len(v.Tiers))
 		for j, t := range v.Tiers {
 			fmt.Fprintf(&w, "      - name: %s%s\n", q(t.Name), b.note(fmt.Sprintf("vpcs[%d].tiers[%d]", i, j)))
-			fmt.Fprintf(&w, "        vni: %d\n", t.VNI)
+			if t.IsVLAN() {
+				fmt.Fprintf(&w, "        type: vlan\n        vlan: %d\n", t.VLAN)
+			} else {
+				fmt.Fprintf(&w, "        vni: %d\n", t.VNI)
+			}
 			fmt.Fprintf(&w, "        cidr: %s\n", q(t.CIDR))
+			if t.Gateway != "" {
+				fmt.Fprintf(&w, "        gateway: %s\n", q(t.Gateway))
+			}
 			listKey(&w, "        ", "vms", len(t.VMs))
 			for k, m := range t.VMs {
 				role := ""
