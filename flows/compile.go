@@ -177,9 +177,11 @@ func (b *builder) defaultDrops() {
 }
 
 func (b *builder) classifyMgmt(v *hostView) {
-	b.add(Flow{Table: TClassify, Priority: 100, Cookie: MakeCookie(CatClassify, objUplink, 0),
-		Match: match(inPort(v.host.Uplink)), Goto: TUnderlayIn,
-		Note: "from the uplink " + v.host.Uplink})
+	for _, p := range v.host.UplinkPorts() { // a bond: every member
+		b.add(Flow{Table: TClassify, Priority: 100, Cookie: MakeCookie(CatClassify, objUplink, 0),
+			Match: match(inPort(p)), Goto: TUnderlayIn,
+			Note: uplinkNote("from the uplink ", v.host, p)})
+	}
 	b.add(Flow{Table: TClassify, Priority: 100, Cookie: MakeCookie(CatClassify, objLocal, 0),
 		Match: match(inPort(PortLocal)), Goto: THostOut,
 		Note: "from the host stack (LOCAL)"})
@@ -342,8 +344,19 @@ func (b *builder) underlayIn(v *hostView) {
 
 func (b *builder) hostOut(v *hostView) {
 	b.add(Flow{Table: THostOut, Priority: 100, Cookie: MakeCookie(CatHostOut, 0, 0),
-		Actions: []Action{Output{Port: v.host.Uplink}},
-		Note:    "host stack and encapsulated tunnel traffic out of the uplink " + v.host.Uplink})
+		Actions: []Action{v.host.UplinkAction()},
+		Note:    uplinkNote("host stack and encapsulated tunnel traffic out of the uplink ", v.host, "")})
+}
+
+// uplinkNote names the uplink in a note: the NIC, or the bond (and member).
+func uplinkNote(prefix string, h *Host, member string) string {
+	if !h.IsBond() {
+		return prefix + h.Uplink
+	}
+	if member != "" {
+		return prefix + "bond " + h.Uplink + " member " + member
+	}
+	return prefix + "bond " + h.Uplink + " (a live member, mode " + h.UplinkSpec.Mode + ")"
 }
 
 // mgmtGuard: management separation (the per-tier pass is in tierSegment).

@@ -401,6 +401,22 @@ func (t Trace) String() string {
 // priority first. Build it once per flow set and evaluate many packets.
 type FlowTable struct {
 	tables map[TableID][]entry
+	// Down lists ports without link (e.g. a failed bond member): a bundle
+	// action skips them, as the switch does.
+	Down map[string]bool
+}
+
+// bundleMember is the member a bundle action sends to: the first live one.
+// For active_backup that is the switch's choice; for hrw the switch hashes
+// the packet over the live members, and any live member is a correct model
+// of it. "" when no member is live (the switch drops).
+func (ft *FlowTable) bundleMember(b Bundle) string {
+	for _, m := range b.Members {
+		if !ft.Down[m] {
+			return m
+		}
+	}
+	return ""
 }
 
 // entry is an indexed flow: soft (conjunction clause) flows keep their
@@ -566,6 +582,10 @@ func (ft *FlowTable) Evaluate(p Packet) Trace {
 				default:
 					tr.Outputs = append(tr.Outputs, d)
 				}
+			case Bundle:
+				if m := ft.bundleMember(x); m != "" && m != ingress {
+					tr.Outputs = append(tr.Outputs, Delivery{Port: m, Table: table, Cookie: f.Cookie, Packet: p})
+				}
 			case SetField:
 				p.setField(x.Field, x.Value)
 			case Move:
@@ -632,6 +652,34 @@ func NewCloud(bp *Blueprint) (*Cloud, error) {
 	return c, nil
 }
 
+// SetLinkDown marks a port of host as without link (down) or back up: a
+// bundle over a bond's members then skips it, and underlay packets for the
+// host arrive on another member.
+func (c *Cloud) SetLinkDown(host, port string, down bool) {
+	ft := c.tables[host]
+	if ft == nil {
+		return
+	}
+	if ft.Down == nil {
+		ft.Down = map[string]bool{}
+	}
+	ft.Down[port] = down
+}
+
+// uplinkIn is the port an underlay packet enters h by: its uplink, or the
+// first bond member with link.
+func (c *Cloud) uplinkIn(h *Host) string {
+	ports := h.UplinkPorts()
+	if ft := c.tables[h.Name]; ft != nil {
+		for _, p := range ports {
+			if !ft.Down[p] {
+				return p
+			}
+		}
+	}
+	return ports[0]
+}
+
 // Evaluate runs p through one host's flows.
 func (c *Cloud) Evaluate(host string, p Packet) (Trace, error) {
 	ft := c.tables[host]
@@ -660,7 +708,7 @@ func (a Arrival) Where(bp *Blueprint) string {
 	case a.Port == PortLocal:
 		return "host-stack"
 	}
-	if h := bp.HostByName(a.Host); h != nil && h.Uplink == a.Port {
+	if h := bp.HostByName(a.Host); h != nil && h.IsUplinkPort(a.Port) {
 		return "underlay"
 	}
 	return "port"
@@ -806,7 +854,7 @@ func (c *Cloud) encapsulate(j *Journey, host string, inner Packet) {
 	j.Hops = append(j.Hops, Hop{Host: host, Stage: "encapsulated", Trace: tr})
 	sent := false
 	for _, o := range tr.Outputs {
-		if o.Port == src.Uplink {
+		if src.IsUplinkPort(o.Port) {
 			sent = true
 			continue
 		}
@@ -843,7 +891,7 @@ func (c *Cloud) receive(j *Journey, dst *Host, outer, inner Packet) {
 		j.Lost = append(j.Lost, fmt.Sprintf("hop limit %d reached on %s (forwarding loop?)", c.MaxHops, dst.Name))
 		return
 	}
-	outer.InPort = dst.Uplink
+	outer.InPort = c.uplinkIn(dst)
 	tr := c.tables[dst.Name].Evaluate(outer)
 	j.Hops = append(j.Hops, Hop{Host: dst.Name, Stage: "underlay", Trace: tr})
 	decap := false
