@@ -387,7 +387,11 @@ func flowModToStats(msg []byte) ([]byte, error) {
 }
 
 func TestCodecRoundTrip(t *testing.T) {
-	for _, bp := range testBlueprints(t, 40) {
+	bond, err := Load("testdata/golden/bond.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bp := range append(testBlueprints(t, 40), bond) {
 		for _, h := range bp.Hosts {
 			fs := compileHost(t, bp, h.Name)
 			pm := portMapFor(fs)
@@ -510,7 +514,7 @@ func TestEncodingAgreesWithOVS(t *testing.T) {
 		t.Fatalf("ovs-ofctl not found (install openvswitch-common or set VPCFLOW_E2E=0): %v", err)
 	}
 	var bps []*Blueprint
-	for _, src := range []string{demoBlueprint, "testdata/golden/gre-peers.yaml", "testdata/golden/empty-host.yaml"} {
+	for _, src := range []string{demoBlueprint, "testdata/golden/gre-peers.yaml", "testdata/golden/empty-host.yaml", "testdata/golden/bond.yaml"} {
 		bp, err := Load(src)
 		if err != nil {
 			t.Fatal(err)
@@ -562,6 +566,9 @@ func TestEncodingAgreesWithOVS(t *testing.T) {
 
 var ovsPortRE = regexp.MustCompile(`(in_port=|output:)(\d+)`)
 
+// ovsMembersRE is a bundle action's member list (port numbers).
+var ovsMembersRE = regexp.MustCompile(`members:([\d,]+)\)`)
+
 // ovsFlowLine normalises one `ovs-ofctl ofp-parse` FLOW_MOD line to
 // "table|priority|cookie|sorted match tokens|actions" with port names.
 func ovsFlowLine(l string, names map[uint32]string) (string, error) {
@@ -573,6 +580,14 @@ func ovsFlowLine(l string, names map[uint32]string) (string, error) {
 		m := ovsPortRE.FindStringSubmatch(s)
 		n, _ := strconv.ParseUint(m[2], 10, 32)
 		return m[1] + portName(uint32(n), names)
+	})
+	rest = ovsMembersRE.ReplaceAllStringFunc(rest, func(s string) string {
+		var ms []string
+		for _, p := range strings.Split(ovsMembersRE.FindStringSubmatch(s)[1], ",") {
+			n, _ := strconv.ParseUint(p, 10, 32)
+			ms = append(ms, portName(uint32(n), names))
+		}
+		return "members:" + strings.Join(ms, ",") + ")"
 	})
 	table := "0"
 	if strings.HasPrefix(rest, "table:") {
