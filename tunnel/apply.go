@@ -119,7 +119,10 @@ func DefaultEndpoint() string {
 //  3. Controller rows: one per target with max_backoff and
 //     inactivity_probe (connection_mode of new rows unset = in-band;
 //     existing rows' connection_mode is never changed);
-//  4. the flow-based tunnel port (vpcflow-vxlan or vpcflow-gre), replacing
+//  4. a bonded uplink (hosts[].uplink with bond:): the bond port with its
+//     members, bond_mode and lacp, adopting a member that is a single-NIC
+//     port of the bridge (see planBond in bond.go);
+//  5. the flow-based tunnel port (vpcflow-vxlan or vpcflow-gre), replacing
 //     the other encapsulation's port in the same transaction.
 //
 // fail_mode=secure and the controllers are thus committed before any
@@ -219,6 +222,9 @@ func (opts ApplyOptions) normalize() (*options, error) {
 		o.tunnelType, o.otherPort = "gre", flows.TunnelPort(flows.EncapVXLAN)
 	default:
 		return nil, fmt.Errorf("encapsulation %q is not supported: use vxlan or gre", o.Encapsulation)
+	}
+	if h.IsBond() && (len(h.UplinkSpec.Members) < 2 || h.UplinkSpec.Mode == "" || h.UplinkSpec.LACP == "") {
+		return nil, fmt.Errorf("host %s: bond %s needs two members, a mode and an lacp setting: load the blueprint with flows.Load (it applies the defaults and validates)", h.Name, h.Uplink)
 	}
 	o.tunnelPort = flows.TunnelPort(o.Encapsulation)
 	var targets []string
@@ -407,7 +413,20 @@ func (c *Client) apply(ctx context.Context, o *options) (*Result, error) {
 		{"bridge " + o.Bridge + " controllers", c.planControllers(o)},
 		{"bridge " + o.Bridge + " tunnel port", c.planTunnelPort(o)},
 	}
-	for _, st := range steps {
+	for i, st := range steps {
+		if i == len(steps)-1 && o.Host.IsBond() {
+			// A bonded uplink: after fail_mode=secure and the
+			// controllers, before the tunnel port (tunnel/bond.go).
+			lines, err := converge(ctx, c, "bridge "+o.Bridge+" bond "+o.Host.Uplink,
+				func() (*bondSnapshot, error) { return c.readBond(ctx, o) }, c.planBond(o))
+			if err != nil {
+				return res, err
+			}
+			for _, l := range lines {
+				log.Info(l)
+			}
+			res.Changes = append(res.Changes, lines...)
+		}
 		lines, err := converge(ctx, c, st.what, read, st.plan)
 		if err != nil {
 			return res, err
@@ -433,7 +452,7 @@ func (c *Client) check(s *snapshot, o *options) error {
 		if p := s.ports[up]; p != nil && up != "" {
 			return c.uplinkElsewhere(s, o, p)
 		}
-	} else if up != "" {
+	} else if up != "" && !o.Host.IsBond() { // a bond is made by its own step
 		p, ok := s.onBridge(up)
 		if !ok {
 			if p != nil {
@@ -503,7 +522,7 @@ func (c *Client) planCreateBridge(o *options) func(*snapshot) (*plan, error) {
 			desc += ", other_config:hwaddr=" + o.mac
 		}
 		desc += ")"
-		if up := o.Host.Uplink; up != "" {
+		if up := o.Host.Uplink; up != "" && !o.Host.IsBond() { // a bond: its own step, next
 			ifOps, err := c.ovs.Create(&interfaceRow{UUID: "vpcflow_uplink_if", Name: up})
 			if err != nil {
 				return nil, err
