@@ -240,7 +240,7 @@ func runHostWatch(args []string) int {
 		fmt.Fprintln(os.Stderr, "vpcflow host watch:", err)
 		return 2
 	}
-	w := &tunnel.Watcher{Endpoint: ep, TLS: tcfg, Bridge: hf.bridge, Uplink: host.Uplink, Logger: log}
+	w := &tunnel.Watcher{Endpoint: ep, TLS: tcfg, Bridge: hf.bridge, Uplink: strings.Join(host.UplinkPorts(), ","), Logger: log}
 	if !*inbandRecovery {
 		w.Bootstrap = strings.Split(strings.TrimSpace(flows.Render(flows.CompileManagement(bp, host), false)), "\n")
 	}
