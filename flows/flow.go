@@ -3,6 +3,7 @@ package flows
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -120,6 +121,12 @@ func (a BundleAlgorithm) String() string {
 		return "hrw"
 	}
 	return "algorithm" + strconv.Itoa(int(a))
+}
+
+// Equal reports whether two bundle actions are the same (Bundle is the one
+// action type == cannot compare: its member list is a slice).
+func (b Bundle) Equal(o Bundle) bool {
+	return b.Fields == o.Fields && b.Basis == o.Basis && b.Algorithm == o.Algorithm && slices.Equal(b.Members, o.Members)
 }
 
 // String renders the action as ovs-ofctl dumps it.
