@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -164,4 +166,61 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestBondConvertLive: a running host with a single-NIC uplink (eth0, flows
+// in place, a ping across the tunnel running) is converted to a bond the
+// way docs/ARCHITECTURE.md orders it: edit the blueprint, run `vpcflow host
+// apply` (one transaction: eth0's interface moves into bond0 with its
+// ofport, eth1 joins), the controller reloads. The established ping loses
+// at most a couple of echoes, the controller converges at the new revision
+// with the bundle action, and the new member then carries the tunnel when
+// eth0 is cut.
+func TestBondConvertLive(t *testing.T) {
+	single := demoBlueprint(t, nil)
+	bonded := strings.Replace(bondBlueprint(t, false), "revision: 1", "revision: 2", 1)
+	e := startEnvTopology(t, single, bonded, filepath.Join(t.TempDir(), "lab"), nil)
+	e.startController()
+	if _, err := e.lab.WaitConverged(e.ctx, 60*time.Second, 1); err != nil {
+		t.Fatal(err)
+	}
+	e.pingOK("blue-web-1", "10.10.1.12", 15*time.Second)
+	ping, err := e.lab.StartPing("blue-web-1", "10.10.1.12", 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ping.Stop()
+	waitReplies(t, ping, 10)
+
+	if err := os.WriteFile(e.bpPath, []byte(bonded), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	out, err := e.lab.Exec(e.ctx, e.lab.HostNS("kvm1"), vpcflowBin, "host", "apply", "--blueprint", e.bpPath, "--host", "kvm1", "--ovsdb", e.lab.DBSock("kvm1"))
+	if err != nil {
+		t.Fatalf("host apply: %v\n%s", err, out)
+	}
+	t.Logf("host apply (%s):\n%s", time.Since(start).Round(time.Millisecond), out)
+	if !strings.Contains(out, "port eth0 converted into a member of bond bond0") {
+		t.Errorf("host apply did not report the conversion")
+	}
+	if _, err := e.lab.WaitConverged(e.ctx, 30*time.Second, 2); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("converged at revision 2 %s after the blueprint change", time.Since(start).Round(time.Millisecond))
+	n := replies(ping)
+	waitReplies(t, ping, n+20)
+	assertNoLoss(t, ping, "the live conversion to a bond", 40)
+	hostOut, _ := e.lab.OVS(e.ctx, "kvm1", "ovs-ofctl", "--names", "dump-flows", lab.Bridge, "table=20")
+	if !strings.Contains(hostOut, "bundle(") {
+		t.Fatalf("kvm1 host_out after the conversion:\n%s", hostOut)
+	}
+	assertExact(t, e, 2, 30*time.Second)
+	if err := e.lab.SetBondLink(e.ctx, "kvm1", "eth0", false); err != nil {
+		t.Fatal(err)
+	}
+	e.pingOK("blue-web-1", "10.10.1.12", 10*time.Second)
+	if got := e.busyMember("kvm1", []string{"eth0", "eth1"}, "blue-web-1", "10.10.1.12"); got != "eth1" {
+		t.Errorf("with eth0 cut kvm1 sends on %q, want eth1", got)
+	}
 }
