@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vpcflow/vpcflow/examples/lab"
+	"github.com/vpcflow/vpcflow/tunnel"
 )
 
 // bondBlueprint is the demo blueprint with kvm1's uplink bonded over eth0
@@ -67,6 +68,10 @@ func bondFailover(t *testing.T, lacp bool) {
 	e.pingOK("blue-web-1", "10.10.1.12", 15*time.Second)
 	assertExact(t, e, 1, 30*time.Second)
 	sent := bridgeOf(e.status(), "kvm1").FlowModsSent
+	eventually(t, 20*time.Second, "doctor passes the bond", func() (bool, string) {
+		r := e.doctor("kvm1")
+		return r.status(tunnel.CheckBond) == tunnel.StatusPass && r.status(tunnel.CheckMTU) == tunnel.StatusPass, r.summary()
+	})
 
 	// The member that carries kvm1's tunnel traffic now.
 	active := e.busyMember("kvm1", []string{"eth0", "eth1"}, "blue-web-1", "10.10.1.12")
@@ -104,6 +109,12 @@ func bondFailover(t *testing.T, lacp bool) {
 	}
 	// The reverse direction and another tier across the tunnel.
 	e.pingOK("blue-web-2", "10.10.1.11", 10*time.Second)
+	// vpcflow doctor sees the member down (OVSDB link_state): a warning,
+	// the bond runs without redundancy.
+	eventually(t, 20*time.Second, "doctor reports the cut member", func() (bool, string) {
+		r := e.doctor("kvm1")
+		return r.status(tunnel.CheckBond) == tunnel.StatusWarn && strings.Contains(r.results[tunnel.CheckBond].Detail, active+" down"), r.results[tunnel.CheckBond].Detail
+	})
 
 	// Isolation holds on the surviving member; nothing changed in the flows
 	// (a link going down is no port change) and the audit is in sync.
