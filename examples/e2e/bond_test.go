@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -73,6 +74,11 @@ func bondFailover(t *testing.T, lacp bool) {
 		return r.status(tunnel.CheckBond) == tunnel.StatusPass && r.status(tunnel.CheckMTU) == tunnel.StatusPass, r.summary()
 	})
 
+	// explain --trace: the model (bundle: a live member) and ofproto/trace
+	// on the real bridges agree, out of and into the bond.
+	e.explainAgrees("blue-web-1", "blue-web-2")
+	e.explainAgrees("blue-web-2", "blue-web-1")
+
 	// The member that carries kvm1's tunnel traffic now.
 	active := e.busyMember("kvm1", []string{"eth0", "eth1"}, "blue-web-1", "10.10.1.12")
 	other := "eth1"
@@ -135,6 +141,27 @@ func bondFailover(t *testing.T, lacp bool) {
 		})
 	}
 	e.pingOK("blue-web-1", "10.10.1.12", 15*time.Second)
+}
+
+// explainAgrees runs `vpcflow explain --trace` (model and ofproto/trace on
+// every host it crosses) and fails unless the packet is delivered and both
+// agree.
+func (e *env) explainAgrees(from, to string) {
+	e.t.Helper()
+	args := []string{"explain", "--blueprint", e.bpPath, "--from", from, "--to", to, "--trace", "--format", "json"}
+	for _, h := range e.bp.Hosts {
+		args = append(args, "--rundir", h.Name+"="+filepath.Join(e.lab.Dir(), h.Name))
+	}
+	out, code := runCLI(e.t, args...)
+	var x struct {
+		Verdict string `json:"verdict"`
+		Trace   struct {
+			Agree bool `json:"agree"`
+		} `json:"trace"`
+	}
+	if err := json.Unmarshal([]byte(out), &x); err != nil || code != 0 || x.Verdict != "delivered" || !x.Trace.Agree {
+		e.t.Fatalf("explain --trace %s -> %s: exit %d, verdict %q, agree %v (%v):\n%s", from, to, code, x.Verdict, x.Trace.Agree, err, out)
+	}
 }
 
 // busyMember returns the bond member whose TX counter rises most while
