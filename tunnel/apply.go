@@ -502,6 +502,49 @@ func (c *Client) guard(m model.Model, fields ...any) ([]ovsdb.Operation, error) 
 	return c.ovs.Where(m).Wait(ovsdb.WaitConditionEqual, &zero, m, fields...)
 }
 
+// updateOps returns the update of fields of row (named by its _uuid; upd
+// holds the new values) followed by the mutations muts (their Field
+// pointers point into mm, which names the same row); either may be empty.
+func (c *Client) updateOps(row, upd model.Model, fields []any, mm model.Model, muts []model.Mutation) ([]ovsdb.Operation, error) {
+	var ops []ovsdb.Operation
+	if len(fields) > 0 {
+		u, err := c.ovs.Where(row).Update(upd, fields...)
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, u...)
+	}
+	if len(muts) > 0 {
+		mu, err := c.ovs.Where(mm).Mutate(mm, muts...)
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, mu...)
+	}
+	return ops, nil
+}
+
+// bridgePortsOps returns a guard on bridge b's ports column (as planned
+// from) and the mutation that removes and inserts port uuids.
+func (c *Client) bridgePortsOps(b *bridgeRow, remove, insert []string) (guard, mutate []ovsdb.Operation, err error) {
+	read := &bridgeRow{UUID: b.UUID, Ports: b.Ports}
+	if guard, err = c.guard(read, &read.Ports); err != nil {
+		return nil, nil, err
+	}
+	m := &bridgeRow{UUID: b.UUID}
+	var muts []model.Mutation
+	if len(remove) > 0 {
+		muts = append(muts, model.Mutation{Field: &m.Ports, Mutator: ovsdb.MutateOperationDelete, Value: remove})
+	}
+	if len(insert) > 0 {
+		muts = append(muts, model.Mutation{Field: &m.Ports, Mutator: ovsdb.MutateOperationInsert, Value: insert})
+	}
+	if mutate, err = c.updateOps(nil, nil, nil, m, muts); err != nil {
+		return nil, nil, err
+	}
+	return guard, mutate, nil
+}
+
 func (c *Client) planCreateBridge(o *options) func(*snapshot) (*plan, error) {
 	return func(s *snapshot) (*plan, error) {
 		if s.bridge != nil {
@@ -605,21 +648,11 @@ func (c *Client) planBridgeSettings(o *options) func(*snapshot) (*plan, error) {
 		if err != nil {
 			return nil, err
 		}
-		if len(fields) > 0 {
-			u, err := c.ovs.Where(&bridgeRow{UUID: b.UUID}).Update(upd, fields...)
-			if err != nil {
-				return nil, err
-			}
-			ops = append(ops, u...)
+		u, err := c.updateOps(&bridgeRow{UUID: b.UUID}, upd, fields, mm, muts)
+		if err != nil {
+			return nil, err
 		}
-		if len(muts) > 0 {
-			mu, err := c.ovs.Where(mm).Mutate(mm, muts...)
-			if err != nil {
-				return nil, err
-			}
-			ops = append(ops, mu...)
-		}
-		return &plan{ops: ops, lines: lines}, nil
+		return &plan{ops: append(ops, u...), lines: lines}, nil
 	}
 }
 
@@ -758,21 +791,11 @@ func (c *Client) planTunnelPort(o *options) func(*snapshot) (*plan, error) {
 				if err != nil {
 					return nil, err
 				}
-				ops = append(ops, g...)
-				if len(fields) > 0 {
-					u, err := c.ovs.Where(&interfaceRow{UUID: ifc.UUID}).Update(upd, fields...)
-					if err != nil {
-						return nil, err
-					}
-					ops = append(ops, u...)
+				u, err := c.updateOps(&interfaceRow{UUID: ifc.UUID}, upd, fields, m, muts)
+				if err != nil {
+					return nil, err
 				}
-				if len(muts) > 0 {
-					mu, err := c.ovs.Where(m).Mutate(m, muts...)
-					if err != nil {
-						return nil, err
-					}
-					ops = append(ops, mu...)
-				}
+				ops = append(append(ops, g...), u...)
 				lines = append(lines, fmt.Sprintf("%s: tunnel port %s: %s", o.Bridge, o.tunnelPort, strings.Join(what, ", ")))
 			}
 		} else {
@@ -797,28 +820,11 @@ func (c *Client) planTunnelPort(o *options) func(*snapshot) (*plan, error) {
 		if len(ops) == 0 && len(removePorts) == 0 {
 			return nil, nil
 		}
-		read := &bridgeRow{UUID: b.UUID, Ports: b.Ports}
-		g, err := c.guard(read, &read.Ports)
+		g, mu, err := c.bridgePortsOps(b, removePorts, insertPorts)
 		if err != nil {
 			return nil, err
 		}
-		ops = append(g, ops...)
-		m := &bridgeRow{UUID: b.UUID}
-		var muts []model.Mutation
-		if len(removePorts) > 0 {
-			muts = append(muts, model.Mutation{Field: &m.Ports, Mutator: ovsdb.MutateOperationDelete, Value: removePorts})
-		}
-		if len(insertPorts) > 0 {
-			muts = append(muts, model.Mutation{Field: &m.Ports, Mutator: ovsdb.MutateOperationInsert, Value: insertPorts})
-		}
-		if len(muts) > 0 {
-			mu, err := c.ovs.Where(m).Mutate(m, muts...)
-			if err != nil {
-				return nil, err
-			}
-			ops = append(ops, mu...)
-		}
-		return &plan{ops: ops, lines: lines}, nil
+		return &plan{ops: append(append(g, ops...), mu...), lines: lines}, nil
 	}
 }
 

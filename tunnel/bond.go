@@ -221,21 +221,11 @@ func (c *Client) planBond(o *options) func(*bondSnapshot) (*plan, error) {
 				if err != nil {
 					return nil, err
 				}
-				ops = append(ops, g...)
-				if len(fields) > 0 {
-					u, err := c.ovs.Where(&portRow{UUID: bond.UUID}).Update(upd, fields...)
-					if err != nil {
-						return nil, err
-					}
-					ops = append(ops, u...)
+				u, err := c.updateOps(&portRow{UUID: bond.UUID}, upd, fields, mm, muts)
+				if err != nil {
+					return nil, err
 				}
-				if len(muts) > 0 {
-					mu, err := c.ovs.Where(mm).Mutate(mm, muts...)
-					if err != nil {
-						return nil, err
-					}
-					ops = append(ops, mu...)
-				}
+				ops = append(append(ops, g...), u...)
 				lines = append(lines, fmt.Sprintf("%s: bond %s: %s", o.Bridge, h.Uplink, strings.Join(what, ", ")))
 			}
 		}
@@ -249,25 +239,11 @@ func (c *Client) planBond(o *options) func(*bondSnapshot) (*plan, error) {
 			return nil, nil
 		}
 		if len(removePorts) > 0 || len(insertPorts) > 0 {
-			read := &bridgeRow{UUID: b.UUID, Ports: b.Ports}
-			g, err := c.guard(read, &read.Ports)
+			g, mu, err := c.bridgePortsOps(b, removePorts, insertPorts)
 			if err != nil {
 				return nil, err
 			}
-			ops = append(g, ops...)
-			m := &bridgeRow{UUID: b.UUID}
-			var muts []model.Mutation
-			if len(removePorts) > 0 {
-				muts = append(muts, model.Mutation{Field: &m.Ports, Mutator: ovsdb.MutateOperationDelete, Value: removePorts})
-			}
-			if len(insertPorts) > 0 {
-				muts = append(muts, model.Mutation{Field: &m.Ports, Mutator: ovsdb.MutateOperationInsert, Value: insertPorts})
-			}
-			mu, err := c.ovs.Where(m).Mutate(m, muts...)
-			if err != nil {
-				return nil, err
-			}
-			ops = append(ops, mu...)
+			ops = append(append(g, ops...), mu...)
 		}
 		return &plan{ops: ops, lines: lines}, nil
 	}

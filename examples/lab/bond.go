@@ -164,23 +164,7 @@ func (l *Lab) startPartner(ctx context.Context, key, ns string) error {
 	if _, err := l.partnerVsctl(ctx, key, ns, "--no-wait", "init"); err != nil {
 		return err
 	}
-	if _, err := l.execEnv(ctx, ns, l.OVSEnv(key), ovsBin("ovs-vswitchd"),
-		"--pidfile", "--detach", "--no-chdir", "--log-file", "-vconsole:off", "unix:"+filepath.Join(d, "db.sock")); err != nil {
-		return err
-	}
-	pid, err := l.waitDaemon(ctx, key, "ovs-vswitchd", func() bool {
-		p, err := readPidfile(filepath.Join(d, "ovs-vswitchd.pid"))
-		if err != nil {
-			return false
-		}
-		_, err = os.Stat(filepath.Join(d, fmt.Sprintf("ovs-vswitchd.%d.ctl", p)))
-		return err == nil
-	})
-	if err != nil {
-		return err
-	}
-	l.setDaemon(key, "ovs-vswitchd", pid)
-	return nil
+	return l.runVSwitchd(ctx, key, ns)
 }
 
 func (l *Lab) partnerVsctl(ctx context.Context, key, ns string, args ...string) (string, error) {
