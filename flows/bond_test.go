@@ -261,3 +261,28 @@ func findVM(t *testing.T, bp *Blueprint, name string) *VM {
 	t.Fatalf("no VM %s", name)
 	return nil
 }
+
+// TestBondExplain: explain on a bond host — a VM's packet leaves by the
+// bond (a live member, named in the hops), an underlay peer's tunnel
+// packet enters by a member and is delivered, also with the first member
+// down, and a rogue underlay source is still dropped by the allowlist.
+func TestBondExplain(t *testing.T) {
+	bp, err := Load(bondBlueprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCloud(t, bp)
+	e := mustExplain(t, c, ExplainQuery{From: "acme-web-1", To: "acme-web-3"})
+	wantDelivered(t, e, "hv-c", "acme-web-3")
+	if !strings.Contains(e.Text(), "eth0") {
+		t.Errorf("explain does not name the bond member the packet left by:\n%s", e.Text())
+	}
+	wantDelivered(t, mustExplain(t, c, ExplainQuery{From: "underlay:198.51.100.23", To: "acme-web-1"}), "hv-a", "acme-web-1")
+	c.SetLinkDown("hv-a", "eth0", true)
+	e = mustExplain(t, c, ExplainQuery{From: "underlay:198.51.100.23", To: "acme-web-1"})
+	wantDelivered(t, e, "hv-a", "acme-web-1")
+	if !strings.Contains(e.Text(), "in_port=eth1") {
+		t.Errorf("with eth0 down the underlay packet does not enter by eth1:\n%s", e.Text())
+	}
+	wantDrop(t, mustExplain(t, c, ExplainQuery{From: "underlay:198.51.100.66", To: "acme-web-1", Host: "hv-a"}), "hv-a", CatTunnelDrop, TUnderlayIn)
+}

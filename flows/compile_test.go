@@ -421,16 +421,24 @@ func TestCodecRoundTrip(t *testing.T) {
 	}
 }
 
-// statsSeeds are valid flow-stats entries of the demo's flows (built with
+// statsSeeds are valid flow-stats entries of the demo's flows and of a bond host (built with
 // the encoder's match and instructions, laid out per the spec).
 func statsSeeds(t testing.TB) ([][]byte, map[uint32]string) {
 	bp, err := Load(demoBlueprint)
 	if err != nil {
 		t.Fatal(err)
 	}
+	bond, err := Load("testdata/golden/bond.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var seeds [][]byte
 	var names map[uint32]string
-	for _, h := range bp.Hosts {
+	hosts := append(append([]Host(nil), bp.Hosts...), *bond.HostByName("hv-b")) // hv-b: a bundle action
+	for _, h := range hosts {
+		if h.Name == "hv-b" {
+			bp = bond
+		}
 		fs, err := Compile(bp, h.Name)
 		if err != nil {
 			t.Fatal(err)
