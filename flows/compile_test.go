@@ -69,12 +69,24 @@ func TestCompileInvariants(t *testing.T) {
 					}
 					misses[f.Table] = true
 				}
-				// Outputs name only LOCAL, IN_PORT, the uplink, the tunnel
-				// port and blueprint VM ports of this host.
+				// Outputs and in_port matches name only LOCAL, IN_PORT, the
+				// uplink (a bond's members, never the bond port: OpenFlow
+				// has no port for it), the tunnel port and blueprint VM
+				// ports of this host.
 				for _, a := range f.Actions {
-					if o, ok := a.(Output); ok && !knownPort(bp, h, o.Port) {
+					if o, ok := a.(Output); ok && !knownPort(bp, h, o.Port) && o.Port != PortController {
 						t.Errorf("%s: output to unknown port %q", where, o.Port)
 					}
+					if b, ok := a.(Bundle); ok {
+						for _, m := range b.Members {
+							if !knownPort(bp, h, m) {
+								t.Errorf("%s: bundle member %q is not an uplink port", where, m)
+							}
+						}
+					}
+				}
+				if mf, ok := f.Match.Get(FInPort); ok && !knownPort(bp, h, mf.Port) {
+					t.Errorf("%s: in_port %q is not a port of the host", where, mf.Port)
 				}
 			}
 			for _, tb := range Pipeline {
@@ -88,7 +100,7 @@ func TestCompileInvariants(t *testing.T) {
 
 func knownPort(bp *Blueprint, host, port string) bool {
 	h := bp.HostByName(host)
-	if port == PortLocal || port == PortInPort || port == h.Uplink || port == TunnelPort(bp.Encapsulation) {
+	if port == PortLocal || port == PortInPort || h.IsUplinkPort(port) || port == TunnelPort(bp.Encapsulation) {
 		return true
 	}
 	for _, v := range vmsOf(bp) {
@@ -168,7 +180,7 @@ func expectedCounts(bp *Blueprint, host string) map[TableID]int {
 	for _, tb := range Pipeline {
 		c[tb.ID] = 1 // the priority-0 drop
 	}
-	c[TClassify] += 3 + local                              // uplink, LOCAL, tunnel, each VM port
+	c[TClassify] += 2 + len(h.UplinkPorts()) + local       // uplink (each bond member), LOCAL, tunnel, each VM port
 	c[TUnderlayIn] += others + peers + 2*othersMAC + 2 + 1 // allowlist, ARP guards, 2 tunnel drops, mgmt
 	c[THostOut]++                                          // LOCAL -> uplink
 	c[TVMEgress] += 2 + 4*local                            // dhcp guard, ipv6; per VM 3 allow + 1 spoof drop

@@ -86,6 +86,12 @@ func genBlueprint(t testing.TB, r *rand.Rand, n int) *Blueprint {
 	for i := 0; i < nHosts; i++ {
 		h := Host{Name: fmt.Sprintf("h%d", i+1), DatapathID: fmt.Sprintf("%016x", 0xa0+i),
 			Uplink: uplinks[r.Intn(len(uplinks))]}
+		if h.Uplink == "bond0" { // a real bond (no extra draws: the random stream is unchanged)
+			h.UplinkSpec = UplinkSpec{Name: "bond0", Members: []string{"eth0", "eth1"}}
+			if i%2 == 1 {
+				h.UplinkSpec.LACP = LACPActive
+			}
+		}
 		if r.Intn(3) == 0 {
 			h.TunnelIP = fmt.Sprintf("203.0.113.%d", 10+i) // outside the management CIDRs
 		} else {
