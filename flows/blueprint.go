@@ -95,6 +95,8 @@ type UplinkSpec struct {
 	Members []string `yaml:"bond"` // the bond's member NICs (at least two); empty: a single NIC
 	LACP    string   `yaml:"lacp"` // off (default) or active
 	Mode    string   `yaml:"mode"` // active-backup (default without LACP), balance-slb, balance-tcp (default with LACP; needs LACP)
+
+	mapping bool // written in the mapping form (set by Parse; for error messages)
 }
 
 // IsBond reports whether the uplink is a bond.

@@ -1,7 +1,7 @@
 package flows
 
 import (
-	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -121,7 +121,8 @@ func TestBondMarshalRoundTrip(t *testing.T) {
 	bp.SetDefaults()
 	for i := range bp.Hosts {
 		w, g := &bp.Hosts[i], &back.Hosts[i]
-		if fmt.Sprintf("%q %q", w.Uplink, w.UplinkSpec) != fmt.Sprintf("%q %q", g.Uplink, g.UplinkSpec) {
+		wu, gu := w.UplinkSpec, g.UplinkSpec
+		if w.Uplink != g.Uplink || wu.Name != gu.Name || !slices.Equal(wu.Members, gu.Members) || wu.LACP != gu.LACP || wu.Mode != gu.Mode {
 			t.Errorf("%s: round trip gives uplink %q %+v, want %q %+v", w.Name, g.Uplink, g.UplinkSpec, w.Uplink, w.UplinkSpec)
 		}
 	}

@@ -313,6 +313,8 @@ func (d *nodeDecoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		case yaml.SequenceNode:
 			d.errorf(n, path, "uplink is a NIC (uplink: eth0) or a bond mapping, got a list: write uplink: {name: bond0, bond: [eth0, eth1]}")
 			return
+		case yaml.MappingNode:
+			v.Addr().Interface().(*UplinkSpec).mapping = true
 		}
 	}
 	switch v.Kind() {
@@ -545,6 +547,7 @@ func (u *UplinkSpec) UnmarshalYAML(n *yaml.Node) error {
 		}
 	}
 	type plain UplinkSpec
+	u.mapping = n.Kind == yaml.MappingNode
 	return n.Decode((*plain)(u))
 }
 
@@ -560,7 +563,7 @@ func (u UplinkSpec) MarshalYAML() (any, error) {
 		LACP    string   `yaml:"lacp,omitempty"`
 		Mode    string   `yaml:"mode,omitempty"`
 	}
-	return plain(u), nil
+	return plain{u.Name, u.Members, u.LACP, u.Mode}, nil
 }
 
 // MarshalYAML writes a host whose Go caller set only Uplink with that name

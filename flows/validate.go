@@ -286,6 +286,11 @@ const maxBondMembers = 16
 // LACP setting and mode (defaults already applied).
 func (v *validator) uplink(f string, h *Host) {
 	u := &h.UplinkSpec
+	if !u.IsBond() && (u.Members != nil || u.mapping && h.Uplink == "") {
+		// The mapping form with an empty (or undecodable) bond list.
+		v.errorf(f+".uplink.bond", "bond lists no members: list at least two NICs (bond: [eth0, eth1]), or name the one NIC (uplink: eth0)")
+		return
+	}
 	if !u.IsBond() {
 		where := f + ".uplink"
 		if u.LACP != "" || u.Mode != "" || u.Name != "" && h.Uplink == "" {
