@@ -141,6 +141,38 @@ func bondFailover(t *testing.T, lacp bool) {
 		})
 	}
 	e.pingOK("blue-web-1", "10.10.1.12", 15*time.Second)
+	if lacp {
+		lacpHonoured(t, e)
+	}
+}
+
+// lacpHonoured: the partner switch stops speaking LACP. Both members keep
+// their carrier, but once the partner's PDUs expire (lacp-time fast: ~3 s)
+// LACP disables them and the bundle action sends nothing: the tunnel stops
+// and doctor fails the bond. This is the documented behaviour (no
+// lacp-fallback-ab): an output that honoured only carrier would have kept
+// sending into a partner that no longer aggregates the links. With LACP
+// back on the partner, the tunnel recovers.
+func lacpHonoured(t *testing.T, e *env) {
+	if _, err := e.lab.PartnerVsctl(e.ctx, "kvm1", "set", "port", lab.PartnerBond, "lacp=off"); err != nil {
+		t.Fatal(err)
+	}
+	off := time.Now()
+	eventually(t, 20*time.Second, "LACP expired on both members", func() (bool, string) {
+		out, _ := e.lab.OVS(e.ctx, "kvm1", "ovs-appctl", "bond/show", "bond0")
+		return strings.Count(out, ": disabled") >= 2, out
+	})
+	t.Logf("partner LACP off: both members disabled by LACP %s later", time.Since(off).Round(time.Millisecond))
+	e.pingBlocked("blue-web-1", "10.10.1.12")
+	eventually(t, 20*time.Second, "doctor fails the bond", func() (bool, string) {
+		r := e.doctor("kvm1")
+		return r.status(tunnel.CheckBond) == tunnel.StatusFail && strings.Contains(r.results[tunnel.CheckBond].Detail, "LACP partner not current"), r.results[tunnel.CheckBond].Detail
+	})
+	if _, err := e.lab.PartnerVsctl(e.ctx, "kvm1", "set", "port", lab.PartnerBond, "lacp=active"); err != nil {
+		t.Fatal(err)
+	}
+	e.pingOK("blue-web-1", "10.10.1.12", 20*time.Second)
+	t.Logf("partner LACP on again: tunnel back %s after it was turned off", time.Since(off).Round(time.Millisecond))
 }
 
 // explainAgrees runs `vpcflow explain --trace` (model and ofproto/trace on

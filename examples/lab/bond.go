@@ -171,6 +171,19 @@ func (l *Lab) partnerVsctl(ctx context.Context, key, ns string, args ...string) 
 	return l.execEnv(ctx, ns, l.OVSEnv(key), append([]string{ovsBin("ovs-vsctl"), "--timeout=10"}, args...)...)
 }
 
+// PartnerVsctl runs ovs-vsctl against a host's LACP partner switch (e.g.
+// "set", "port", "lag0", "lacp=off" to make the partner stop LACP).
+func (l *Lab) PartnerVsctl(ctx context.Context, host string, args ...string) (string, error) {
+	ns := l.PartnerNS(host)
+	if ns == "" {
+		return "", fmt.Errorf("lab: host %s has no LACP partner", host)
+	}
+	return l.partnerVsctl(ctx, partnerKey(host), ns, args...)
+}
+
+// PartnerBond is the name of the LACP partner's bond port.
+const PartnerBond = partnerBond
+
 // PartnerAppctl runs ovs-appctl against a host's LACP partner switch (e.g.
 // "lacp/show", "bond/show").
 func (l *Lab) PartnerAppctl(ctx context.Context, host string, args ...string) (string, error) {
