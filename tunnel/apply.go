@@ -458,6 +458,12 @@ func (c *Client) check(s *snapshot, o *options) error {
 			if p != nil {
 				return c.uplinkElsewhere(s, o, p)
 			}
+			if s.ifaces[up] != nil {
+				// The NIC is an interface of a port with another name: a bond
+				// (going back from a bond to one NIC is not automatic).
+				return fmt.Errorf("uplink %s is a member of another port (a bond?) on %s, not a port of its own: to go back from a bond to one NIC, run ovs-vsctl del-port %s <bond> -- add-port %s %s (one transaction), or keep the bond in hosts[%s].uplink",
+					up, c.endpoint, o.Bridge, o.Bridge, up, o.Host.Name)
+			}
 			return fmt.Errorf("uplink %s is not a port of bridge %s on %s: add it (ovs-vsctl add-port %s %s), or fix hosts[%s].uplink in the blueprint",
 				up, o.Bridge, c.endpoint, o.Bridge, up, o.Host.Name)
 		}

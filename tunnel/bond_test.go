@@ -92,6 +92,11 @@ func TestApplyBondConvertsUplink(t *testing.T) {
 	if _, err := l.try("ovs-vsctl", "--timeout=5", "get", "interface", up3, "name"); err == nil {
 		t.Errorf("interface %s still exists after leaving the bond", up3)
 	}
+	// Back to a single NIC is not automatic: the error names the one command.
+	_, err = Apply(ctx, applyOpts(l, br, testHost(up)))
+	if err == nil || !strings.Contains(err.Error(), "member of another port (a bond?)") || !strings.Contains(err.Error(), "del-port "+br+" <bond> -- add-port "+br+" "+up) {
+		t.Errorf("single-NIC apply on a bond: err = %v", err)
+	}
 }
 
 // TestApplyBondMemberTaken: a member that is a port of another bridge (or
