@@ -141,6 +141,11 @@ func bondFailover(t *testing.T, lacp bool) {
 		})
 	}
 	e.pingOK("blue-web-1", "10.10.1.12", 15*time.Second)
+	// The bundle is revertive: with both members live it picks the same
+	// member as before the cut (the first live one, or the same hash).
+	if got := e.busyMember("kvm1", []string{"eth0", "eth1"}, "blue-web-1", "10.10.1.12"); got != active {
+		t.Errorf("after %s came back kvm1 sends on %q, want %s again", active, got, active)
+	}
 	if lacp {
 		lacpHonoured(t, e)
 	}
