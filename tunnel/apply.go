@@ -530,6 +530,19 @@ func (c *Client) updateOps(row, upd model.Model, fields []any, mm model.Model, m
 	return ops, nil
 }
 
+// setMutations deletes remove from and inserts insert into the set column
+// field (a pointer into the model the mutations are applied with).
+func setMutations(field any, remove, insert []string) []model.Mutation {
+	var muts []model.Mutation
+	if len(remove) > 0 {
+		muts = append(muts, model.Mutation{Field: field, Mutator: ovsdb.MutateOperationDelete, Value: remove})
+	}
+	if len(insert) > 0 {
+		muts = append(muts, model.Mutation{Field: field, Mutator: ovsdb.MutateOperationInsert, Value: insert})
+	}
+	return muts
+}
+
 // bridgePortsOps returns a guard on bridge b's ports column (as planned
 // from) and the mutation that removes and inserts port uuids.
 func (c *Client) bridgePortsOps(b *bridgeRow, remove, insert []string) (guard, mutate []ovsdb.Operation, err error) {
@@ -538,14 +551,7 @@ func (c *Client) bridgePortsOps(b *bridgeRow, remove, insert []string) (guard, m
 		return nil, nil, err
 	}
 	m := &bridgeRow{UUID: b.UUID}
-	var muts []model.Mutation
-	if len(remove) > 0 {
-		muts = append(muts, model.Mutation{Field: &m.Ports, Mutator: ovsdb.MutateOperationDelete, Value: remove})
-	}
-	if len(insert) > 0 {
-		muts = append(muts, model.Mutation{Field: &m.Ports, Mutator: ovsdb.MutateOperationInsert, Value: insert})
-	}
-	if mutate, err = c.updateOps(nil, nil, nil, m, muts); err != nil {
+	if mutate, err = c.updateOps(nil, nil, nil, m, setMutations(&m.Ports, remove, insert)); err != nil {
 		return nil, nil, err
 	}
 	return guard, mutate, nil
@@ -738,21 +744,11 @@ func (c *Client) planControllers(o *options) func(*snapshot) (*plan, error) {
 		}
 		ops = append(g, ops...)
 		m := &bridgeRow{UUID: b.UUID}
-		var muts []model.Mutation
-		if len(remove) > 0 {
-			muts = append(muts, model.Mutation{Field: &m.Controller, Mutator: ovsdb.MutateOperationDelete, Value: remove})
+		mu, err := c.updateOps(nil, nil, nil, m, setMutations(&m.Controller, remove, insert))
+		if err != nil {
+			return nil, err
 		}
-		if len(insert) > 0 {
-			muts = append(muts, model.Mutation{Field: &m.Controller, Mutator: ovsdb.MutateOperationInsert, Value: insert})
-		}
-		if len(muts) > 0 {
-			mu, err := c.ovs.Where(m).Mutate(m, muts...)
-			if err != nil {
-				return nil, err
-			}
-			ops = append(ops, mu...)
-		}
-		return &plan{ops: ops, lines: lines}, nil
+		return &plan{ops: append(ops, mu...), lines: lines}, nil
 	}
 }
 
