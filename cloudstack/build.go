@@ -45,8 +45,10 @@ type HostOverride struct {
 	DatapathID string `yaml:"datapath_id"`
 	TunnelIP   string `yaml:"tunnel_ip"`
 	TunnelMAC  string `yaml:"tunnel_mac"`
-	Uplink     string `yaml:"uplink"`
-	OVSDB      string `yaml:"ovsdb"`
+	// Uplink is `uplink: eth0` or the bond mapping
+	// (`{name: bond0, bond: [eth0, eth1], lacp: active}`), as in a blueprint.
+	Uplink flows.UplinkSpec `yaml:"uplink"`
+	OVSDB  string           `yaml:"ovsdb"`
 }
 
 // LoadBase reads and checks a base file (strict: unknown keys are errors).
@@ -341,7 +343,7 @@ func (b *builder) build() *flows.Blueprint {
 		ov, has := over[h.Name]
 		used[h.Name] = has
 		bh := flows.Host{Name: h.Name, DatapathID: DatapathIDFromUUID(h.ID), TunnelIP: h.IPAddress,
-			Uplink: base.HostDefaults.Uplink, OVSDB: base.HostDefaults.OVSDB}
+			UplinkSpec: base.HostDefaults.Uplink, OVSDB: base.HostDefaults.OVSDB}
 		src := "datapath_id from the host uuid"
 		if ov.DatapathID != "" {
 			bh.DatapathID, src = ov.DatapathID, "datapath_id from the base file"
@@ -352,8 +354,8 @@ func (b *builder) build() *flows.Blueprint {
 		if ov.TunnelMAC != "" {
 			bh.TunnelMAC = ov.TunnelMAC
 		}
-		if ov.Uplink != "" {
-			bh.Uplink = ov.Uplink
+		if ov.Uplink.Name != "" || ov.Uplink.IsBond() {
+			bh.UplinkSpec = ov.Uplink
 		}
 		if ov.OVSDB != "" {
 			bh.OVSDB = ov.OVSDB

@@ -53,7 +53,26 @@ func (b *builder) emit(bp *flows.Blueprint) []byte {
 		if h.TunnelMAC != "" {
 			fmt.Fprintf(&w, "    tunnel_mac: %s\n", q(h.TunnelMAC))
 		}
-		fmt.Fprintf(&w, "    uplink: %s\n", q(h.Uplink))
+		if u := h.UplinkSpec; u.IsBond() {
+			ms := make([]string, len(u.Members))
+			for k, m := range u.Members {
+				ms[k] = q(m)
+			}
+			fmt.Fprintf(&w, "    uplink: {name: %s, bond: [%s]", q(u.Name), strings.Join(ms, ", "))
+			if u.LACP != "" {
+				fmt.Fprintf(&w, ", lacp: %s", q(u.LACP))
+			}
+			if u.Mode != "" {
+				fmt.Fprintf(&w, ", mode: %s", q(u.Mode))
+			}
+			w.WriteString("}\n")
+		} else {
+			name := u.Name
+			if name == "" {
+				name = h.Uplink
+			}
+			fmt.Fprintf(&w, "    uplink: %s\n", q(name))
+		}
 		if h.OVSDB != "" {
 			fmt.Fprintf(&w, "    ovsdb: %s\n", q(h.OVSDB))
 		}

@@ -70,7 +70,14 @@ func sameActions(a, b *flows.Flow) bool {
 		return false
 	}
 	for i := range a.Actions {
-		// Every action type is a comparable struct.
+		// Every action type is a comparable struct, except Bundle (its
+		// member list is a slice: == on it would panic).
+		if x, ok := a.Actions[i].(flows.Bundle); ok {
+			if y, ok := b.Actions[i].(flows.Bundle); !ok || !x.Equal(y) {
+				return false
+			}
+			continue
+		}
 		if a.Actions[i] != b.Actions[i] {
 			return false
 		}

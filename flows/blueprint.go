@@ -55,14 +55,91 @@ type Host struct {
 	DatapathID string `yaml:"datapath_id"` // 16 hex digits, non-zero
 	TunnelIP   string `yaml:"tunnel_ip"`
 	TunnelMAC  string `yaml:"tunnel_mac"` // optional
-	Uplink     string `yaml:"uplink"`
-	OVSDB      string `yaml:"ovsdb"` // optional: unix:/path, tcp:host:port, ssl:host:port
+	// Uplink is the name of the uplink port of cloudbr0: the physical NIC,
+	// or the bond port when UplinkSpec is a bond. Parse and SetDefaults
+	// fill it from UplinkSpec (Go callers may set either).
+	Uplink     string     `yaml:"-"`
+	UplinkSpec UplinkSpec `yaml:"uplink"` // `uplink: eth0`, or the mapping form for a bond
+	OVSDB      string     `yaml:"ovsdb"`  // optional: unix:/path, tcp:host:port, ssl:host:port
 
 	// Parsed forms, filled by Validate.
 	DPID   uint64     `yaml:"-"`
 	Addr   netip.Addr `yaml:"-"`
 	MAC    MAC        `yaml:"-"`
 	HasMAC bool       `yaml:"-"`
+}
+
+// Bond LACP settings and modes (the values of uplink.lacp and uplink.mode;
+// the modes are Open vSwitch's bond_mode values).
+const (
+	LACPOff          = "off"
+	LACPActive       = "active"
+	BondActiveBackup = "active-backup"
+	BondBalanceSLB   = "balance-slb"
+	BondBalanceTCP   = "balance-tcp"
+)
+
+// DefaultBondName is the port name of a bond whose uplink mapping has no name.
+const DefaultBondName = "bond0"
+
+// UplinkSpec is a host's uplink key. The scalar form names one NIC
+// (`uplink: eth0`: Name only). The mapping form may describe a bond:
+//
+//	uplink: {name: bond0, bond: [eth0, eth1], lacp: active, mode: balance-tcp}
+//
+// OpenFlow sees every member as its own port: the pipeline accepts underlay
+// traffic from each member and sends to the uplink with a bundle action
+// over the members, so the switch picks a live one.
+type UplinkSpec struct {
+	Name    string   `yaml:"name"` // the port on cloudbr0 (a NIC, or the bond port; default bond0 for a bond)
+	Members []string `yaml:"bond"` // the bond's member NICs (at least two); empty: a single NIC
+	LACP    string   `yaml:"lacp"` // off (default) or active
+	Mode    string   `yaml:"mode"` // active-backup (default without LACP), balance-slb, balance-tcp (default with LACP; needs LACP)
+
+	mapping bool // written in the mapping form (set by Parse; for error messages)
+}
+
+// IsBond reports whether the uplink is a bond.
+func (u *UplinkSpec) IsBond() bool { return len(u.Members) > 0 }
+
+// IsBond reports whether the host's uplink is a bond.
+func (h *Host) IsBond() bool { return h.UplinkSpec.IsBond() }
+
+// UplinkPorts returns the OpenFlow ports that make up the uplink: the bond's
+// members, or the one uplink NIC. Classify accepts underlay traffic from each
+// of them.
+func (h *Host) UplinkPorts() []string {
+	if h.IsBond() {
+		return h.UplinkSpec.Members
+	}
+	return []string{h.Uplink}
+}
+
+// IsUplinkPort reports whether port is the uplink or one of its bond members.
+func (h *Host) IsUplinkPort(port string) bool {
+	for _, p := range h.UplinkPorts() {
+		if p == port {
+			return true
+		}
+	}
+	return false
+}
+
+// UplinkAction is the action that sends a packet out of the uplink: an
+// output to the NIC, or for a bond a bundle over its members (OVS picks a
+// live member: carrier up and, with LACP, negotiated).
+func (h *Host) UplinkAction() Action {
+	if !h.IsBond() {
+		return Output{Port: h.Uplink}
+	}
+	b := Bundle{Fields: HashEthSrc, Algorithm: BundleActiveBackup, Members: append([]string(nil), h.UplinkSpec.Members...)}
+	switch h.UplinkSpec.Mode {
+	case BondBalanceSLB:
+		b.Algorithm = BundleHRW
+	case BondBalanceTCP:
+		b.Fields, b.Algorithm = HashSymmetricL4, BundleHRW
+	}
+	return b
 }
 
 // VM roles.

@@ -77,12 +77,21 @@ func Bind(fs []Flow, ports PortMap) (bound []Flow, missing []string) {
 				continue
 			}
 		}
-		drop := false
-		for _, a := range f.Actions {
-			if o, ok := a.(Output); ok {
+		drop, copied := false, false
+		for i, a := range f.Actions {
+			switch o := a.(type) {
+			case Output:
 				if _, ok := ports.number(o.Port); !ok {
 					miss(o.Port)
 					drop = true
+				}
+			case Bundle:
+				if b, all := bindBundle(o, ports, miss); !all {
+					if !copied { // the compiled flow's slice is shared
+						f.Actions, copied = append([]Action(nil), f.Actions...), true
+					}
+					f.Actions[i] = b
+					drop = drop || len(b.Members) == 0
 				}
 			}
 		}
@@ -105,6 +114,12 @@ func Bind(fs []Flow, ports PortMap) (bound []Flow, missing []string) {
 						acts = append(acts, a)
 					}
 					pending = nil
+				case Bundle:
+					if len(x.Members) > 0 {
+						acts = append(acts, pending...)
+						acts = append(acts, a)
+					}
+					pending = nil
 				default:
 					acts = append(acts, a)
 				}
@@ -114,6 +129,30 @@ func Bind(fs []Flow, ports PortMap) (bound []Flow, missing []string) {
 		bound = append(bound, f)
 	}
 	return bound, missing
+}
+
+// bindBundle keeps the bundle members the bridge has (a bond member that is
+// missing is left out, like an output to a missing port); all reports
+// whether every member is present.
+func bindBundle(b Bundle, ports PortMap, miss func(string)) (Bundle, bool) {
+	all := true
+	for _, m := range b.Members {
+		if _, ok := ports.number(m); !ok {
+			all = false
+			miss(m)
+		}
+	}
+	if all {
+		return b, true
+	}
+	kept := make([]string, 0, len(b.Members))
+	for _, m := range b.Members {
+		if _, ok := ports.number(m); ok {
+			kept = append(kept, m)
+		}
+	}
+	b.Members = kept
+	return b, false
 }
 
 func oxmHeader(f Field, masked bool) uint32 {
@@ -175,6 +214,13 @@ func appendMatch(buf []byte, m Match, ports PortMap) ([]byte, error) {
 
 const nxVendor = 0x00002320
 
+// NXAST_BUNDLE (libOpenflow has no constant for it) and the NXM header of
+// in_port, the only member_type Open vSwitch accepts.
+const (
+	nxastBundle = 12
+	nxmOfInPort = 0x00000002
+)
+
 func appendActions(buf []byte, acts []Action, ports PortMap) ([]byte, error) {
 	for _, a := range acts {
 		switch x := a.(type) {
@@ -218,6 +264,32 @@ func appendActions(buf []byte, acts []Action, ports PortMap) ([]byte, error) {
 			buf = append(buf, 0, ofp.ActionType_PopVlan, 0, 8, 0, 0, 0, 0)
 		case DecTTL:
 			buf = append(buf, 0, ofp.ActionType_DecNwTtl, 0, 8, 0, 0, 0, 0)
+		case Bundle:
+			// nx_action_bundle: 32 bytes, then one 16-bit port per member,
+			// padded to 8 bytes. member_type is NXM_OF_IN_PORT; ofs_nbits and
+			// dst stay zero (they are for bundle_load).
+			l := (32 + 2*len(x.Members) + 7) / 8 * 8
+			b := make([]byte, l)
+			binary.BigEndian.PutUint16(b[0:], ofp.ActionType_Experimenter)
+			binary.BigEndian.PutUint16(b[2:], uint16(l))
+			binary.BigEndian.PutUint32(b[4:], nxVendor)
+			binary.BigEndian.PutUint16(b[8:], nxastBundle)
+			binary.BigEndian.PutUint16(b[10:], uint16(x.Algorithm))
+			binary.BigEndian.PutUint16(b[12:], uint16(x.Fields))
+			binary.BigEndian.PutUint16(b[14:], x.Basis)
+			binary.BigEndian.PutUint32(b[16:], nxmOfInPort)
+			binary.BigEndian.PutUint16(b[20:], uint16(len(x.Members)))
+			for i, m := range x.Members {
+				n, ok := ports.number(m)
+				if !ok {
+					return nil, fmt.Errorf("bundle member %q is not on the bridge", m)
+				}
+				if n > 0xff00 {
+					return nil, fmt.Errorf("bundle member %q has port number %d: bundle members must be physical ports", m, n)
+				}
+				binary.BigEndian.PutUint16(b[32+2*i:], uint16(n))
+			}
+			buf = append(buf, b...)
 		case Conjunction:
 			var b [16]byte
 			binary.BigEndian.PutUint16(b[0:], ofp.ActionType_Experimenter)
@@ -476,6 +548,13 @@ func decodeActions(b []byte, names map[uint32]string) ([]Action, []string, error
 					SrcOfs: binary.BigEndian.Uint16(a[12:]), DstOfs: binary.BigEndian.Uint16(a[14:])})
 			case ofp.NXAST_CONJUNCTION:
 				acts = append(acts, Conjunction{ID: binary.BigEndian.Uint32(a[12:]), Clause: a[10] + 1, NClauses: a[11]})
+			case nxastBundle:
+				b, ok := decodeBundle(a, names)
+				if !ok {
+					unknown = append(unknown, "bundle action vpcflow cannot represent")
+					continue
+				}
+				acts = append(acts, b)
 			default:
 				unknown = append(unknown, fmt.Sprintf("nx action %d", binary.BigEndian.Uint16(a[8:])))
 			}
@@ -484,6 +563,27 @@ func decodeActions(b []byte, names map[uint32]string) ([]Action, []string, error
 		}
 	}
 	return acts, unknown, nil
+}
+
+// decodeBundle decodes an NXAST_BUNDLE action (a is the whole action,
+// length already checked to be a multiple of 8 and at least 16). Anything
+// but the form AppendFlowMod writes (in_port members, no load destination)
+// is not represented.
+func decodeBundle(a []byte, names map[uint32]string) (Bundle, bool) {
+	if len(a) < 32 {
+		return Bundle{}, false
+	}
+	n := int(binary.BigEndian.Uint16(a[20:]))
+	if binary.BigEndian.Uint32(a[16:]) != nxmOfInPort || 32+2*n > len(a) ||
+		binary.BigEndian.Uint16(a[22:]) != 0 || binary.BigEndian.Uint32(a[24:]) != 0 {
+		return Bundle{}, false
+	}
+	b := Bundle{Algorithm: BundleAlgorithm(binary.BigEndian.Uint16(a[10:])), Fields: HashFields(binary.BigEndian.Uint16(a[12:])),
+		Basis: binary.BigEndian.Uint16(a[14:]), Members: make([]string, n)}
+	for i := range b.Members {
+		b.Members[i] = portName(uint32(binary.BigEndian.Uint16(a[32+2*i:])), names)
+	}
+	return b, true
 }
 
 // matchOf builds a normalised Match from fields with one allocation: the

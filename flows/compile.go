@@ -192,9 +192,11 @@ func (b *builder) defaultDrops(routes bool) {
 }
 
 func (b *builder) classifyMgmt(v *hostView) {
-	b.add(Flow{Table: TClassify, Priority: 100, Cookie: MakeCookie(CatClassify, objUplink, 0),
-		Match: match(inPort(v.host.Uplink)), Goto: TUnderlayIn,
-		Note: "from the uplink " + v.host.Uplink})
+	for _, p := range v.host.UplinkPorts() { // a bond: every member
+		b.add(Flow{Table: TClassify, Priority: 100, Cookie: MakeCookie(CatClassify, objUplink, 0),
+			Match: match(inPort(p)), Goto: TUnderlayIn,
+			Note: uplinkNote("from the uplink ", v.host, p)})
+	}
 	b.add(Flow{Table: TClassify, Priority: 100, Cookie: MakeCookie(CatClassify, objLocal, 0),
 		Match: match(inPort(PortLocal)), Goto: THostOut,
 		Note: "from the host stack (LOCAL)"})
@@ -367,7 +369,18 @@ func (b *builder) underlayIn(v *hostView) {
 func (b *builder) hostOut(v *hostView) {
 	b.add(Flow{Table: THostOut, Priority: 100, Cookie: MakeCookie(CatHostOut, 0, 0),
 		Actions: v.uplinkOut(),
-		Note:    "host stack and encapsulated tunnel traffic out of the uplink " + v.host.Uplink})
+		Note:    uplinkNote("host stack and encapsulated tunnel traffic out of the uplink ", v.host, "")})
+}
+
+// uplinkNote names the uplink in a note: the NIC, or the bond (and member).
+func uplinkNote(prefix string, h *Host, member string) string {
+	if !h.IsBond() {
+		return prefix + h.Uplink
+	}
+	if member != "" {
+		return prefix + "bond " + h.Uplink + " member " + member
+	}
+	return prefix + "bond " + h.Uplink + " (a live member, mode " + h.UplinkSpec.Mode + ")"
 }
 
 // mgmtGuard: management separation (the per-tier pass is in tierSegment).
@@ -514,7 +527,7 @@ func (b *builder) l2Forward(v *hostView, t TierRef, peers []*Host, sh *tierShare
 }
 
 // uplinkOut is the actions that send a packet out of the host's uplink.
-func (v *hostView) uplinkOut() []Action { return []Action{Output{Port: v.host.Uplink}} }
+func (v *hostView) uplinkOut() []Action { return []Action{v.host.UplinkAction()} }
 
 // vlanOut tags a packet with tier t's VLAN and sends it out of the uplink.
 func (v *hostView) vlanOut(t *Tier) []Action {

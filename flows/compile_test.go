@@ -69,12 +69,24 @@ func TestCompileInvariants(t *testing.T) {
 					}
 					misses[f.Table] = true
 				}
-				// Outputs name only LOCAL, IN_PORT, the uplink, the tunnel
-				// port and blueprint VM ports of this host.
+				// Outputs and in_port matches name only LOCAL, IN_PORT, the
+				// uplink (a bond's members, never the bond port: OpenFlow
+				// has no port for it), the tunnel port and blueprint VM
+				// ports of this host.
 				for _, a := range f.Actions {
-					if o, ok := a.(Output); ok && !knownPort(bp, h, o.Port) {
+					if o, ok := a.(Output); ok && !knownPort(bp, h, o.Port) && o.Port != PortController {
 						t.Errorf("%s: output to unknown port %q", where, o.Port)
 					}
+					if b, ok := a.(Bundle); ok {
+						for _, m := range b.Members {
+							if !knownPort(bp, h, m) {
+								t.Errorf("%s: bundle member %q is not an uplink port", where, m)
+							}
+						}
+					}
+				}
+				if mf, ok := f.Match.Get(FInPort); ok && !knownPort(bp, h, mf.Port) {
+					t.Errorf("%s: in_port %q is not a port of the host", where, mf.Port)
 				}
 			}
 			for _, tb := range Pipeline {
@@ -91,7 +103,7 @@ func TestCompileInvariants(t *testing.T) {
 
 func knownPort(bp *Blueprint, host, port string) bool {
 	h := bp.HostByName(host)
-	if port == PortLocal || port == PortInPort || port == h.Uplink || port == TunnelPort(bp.Encapsulation) {
+	if port == PortLocal || port == PortInPort || h.IsUplinkPort(port) || port == TunnelPort(bp.Encapsulation) {
 		return true
 	}
 	for _, v := range vmsOf(bp) {
@@ -174,7 +186,7 @@ func expectedCounts(bp *Blueprint, host string) map[TableID]int {
 	if !routes(bp, host) {
 		c[TRoute] = 0
 	}
-	c[TClassify] += 3 + local                              // uplink, LOCAL, tunnel, each VM port
+	c[TClassify] += 2 + len(h.UplinkPorts()) + local       // uplink (each bond member), LOCAL, tunnel, each VM port
 	c[TUnderlayIn] += others + peers + 2*othersMAC + 2 + 1 // allowlist, ARP guards, 2 tunnel drops, mgmt
 	c[THostOut]++                                          // LOCAL -> uplink
 	c[TVMEgress] += 2 + 4*local                            // dhcp guard, ipv6; per VM 3 allow + 1 spoof drop
@@ -393,7 +405,11 @@ func flowModToStats(msg []byte) ([]byte, error) {
 }
 
 func TestCodecRoundTrip(t *testing.T) {
-	for _, bp := range testBlueprints(t, 40) {
+	bond, err := Load("testdata/golden/bond.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bp := range append(testBlueprints(t, 40), bond) {
 		for _, h := range bp.Hosts {
 			fs := compileHost(t, bp, h.Name)
 			pm := portMapFor(fs)
@@ -423,16 +439,24 @@ func TestCodecRoundTrip(t *testing.T) {
 	}
 }
 
-// statsSeeds are valid flow-stats entries of the demo's flows (built with
+// statsSeeds are valid flow-stats entries of the demo's flows and of a bond host (built with
 // the encoder's match and instructions, laid out per the spec).
 func statsSeeds(t testing.TB) ([][]byte, map[uint32]string) {
 	bp, err := Load(demoBlueprint)
 	if err != nil {
 		t.Fatal(err)
 	}
+	bond, err := Load("testdata/golden/bond.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var seeds [][]byte
 	var names map[uint32]string
-	for _, h := range bp.Hosts {
+	hosts := append(append([]Host(nil), bp.Hosts...), *bond.HostByName("hv-b")) // hv-b: a bundle action
+	for _, h := range hosts {
+		if h.Name == "hv-b" {
+			bp = bond
+		}
 		fs, err := Compile(bp, h.Name)
 		if err != nil {
 			t.Fatal(err)
@@ -516,7 +540,7 @@ func TestEncodingAgreesWithOVS(t *testing.T) {
 		t.Fatalf("ovs-ofctl not found (install openvswitch-common or set VPCFLOW_E2E=0): %v", err)
 	}
 	var bps []*Blueprint
-	for _, src := range []string{demoBlueprint, "testdata/golden/gre-peers.yaml", "testdata/golden/empty-host.yaml"} {
+	for _, src := range []string{demoBlueprint, "testdata/golden/gre-peers.yaml", "testdata/golden/empty-host.yaml", "testdata/golden/bond.yaml"} {
 		bp, err := Load(src)
 		if err != nil {
 			t.Fatal(err)
@@ -568,6 +592,9 @@ func TestEncodingAgreesWithOVS(t *testing.T) {
 
 var ovsPortRE = regexp.MustCompile(`(in_port=|output:)(\d+)`)
 
+// ovsMembersRE is a bundle action's member list (port numbers).
+var ovsMembersRE = regexp.MustCompile(`members:([\d,]+)\)`)
+
 // ovsFlowLine normalises one `ovs-ofctl ofp-parse` FLOW_MOD line to
 // "table|priority|cookie|sorted match tokens|actions" with port names.
 func ovsFlowLine(l string, names map[uint32]string) (string, error) {
@@ -579,6 +606,14 @@ func ovsFlowLine(l string, names map[uint32]string) (string, error) {
 		m := ovsPortRE.FindStringSubmatch(s)
 		n, _ := strconv.ParseUint(m[2], 10, 32)
 		return m[1] + portName(uint32(n), names)
+	})
+	rest = ovsMembersRE.ReplaceAllStringFunc(rest, func(s string) string {
+		var ms []string
+		for _, p := range strings.Split(ovsMembersRE.FindStringSubmatch(s)[1], ",") {
+			n, _ := strconv.ParseUint(p, 10, 32)
+			ms = append(ms, portName(uint32(n), names))
+		}
+		return "members:" + strings.Join(ms, ",") + ")"
 	})
 	table := "0"
 	if strings.HasPrefix(rest, "table:") {

@@ -417,6 +417,22 @@ func (t Trace) String() string {
 // priority first. Build it once per flow set and evaluate many packets.
 type FlowTable struct {
 	tables map[TableID][]entry
+	// Down lists ports without link (e.g. a failed bond member): a bundle
+	// action skips them, as the switch does.
+	Down map[string]bool
+}
+
+// bundleMember is the member a bundle action sends to: the first live one.
+// For active_backup that is the switch's choice; for hrw the switch hashes
+// the packet over the live members, and any live member is a correct model
+// of it. "" when no member is live (the switch drops).
+func (ft *FlowTable) bundleMember(b Bundle) string {
+	for _, m := range b.Members {
+		if !ft.Down[m] {
+			return m
+		}
+	}
+	return ""
 }
 
 // entry is an indexed flow: soft (conjunction clause) flows keep their
@@ -582,6 +598,10 @@ func (ft *FlowTable) Evaluate(p Packet) Trace {
 				default:
 					tr.Outputs = append(tr.Outputs, d)
 				}
+			case Bundle:
+				if m := ft.bundleMember(x); m != "" && m != ingress {
+					tr.Outputs = append(tr.Outputs, Delivery{Port: m, Table: table, Cookie: f.Cookie, Packet: p})
+				}
 			case SetField:
 				p.setField(x.Field, x.Value)
 			case Move:
@@ -666,6 +686,34 @@ func NewCloud(bp *Blueprint) (*Cloud, error) {
 	return c, nil
 }
 
+// SetLinkDown marks a port of host as without link (down) or back up: a
+// bundle over a bond's members then skips it, and underlay packets for the
+// host arrive on another member.
+func (c *Cloud) SetLinkDown(host, port string, down bool) {
+	ft := c.tables[host]
+	if ft == nil {
+		return
+	}
+	if ft.Down == nil {
+		ft.Down = map[string]bool{}
+	}
+	ft.Down[port] = down
+}
+
+// uplinkIn is the port an underlay packet enters h by: its uplink, or the
+// first bond member with link.
+func (c *Cloud) uplinkIn(h *Host) string {
+	ports := h.UplinkPorts()
+	if ft := c.tables[h.Name]; ft != nil {
+		for _, p := range ports {
+			if !ft.Down[p] {
+				return p
+			}
+		}
+	}
+	return ports[0]
+}
+
 // Evaluate runs p through one host's flows.
 func (c *Cloud) Evaluate(host string, p Packet) (Trace, error) {
 	ft := c.tables[host]
@@ -694,7 +742,7 @@ func (a Arrival) Where(bp *Blueprint) string {
 	case a.Port == PortLocal:
 		return "host-stack"
 	}
-	if h := bp.HostByName(a.Host); h != nil && h.Uplink == a.Port {
+	if h := bp.HostByName(a.Host); h != nil && h.IsUplinkPort(a.Port) {
 		return "underlay"
 	}
 	return "port"
@@ -793,7 +841,7 @@ func (c *Cloud) run(j *Journey, host string, p Packet, stage string) {
 			continue
 		}
 		c.arrive(j, host, o, tr)
-		if h := c.Blueprint.HostByName(host); h != nil && o.Port == h.Uplink && o.Packet.VLAN != 0 && stage != "vlan" {
+		if h := c.Blueprint.HostByName(host); h != nil && h.IsUplinkPort(o.Port) && o.Packet.VLAN != 0 && stage != "vlan" {
 			c.vlanFlood(j, host, o.Packet)
 		}
 	}
@@ -810,7 +858,7 @@ func (c *Cloud) vlanFlood(j *Journey, from string, p Packet) {
 			continue
 		}
 		q := p
-		q.InPort = h.Uplink
+		q.InPort = c.uplinkIn(h)
 		q.Regs = [4]uint32{}
 		q.TunID, q.TunSrc, q.TunDst = 0, netip.Addr{}, netip.Addr{}
 		c.run(j, h.Name, q, "vlan")
@@ -861,7 +909,7 @@ func (c *Cloud) encapsulate(j *Journey, host string, inner Packet) {
 	j.Hops = append(j.Hops, Hop{Host: host, Stage: "encapsulated", Trace: tr})
 	sent := false
 	for _, o := range tr.Outputs {
-		if o.Port == src.Uplink {
+		if src.IsUplinkPort(o.Port) {
 			sent = true
 			continue
 		}
@@ -898,7 +946,7 @@ func (c *Cloud) receive(j *Journey, dst *Host, outer, inner Packet) {
 		j.Lost = append(j.Lost, fmt.Sprintf("hop limit %d reached on %s (forwarding loop?)", c.MaxHops, dst.Name))
 		return
 	}
-	outer.InPort = dst.Uplink
+	outer.InPort = c.uplinkIn(dst)
 	tr := c.tables[dst.Name].Evaluate(outer)
 	j.Hops = append(j.Hops, Hop{Host: dst.Name, Stage: "underlay", Trace: tr})
 	decap := false

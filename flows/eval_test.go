@@ -86,6 +86,12 @@ func genBlueprint(t testing.TB, r *rand.Rand, n int) *Blueprint {
 	for i := 0; i < nHosts; i++ {
 		h := Host{Name: fmt.Sprintf("h%d", i+1), DatapathID: fmt.Sprintf("%016x", 0xa0+i),
 			Uplink: uplinks[r.Intn(len(uplinks))]}
+		if h.Uplink == "bond0" { // a real bond (no extra draws: the random stream is unchanged)
+			h.UplinkSpec = UplinkSpec{Name: "bond0", Members: []string{"eth0", "eth1"}}
+			if i%2 == 1 {
+				h.UplinkSpec.LACP = LACPActive
+			}
+		}
 		if r.Intn(3) == 0 {
 			h.TunnelIP = fmt.Sprintf("203.0.113.%d", 10+i) // outside the management CIDRs
 		} else {
@@ -640,16 +646,21 @@ func checkUnderlay(k *checker, vms []tvm, x *Host) {
 
 	// Management traffic: uplink -> LOCAL, LOCAL -> uplink, and nothing from
 	// the uplink ever reaches a VM port.
+	// A bonded uplink: from every member, out of a live one (the
+	// evaluator's choice is the first).
 	mgmtSrc := mustAddr("192.0.2.250")
-	k.expect("uplink ssh to "+x.Name, x.Name,
-		TCPPacket(x.Uplink, MAC{0x0e, 0, 0, 0, 0, 0xfa}, underlayMAC(x, x.Addr), mgmtSrc, x.Addr, 40000, 22), x.Name+":"+PortLocal)
+	for _, up := range x.UplinkPorts() {
+		k.expect("uplink ssh to "+x.Name+" via "+up, x.Name,
+			TCPPacket(up, MAC{0x0e, 0, 0, 0, 0, 0xfa}, underlayMAC(x, x.Addr), mgmtSrc, x.Addr, 40000, 22), x.Name+":"+PortLocal)
+	}
 	k.expect("LOCAL to the controller from "+x.Name, x.Name,
-		TCPPacket(PortLocal, underlayMAC(x, x.Addr), MAC{0x0e, 0, 0, 0, 0, 0xfa}, x.Addr, mgmtSrc, 40000, 6653), x.Name+":"+x.Uplink)
+		TCPPacket(PortLocal, underlayMAC(x, x.Addr), MAC{0x0e, 0, 0, 0, 0, 0xfa}, x.Addr, mgmtSrc, 40000, 6653), x.Name+":"+x.UplinkPorts()[0])
 	for _, v := range vms {
+		up := x.UplinkPorts()[len(x.UplinkPorts())-1]
 		for _, p := range []Packet{
-			ICMPPacket(x.Uplink, MAC{0x0e, 0, 0, 0, 0, 0xfa}, v.mac, mgmtSrc, v.ip),
-			ARPRequest(x.Uplink, MAC{0x0e, 0, 0, 0, 0, 0xfa}, mgmtSrc, v.ip),
-			UDPPacket(x.Uplink, MAC{0x0e, 0, 0, 0, 0, 0xfa}, BroadcastMAC, mgmtSrc, mustAddr("255.255.255.255"), 68, 67),
+			ICMPPacket(up, MAC{0x0e, 0, 0, 0, 0, 0xfa}, v.mac, mgmtSrc, v.ip),
+			ARPRequest(up, MAC{0x0e, 0, 0, 0, 0, 0xfa}, mgmtSrc, v.ip),
+			UDPPacket(up, MAC{0x0e, 0, 0, 0, 0, 0xfa}, BroadcastMAC, mgmtSrc, mustAddr("255.255.255.255"), 68, 67),
 		} {
 			for _, ar := range c.Send(x.Name, p) {
 				if ar.Port != PortLocal {
@@ -665,9 +676,9 @@ func checkUnderlay(k *checker, vms []tvm, x *Host) {
 			continue
 		}
 		k.expectDropBy("ARP spoofing host "+h.Name+" on "+x.Name, x.Name,
-			ARPRequest(x.Uplink, MAC{0x0e, 0x66, 0, 0, 0, 1}, h.Addr, x.Addr), 0, CatPeerARPGuard)
+			ARPRequest(x.UplinkPorts()[0], MAC{0x0e, 0x66, 0, 0, 0, 1}, h.Addr, x.Addr), 0, CatPeerARPGuard)
 		k.expect("ARP from host "+h.Name+" on "+x.Name, x.Name,
-			ARPRequest(x.Uplink, h.MAC, h.Addr, x.Addr), x.Name+":"+PortLocal)
+			ARPRequest(x.UplinkPorts()[0], h.MAC, h.Addr, x.Addr), x.Name+":"+PortLocal)
 	}
 }
 

@@ -557,7 +557,7 @@ func (e *Explanation) fromUnderlay(q ExplainQuery, spoofMAC MAC, spoofIP netip.A
 			key = uint64(q.VNI)
 		}
 		dstMAC, _ := explainHostMAC(h)
-		outer := Packet{InPort: h.Uplink, EthSrc: srcMAC, EthDst: dstMAC, EthType: EthIPv4, IPSrc: srcAddr, IPDst: h.Addr}
+		outer := Packet{InPort: c.uplinkIn(h), EthSrc: srcMAC, EthDst: dstMAC, EthType: EthIPv4, IPSrc: srcAddr, IPDst: h.Addr}
 		if bp.Encapsulation == EncapGRE {
 			outer.IPProto = ProtoGRE
 		} else {
@@ -604,16 +604,17 @@ func (e *Explanation) fromUnderlay(q ExplainQuery, spoofMAC MAC, spoofIP netip.A
 	}
 	e.Destination.MAC = dstMAC.String()
 	var p Packet
+	in := c.uplinkIn(h)
 	switch q.Proto {
 	case "tcp":
-		p = TCPPacket(h.Uplink, srcMAC, dstMAC, srcAddr, dst, q.SPort, q.DPort)
+		p = TCPPacket(in, srcMAC, dstMAC, srcAddr, dst, q.SPort, q.DPort)
 	case "udp":
-		p = UDPPacket(h.Uplink, srcMAC, dstMAC, srcAddr, dst, q.SPort, q.DPort)
+		p = UDPPacket(in, srcMAC, dstMAC, srcAddr, dst, q.SPort, q.DPort)
 	default:
-		p = ICMPPacket(h.Uplink, srcMAC, dstMAC, srcAddr, dst)
+		p = ICMPPacket(in, srcMAC, dstMAC, srcAddr, dst)
 	}
 	e.Packet = p.String()
-	e.note("plain (not encapsulated) packet from the underlay node %s arriving on host %s's uplink %s", srcAddr, h.Name, h.Uplink)
+	e.note("plain (not encapsulated) packet from the underlay node %s arriving on host %s's uplink %s", srcAddr, h.Name, in)
 	return c.Trace(host, p), nil
 }
 
@@ -774,7 +775,7 @@ func (e *Explanation) output(host string, stage string, o *Delivery) ExplainOutp
 		out.Kind = "decapsulate"
 	case o.Port == PortLocal:
 		out.Kind = "host-stack"
-	case h != nil && o.Port == h.Uplink:
+	case h != nil && h.IsUplinkPort(o.Port):
 		out.Kind = "underlay"
 	default:
 		out.Kind = "port"
@@ -846,7 +847,7 @@ func (e *Explanation) build(j Journey, host string) {
 		}
 		stage := h.Stage
 		if stage == "sent" {
-			if hh := bp.HostByName(h.Host); hh != nil && h.Trace.Input.InPort == hh.Uplink {
+			if hh := bp.HostByName(h.Host); hh != nil && hh.IsUplinkPort(h.Trace.Input.InPort) {
 				stage = "underlay" // a plain packet from an underlay node
 			}
 		}

@@ -3,6 +3,7 @@ package flows
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -88,6 +89,68 @@ type DecTTL struct{}
 func (p PushVLAN) String() string { return fmt.Sprintf("push_vlan:0x%04x", p.EthType) }
 func (PopVLAN) String() string    { return "pop_vlan" }
 func (DecTTL) String() string     { return "dec_ttl" }
+// Bundle outputs to one live member of a list of ports (NXAST_BUNDLE):
+// Open vSwitch skips members that are down (no carrier, or not negotiated by
+// LACP) and picks among the rest with Algorithm, hashing Fields. It sends a
+// bonded uplink's traffic (see Host.UplinkAction). Members are port names.
+type Bundle struct {
+	Fields    HashFields
+	Basis     uint16
+	Algorithm BundleAlgorithm
+	Members   []string
+}
+
+// BundleAlgorithm is NXAST_BUNDLE's member choice (nx_bd_algorithm).
+type BundleAlgorithm uint16
+
+// Bundle algorithms.
+const (
+	BundleActiveBackup BundleAlgorithm = 0 // the first live member, in list order
+	BundleHRW          BundleAlgorithm = 1 // highest random weight over the hash of Fields
+)
+
+// HashFields selects what a bundle hashes (nx_hash_fields).
+type HashFields uint16
+
+// Hash field sets used or decoded by vpcflow.
+const (
+	HashEthSrc      HashFields = 0 // the Ethernet source
+	HashSymmetricL4 HashFields = 1 // addresses, protocol and ports, direction-independent
+)
+
+var hashFieldNames = []string{"eth_src", "symmetric_l4", "symmetric_l3l4", "symmetric_l3l4+udp", "nw_src", "nw_dst", "symmetric_l3"}
+
+func (h HashFields) String() string {
+	if int(h) < len(hashFieldNames) {
+		return hashFieldNames[h]
+	}
+	return "fields" + strconv.Itoa(int(h))
+}
+
+func (a BundleAlgorithm) String() string {
+	switch a {
+	case BundleActiveBackup:
+		return "active_backup"
+	case BundleHRW:
+		return "hrw"
+	}
+	return "algorithm" + strconv.Itoa(int(a))
+}
+
+// Equal reports whether two bundle actions are the same (Bundle is the one
+// action type == cannot compare: its member list is a slice).
+func (b Bundle) Equal(o Bundle) bool {
+	return b.Fields == o.Fields && b.Basis == o.Basis && b.Algorithm == o.Algorithm && slices.Equal(b.Members, o.Members)
+}
+
+// String renders the action as ovs-ofctl dumps it.
+func (b Bundle) String() string {
+	ms := make([]string, len(b.Members))
+	for i, m := range b.Members {
+		ms[i] = quotePort(m)
+	}
+	return fmt.Sprintf("bundle(%s,%d,%s,ofport,members:%s)", b.Fields, b.Basis, b.Algorithm, strings.Join(ms, ","))
+}
 
 func (o Output) String() string {
 	switch o.Port {

@@ -17,6 +17,7 @@ var goldenBlueprints = map[string]string{
 	"demo":       demoBlueprint,
 	"gre-peers":  "testdata/golden/gre-peers.yaml",
 	"empty-host": "testdata/golden/empty-host.yaml",
+	"bond":       "testdata/golden/bond.yaml",
 }
 
 // goldenLines returns the rendered flow lines (no comments, no blanks).

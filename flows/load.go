@@ -305,6 +305,18 @@ func (d *nodeDecoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	isNull := n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+	if v.Type() == uplinkSpecType {
+		switch n.Kind {
+		case yaml.ScalarNode: // `uplink: eth0`: the scalar form names the NIC.
+			d.decode(n, v.Field(0), path)
+			return
+		case yaml.SequenceNode:
+			d.errorf(n, path, "uplink is a NIC (uplink: eth0) or a bond mapping, got a list: write uplink: {name: bond0, bond: [eth0, eth1]}")
+			return
+		case yaml.MappingNode:
+			v.Addr().Interface().(*UplinkSpec).mapping = true
+		}
+	}
 	switch v.Kind() {
 	case reflect.Struct:
 		if isNull {
@@ -516,6 +528,80 @@ func sortFieldErrors(errs []FieldError) {
 	})
 }
 
+var uplinkSpecType = reflect.TypeOf(UplinkSpec{})
+
+// UnmarshalYAML accepts both forms of the uplink key for the YAML library's
+// strict cross-check: a scalar (the NIC's name) or the bond mapping, whose
+// keys it checks itself (the library does not pass KnownFields down to a
+// custom unmarshaler).
+func (u *UplinkSpec) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		return n.Decode(&u.Name)
+	}
+	if n.Kind == yaml.MappingNode {
+		known, _ := yamlFields(uplinkSpecType)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if _, ok := known[n.Content[i].Value]; !ok {
+				return fmt.Errorf("line %d: field %s not found in type flows.UplinkSpec", n.Content[i].Line, n.Content[i].Value)
+			}
+		}
+	}
+	type plain UplinkSpec
+	u.mapping = n.Kind == yaml.MappingNode
+	return n.Decode((*plain)(u))
+}
+
+// MarshalYAML writes the scalar form for a single NIC and the mapping form
+// for a bond, so a marshalled blueprint parses back the same.
+func (u UplinkSpec) MarshalYAML() (any, error) {
+	if !u.IsBond() && u.LACP == "" && u.Mode == "" {
+		return u.Name, nil
+	}
+	type plain struct {
+		Name    string   `yaml:"name,omitempty"`
+		Members []string `yaml:"bond,omitempty"`
+		LACP    string   `yaml:"lacp,omitempty"`
+		Mode    string   `yaml:"mode,omitempty"`
+	}
+	return plain{u.Name, u.Members, u.LACP, u.Mode}, nil
+}
+
+// MarshalYAML writes a host whose Go caller set only Uplink with that name
+// as its uplink key.
+func (h Host) MarshalYAML() (any, error) {
+	type plain Host
+	p := plain(h)
+	if p.UplinkSpec.Name == "" {
+		p.UplinkSpec.Name = p.Uplink
+	}
+	return p, nil
+}
+
+// setUplinkDefaults fills Uplink from UplinkSpec (or UplinkSpec.Name from a
+// Go caller's Uplink) and a bond's defaults: name bond0, lacp off, mode
+// active-backup without LACP and balance-tcp with it.
+func (h *Host) setUplinkDefaults() {
+	u := &h.UplinkSpec
+	if u.Name == "" {
+		u.Name = h.Uplink
+	}
+	if u.IsBond() {
+		if u.Name == "" {
+			u.Name = DefaultBondName
+		}
+		if u.LACP == "" {
+			u.LACP = LACPOff
+		}
+		if u.Mode == "" {
+			u.Mode = BondActiveBackup
+			if u.LACP == LACPActive {
+				u.Mode = BondBalanceTCP
+			}
+		}
+	}
+	h.Uplink = u.Name
+}
+
 // SetDefaults fills the defaults of absent optional fields: encapsulation
 // vxlan, and management.host_ports DefaultHostPorts when the key is absent
 // (an explicit empty list stays empty: no host ports guarded). Host ovsdb
@@ -526,6 +612,9 @@ func (b *Blueprint) SetDefaults() {
 	}
 	if b.Management.HostPorts == nil {
 		b.Management.HostPorts = append([]uint16(nil), DefaultHostPorts...)
+	}
+	for i := range b.Hosts {
+		b.Hosts[i].setUplinkDefaults()
 	}
 }
 
@@ -580,7 +669,13 @@ func (b *Blueprint) Hash() string {
 		Routing string `json:",omitempty"`
 		Tiers   []tier
 	}
-	type host struct{ Name, DatapathID, TunnelIP, TunnelMAC, Uplink, OVSDB string }
+	type host struct {
+		Name, DatapathID, TunnelIP, TunnelMAC, Uplink, OVSDB string
+		// A bond's members and settings; omitted for a single NIC, so the
+		// hashes of bond-less blueprints are unchanged.
+		Bond       []string `json:",omitempty"`
+		LACP, Mode string   `json:",omitempty"`
+	}
 	type canon struct {
 		Schema        string
 		Version       int
@@ -606,7 +701,12 @@ func (b *Blueprint) Hash() string {
 		Controllers:   b.Controllers,
 	}
 	for _, h := range b.Hosts {
-		c.Hosts = append(c.Hosts, host{h.Name, h.DatapathID, h.TunnelIP, h.TunnelMAC, h.Uplink, h.OVSDB})
+		up := h.Uplink
+		if up == "" {
+			up = h.UplinkSpec.Name
+		}
+		c.Hosts = append(c.Hosts, host{h.Name, h.DatapathID, h.TunnelIP, h.TunnelMAC, up, h.OVSDB,
+			h.UplinkSpec.Members, h.UplinkSpec.LACP, h.UplinkSpec.Mode})
 	}
 	for _, p := range b.VPCs {
 		cv := vpc{Name: p.Name, Routing: p.Routing}

@@ -377,6 +377,14 @@ func (e *Explanation) compare(chk *TraceCheck, g []int, ot *OVSTrace, ports map[
 		chk.Warnings = append(chk.Warnings, fmt.Sprintf("Open vSwitch on %s has no ARP entry yet for tunnel destination %s: ofproto/trace stops at the tunnel output (the datapath would send an ARP request and drop this first packet); compared up to the tunnel output only. Send one packet between the hosts (e.g. ping) and rerun for a full comparison.", chk.Host, a))
 	}
 	var modelFlows, modelOut []string
+	// A bond member is any member: the switch hashes (balance-slb/tcp)
+	// where the model takes the first live one.
+	bondPort := func(port string) string {
+		if bh := e.cloud.Blueprint.HostByName(chk.Host); bh != nil && bh.IsBond() && bh.IsUplinkPort(port) {
+			return "bond " + bh.Uplink + " (a member)"
+		}
+		return port
+	}
 	for _, i := range g {
 		h := &e.Hops[i]
 		if h.Stage == "encapsulated" && missed[h.trace.Input.IPDst] {
@@ -396,7 +404,7 @@ func (e *Explanation) compare(chk *TraceCheck, g []int, ot *OVSTrace, ports map[
 			case "decapsulate":
 				modelOut = append(modelOut, "decapsulate")
 			default:
-				modelOut = append(modelOut, "port "+o.Port)
+				modelOut = append(modelOut, "port "+bondPort(o.Port))
 			}
 		}
 	}
@@ -416,7 +424,7 @@ func (e *Explanation) compare(chk *TraceCheck, g []int, ot *OVSTrace, ports map[
 		if !ok {
 			name = fmt.Sprintf("datapath port %d (unknown)", p)
 		}
-		ovsOut = append(ovsOut, "port "+name)
+		ovsOut = append(ovsOut, "port "+bondPort(name))
 	}
 	for i, d := range ot.Actions.Push {
 		ovsOut = append(ovsOut, fmt.Sprintf("tunnel %s key %d", d, ot.Actions.PushVNI[i]))

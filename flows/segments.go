@@ -372,6 +372,12 @@ func CompileHost(ix *Index, hostName string, opts CompileOptions) (*Compiled, er
 	fp.u64(ix.globalFP)
 	fp.str(h.Name)
 	fp.str(h.Uplink)
+	if h.IsBond() { // members and mode shape classify and host_out
+		for _, m := range h.UplinkSpec.Members {
+			fp.str(m)
+		}
+		fp.str(h.UplinkSpec.Mode)
+	}
 	fp.bool(len(v.tiers) > 0)
 	fp.bool(ix.hasVLAN)
 	fp.bool(len(v.vpcs) > 0)

@@ -283,17 +283,88 @@ func (v *validator) checkHosts() {
 			}
 		}
 
-		if h.Uplink == "" {
-			v.errorf(f+".uplink", "uplink is missing: name the physical NIC that is a port of %s (e.g. eth0)", bridgeName)
-		} else if msg := checkPortName(h.Uplink); msg != "" {
-			v.errorf(f+".uplink", "uplink %s", msg)
-		}
+		v.uplink(f, h)
 
 		if h.OVSDB != "" {
 			if _, msg := parseTarget(h.OVSDB, true); msg != "" {
 				v.errorf(f+".ovsdb", "ovsdb %s", msg)
 			}
 		}
+	}
+}
+
+// maxBondMembers bounds a bond (LACP aggregates up to 8 active links; OVS
+// has no smaller limit, this only catches typos and runaway lists).
+const maxBondMembers = 16
+
+// uplink checks a host's uplink key: a NIC, or a bond with its members,
+// LACP setting and mode (defaults already applied).
+func (v *validator) uplink(f string, h *Host) {
+	u := &h.UplinkSpec
+	if !u.IsBond() && (u.Members != nil || u.mapping && h.Uplink == "") {
+		// The mapping form with an empty (or undecodable) bond list.
+		v.errorf(f+".uplink.bond", "bond lists no members: list at least two NICs (bond: [eth0, eth1]), or name the one NIC (uplink: eth0)")
+		return
+	}
+	if !u.IsBond() {
+		where := f + ".uplink"
+		if u.LACP != "" || u.Mode != "" || u.Name != "" && h.Uplink == "" {
+			where += ".name"
+		}
+		switch {
+		case h.Uplink == "":
+			v.errorf(where, "uplink is missing: name the physical NIC that is a port of %s (e.g. uplink: eth0), or a bond (uplink: {name: bond0, bond: [eth0, eth1]})", bridgeName)
+		default:
+			if msg := checkPortName(h.Uplink); msg != "" {
+				v.errorf(where, "uplink %s", msg)
+			}
+		}
+		if u.LACP != "" {
+			v.errorf(f+".uplink.lacp", "lacp applies to a bond, and uplink %s is one NIC: list the members (bond: [eth0, eth1]) or remove lacp", h.Uplink)
+		}
+		if u.Mode != "" {
+			v.errorf(f+".uplink.mode", "mode applies to a bond, and uplink %s is one NIC: list the members (bond: [eth0, eth1]) or remove mode", h.Uplink)
+		}
+		return
+	}
+	if msg := checkPortName(u.Name); msg != "" {
+		v.errorf(f+".uplink.name", "bond name %s", msg)
+	}
+	if len(u.Members) < 2 {
+		v.errorf(f+".uplink.bond", "a bond needs at least two members, got %d: list them (bond: [eth0, eth1]), or write the one NIC as uplink: %s", len(u.Members), u.Members[0])
+	} else if len(u.Members) > maxBondMembers {
+		v.errorf(f+".uplink.bond", "a bond has at most %d members, got %d: remove some", maxBondMembers, len(u.Members))
+	}
+	seen := map[string]int{}
+	for i, m := range u.Members {
+		fm := fmt.Sprintf("%s.uplink.bond[%d]", f, i)
+		switch {
+		case m == "":
+			v.errorf(fm, "bond member is empty: name a physical NIC (e.g. eth1)")
+		case checkPortName(m) != "":
+			v.errorf(fm, "bond member %s", checkPortName(m))
+		case m == u.Name:
+			v.errorf(fm, "bond member %q has the bond's own name: the bond port (name:) and its member NICs need distinct names", m)
+		default:
+			if j, dup := seen[m]; dup {
+				v.errorf(fm, "bond member %q is listed twice (also bond[%d]): list each NIC once", m, j)
+			}
+			seen[m] = i
+		}
+	}
+	switch u.LACP {
+	case LACPOff, LACPActive:
+	default:
+		v.errorf(f+".uplink.lacp", "lacp %q is not valid: use active (the partner switch runs LACP) or off", u.LACP)
+	}
+	switch u.Mode {
+	case BondActiveBackup, BondBalanceSLB:
+	case BondBalanceTCP:
+		if u.LACP != LACPActive {
+			v.errorf(f+".uplink.mode", "mode balance-tcp needs LACP (the partner must aggregate the links): set lacp: active, or use mode: active-backup or balance-slb")
+		}
+	default:
+		v.errorf(f+".uplink.mode", "mode %q is not valid: use active-backup, balance-slb or balance-tcp (balance-tcp needs lacp: active)", u.Mode)
 	}
 }
 
@@ -519,6 +590,8 @@ func (v *validator) checkVPCs() {
 						v.errorf(fm+".port", "port %s", msg)
 					} else if hostKnown && vm.Port == b.Hosts[hi].Uplink {
 						v.errorf(fm+".port", "port %q is the uplink of host %s: a VM needs its own port", vm.Port, vm.Host)
+					} else if hostKnown && b.Hosts[hi].IsBond() && b.Hosts[hi].IsUplinkPort(vm.Port) {
+						v.errorf(fm+".port", "port %q is a member of host %s's uplink bond %s: a VM needs its own port", vm.Port, vm.Host, b.Hosts[hi].Uplink)
 					} else if vm.Host != "" {
 						key := vm.Host + "\x00" + vm.Port
 						if other, dup := ports[key]; dup {

@@ -119,7 +119,10 @@ func DefaultEndpoint() string {
 //  3. Controller rows: one per target with max_backoff and
 //     inactivity_probe (connection_mode of new rows unset = in-band;
 //     existing rows' connection_mode is never changed);
-//  4. the flow-based tunnel port (vpcflow-vxlan or vpcflow-gre), replacing
+//  4. a bonded uplink (hosts[].uplink with bond:): the bond port with its
+//     members, bond_mode and lacp, adopting a member that is a single-NIC
+//     port of the bridge (see planBond in bond.go);
+//  5. the flow-based tunnel port (vpcflow-vxlan or vpcflow-gre), replacing
 //     the other encapsulation's port in the same transaction.
 //
 // fail_mode=secure and the controllers are thus committed before any
@@ -219,6 +222,9 @@ func (opts ApplyOptions) normalize() (*options, error) {
 		o.tunnelType, o.otherPort = "gre", flows.TunnelPort(flows.EncapVXLAN)
 	default:
 		return nil, fmt.Errorf("encapsulation %q is not supported: use vxlan or gre", o.Encapsulation)
+	}
+	if h.IsBond() && (len(h.UplinkSpec.Members) < 2 || h.UplinkSpec.Mode == "" || h.UplinkSpec.LACP == "") {
+		return nil, fmt.Errorf("host %s: bond %s needs two members, a mode and an lacp setting: load the blueprint with flows.Load (it applies the defaults and validates)", h.Name, h.Uplink)
 	}
 	o.tunnelPort = flows.TunnelPort(o.Encapsulation)
 	var targets []string
@@ -407,7 +413,20 @@ func (c *Client) apply(ctx context.Context, o *options) (*Result, error) {
 		{"bridge " + o.Bridge + " controllers", c.planControllers(o)},
 		{"bridge " + o.Bridge + " tunnel port", c.planTunnelPort(o)},
 	}
-	for _, st := range steps {
+	for i, st := range steps {
+		if i == len(steps)-1 && o.Host.IsBond() {
+			// A bonded uplink: after fail_mode=secure and the
+			// controllers, before the tunnel port (tunnel/bond.go).
+			lines, err := converge(ctx, c, "bridge "+o.Bridge+" bond "+o.Host.Uplink,
+				func() (*bondSnapshot, error) { return c.readBond(ctx, o) }, c.planBond(o))
+			if err != nil {
+				return res, err
+			}
+			for _, l := range lines {
+				log.Info(l)
+			}
+			res.Changes = append(res.Changes, lines...)
+		}
 		lines, err := converge(ctx, c, st.what, read, st.plan)
 		if err != nil {
 			return res, err
@@ -433,11 +452,17 @@ func (c *Client) check(s *snapshot, o *options) error {
 		if p := s.ports[up]; p != nil && up != "" {
 			return c.uplinkElsewhere(s, o, p)
 		}
-	} else if up != "" {
+	} else if up != "" && !o.Host.IsBond() { // a bond is made by its own step
 		p, ok := s.onBridge(up)
 		if !ok {
 			if p != nil {
 				return c.uplinkElsewhere(s, o, p)
+			}
+			if s.ifaces[up] != nil {
+				// The NIC is an interface of a port with another name: a bond
+				// (going back from a bond to one NIC is not automatic).
+				return fmt.Errorf("uplink %s is a member of another port (a bond?) on %s, not a port of its own: to go back from a bond to one NIC, run ovs-vsctl del-port %s <bond> -- add-port %s %s (one transaction), or keep the bond in hosts[%s].uplink",
+					up, c.endpoint, o.Bridge, o.Bridge, up, o.Host.Name)
 			}
 			return fmt.Errorf("uplink %s is not a port of bridge %s on %s: add it (ovs-vsctl add-port %s %s), or fix hosts[%s].uplink in the blueprint",
 				up, o.Bridge, c.endpoint, o.Bridge, up, o.Host.Name)
@@ -483,6 +508,55 @@ func (c *Client) guard(m model.Model, fields ...any) ([]ovsdb.Operation, error) 
 	return c.ovs.Where(m).Wait(ovsdb.WaitConditionEqual, &zero, m, fields...)
 }
 
+// updateOps returns the update of fields of row (named by its _uuid; upd
+// holds the new values) followed by the mutations muts (their Field
+// pointers point into mm, which names the same row); either may be empty.
+func (c *Client) updateOps(row, upd model.Model, fields []any, mm model.Model, muts []model.Mutation) ([]ovsdb.Operation, error) {
+	var ops []ovsdb.Operation
+	if len(fields) > 0 {
+		u, err := c.ovs.Where(row).Update(upd, fields...)
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, u...)
+	}
+	if len(muts) > 0 {
+		mu, err := c.ovs.Where(mm).Mutate(mm, muts...)
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, mu...)
+	}
+	return ops, nil
+}
+
+// setMutations deletes remove from and inserts insert into the set column
+// field (a pointer into the model the mutations are applied with).
+func setMutations(field any, remove, insert []string) []model.Mutation {
+	var muts []model.Mutation
+	if len(remove) > 0 {
+		muts = append(muts, model.Mutation{Field: field, Mutator: ovsdb.MutateOperationDelete, Value: remove})
+	}
+	if len(insert) > 0 {
+		muts = append(muts, model.Mutation{Field: field, Mutator: ovsdb.MutateOperationInsert, Value: insert})
+	}
+	return muts
+}
+
+// bridgePortsOps returns a guard on bridge b's ports column (as planned
+// from) and the mutation that removes and inserts port uuids.
+func (c *Client) bridgePortsOps(b *bridgeRow, remove, insert []string) (guard, mutate []ovsdb.Operation, err error) {
+	read := &bridgeRow{UUID: b.UUID, Ports: b.Ports}
+	if guard, err = c.guard(read, &read.Ports); err != nil {
+		return nil, nil, err
+	}
+	m := &bridgeRow{UUID: b.UUID}
+	if mutate, err = c.updateOps(nil, nil, nil, m, setMutations(&m.Ports, remove, insert)); err != nil {
+		return nil, nil, err
+	}
+	return guard, mutate, nil
+}
+
 func (c *Client) planCreateBridge(o *options) func(*snapshot) (*plan, error) {
 	return func(s *snapshot) (*plan, error) {
 		if s.bridge != nil {
@@ -503,7 +577,7 @@ func (c *Client) planCreateBridge(o *options) func(*snapshot) (*plan, error) {
 			desc += ", other_config:hwaddr=" + o.mac
 		}
 		desc += ")"
-		if up := o.Host.Uplink; up != "" {
+		if up := o.Host.Uplink; up != "" && !o.Host.IsBond() { // a bond: its own step, next
 			ifOps, err := c.ovs.Create(&interfaceRow{UUID: "vpcflow_uplink_if", Name: up})
 			if err != nil {
 				return nil, err
@@ -586,21 +660,11 @@ func (c *Client) planBridgeSettings(o *options) func(*snapshot) (*plan, error) {
 		if err != nil {
 			return nil, err
 		}
-		if len(fields) > 0 {
-			u, err := c.ovs.Where(&bridgeRow{UUID: b.UUID}).Update(upd, fields...)
-			if err != nil {
-				return nil, err
-			}
-			ops = append(ops, u...)
+		u, err := c.updateOps(&bridgeRow{UUID: b.UUID}, upd, fields, mm, muts)
+		if err != nil {
+			return nil, err
 		}
-		if len(muts) > 0 {
-			mu, err := c.ovs.Where(mm).Mutate(mm, muts...)
-			if err != nil {
-				return nil, err
-			}
-			ops = append(ops, mu...)
-		}
-		return &plan{ops: ops, lines: lines}, nil
+		return &plan{ops: append(ops, u...), lines: lines}, nil
 	}
 }
 
@@ -680,21 +744,11 @@ func (c *Client) planControllers(o *options) func(*snapshot) (*plan, error) {
 		}
 		ops = append(g, ops...)
 		m := &bridgeRow{UUID: b.UUID}
-		var muts []model.Mutation
-		if len(remove) > 0 {
-			muts = append(muts, model.Mutation{Field: &m.Controller, Mutator: ovsdb.MutateOperationDelete, Value: remove})
+		mu, err := c.updateOps(nil, nil, nil, m, setMutations(&m.Controller, remove, insert))
+		if err != nil {
+			return nil, err
 		}
-		if len(insert) > 0 {
-			muts = append(muts, model.Mutation{Field: &m.Controller, Mutator: ovsdb.MutateOperationInsert, Value: insert})
-		}
-		if len(muts) > 0 {
-			mu, err := c.ovs.Where(m).Mutate(m, muts...)
-			if err != nil {
-				return nil, err
-			}
-			ops = append(ops, mu...)
-		}
-		return &plan{ops: ops, lines: lines}, nil
+		return &plan{ops: append(ops, mu...), lines: lines}, nil
 	}
 }
 
@@ -739,21 +793,11 @@ func (c *Client) planTunnelPort(o *options) func(*snapshot) (*plan, error) {
 				if err != nil {
 					return nil, err
 				}
-				ops = append(ops, g...)
-				if len(fields) > 0 {
-					u, err := c.ovs.Where(&interfaceRow{UUID: ifc.UUID}).Update(upd, fields...)
-					if err != nil {
-						return nil, err
-					}
-					ops = append(ops, u...)
+				u, err := c.updateOps(&interfaceRow{UUID: ifc.UUID}, upd, fields, m, muts)
+				if err != nil {
+					return nil, err
 				}
-				if len(muts) > 0 {
-					mu, err := c.ovs.Where(m).Mutate(m, muts...)
-					if err != nil {
-						return nil, err
-					}
-					ops = append(ops, mu...)
-				}
+				ops = append(append(ops, g...), u...)
 				lines = append(lines, fmt.Sprintf("%s: tunnel port %s: %s", o.Bridge, o.tunnelPort, strings.Join(what, ", ")))
 			}
 		} else {
@@ -778,28 +822,11 @@ func (c *Client) planTunnelPort(o *options) func(*snapshot) (*plan, error) {
 		if len(ops) == 0 && len(removePorts) == 0 {
 			return nil, nil
 		}
-		read := &bridgeRow{UUID: b.UUID, Ports: b.Ports}
-		g, err := c.guard(read, &read.Ports)
+		g, mu, err := c.bridgePortsOps(b, removePorts, insertPorts)
 		if err != nil {
 			return nil, err
 		}
-		ops = append(g, ops...)
-		m := &bridgeRow{UUID: b.UUID}
-		var muts []model.Mutation
-		if len(removePorts) > 0 {
-			muts = append(muts, model.Mutation{Field: &m.Ports, Mutator: ovsdb.MutateOperationDelete, Value: removePorts})
-		}
-		if len(insertPorts) > 0 {
-			muts = append(muts, model.Mutation{Field: &m.Ports, Mutator: ovsdb.MutateOperationInsert, Value: insertPorts})
-		}
-		if len(muts) > 0 {
-			mu, err := c.ovs.Where(m).Mutate(m, muts...)
-			if err != nil {
-				return nil, err
-			}
-			ops = append(ops, mu...)
-		}
-		return &plan{ops: ops, lines: lines}, nil
+		return &plan{ops: append(append(g, ops...), mu...), lines: lines}, nil
 	}
 }
 

@@ -25,7 +25,14 @@
 //     dropped from the bridge (OVSDB garbage-collects them). New rows leave
 //     connection_mode unset (= in-band); existing rows' connection_mode is
 //     never touched: the watcher owns it;
-//  4. the tunnel port: one flow-based port, vpcflow-vxlan (type vxlan) or
+//  4. a bonded uplink (bond.go): the bond Port with exactly the member
+//     interfaces, bond_mode, lacp and (with LACP) other_config:lacp-time=
+//     fast. A member that is its own single-interface port of the bridge is
+//     adopted in the same transaction (its Port row deleted, its Interface
+//     row moved into the bond, so it keeps its ofport); a member held by
+//     any other port is an error. Guards: the Bridge's ports, the bond
+//     Port's interfaces and bond columns, each adopted Port's interfaces;
+//  5. the tunnel port: one flow-based port, vpcflow-vxlan (type vxlan) or
 //     vpcflow-gre (type gre), options remote_ip=flow, key=flow,
 //     local_ip=<tunnel_ip>; OVS assigns the ofport. When the encapsulation
 //     changed, the other vpcflow-* port is removed in the same transaction.

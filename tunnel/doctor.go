@@ -64,6 +64,7 @@ const (
 	CheckConnectionMode      = "connection-mode"
 	CheckOVSDBListen         = "ovsdb-listen"
 	CheckMTU                 = "mtu"
+	CheckBond                = "uplink-bond"
 	CheckTunnelIP            = "tunnel-ip"
 	CheckTunnelPort          = "tunnel-port"
 	CheckControllerStatus    = "controller-status"
@@ -74,7 +75,7 @@ var DoctorChecks = []string{
 	CheckOVSDB, CheckVSwitchd, CheckOVSVersion, CheckDatapath, CheckBridge,
 	CheckNetworkManager, CheckFailMode, CheckProtocols, CheckDatapathID,
 	CheckControllerTargets, CheckControllerTLS, CheckControllerConnected,
-	CheckConnectionMode, CheckOVSDBListen, CheckMTU, CheckTunnelIP,
+	CheckConnectionMode, CheckOVSDBListen, CheckMTU, CheckBond, CheckTunnelIP,
 	CheckTunnelPort, CheckControllerStatus,
 }
 
@@ -155,20 +156,26 @@ type BridgeState struct {
 	Controllers  []ControllerState
 }
 
-// PortState is a Port row with its interfaces.
+// PortState is a Port row with its interfaces (the bond columns are empty
+// for a single-interface port).
 type PortState struct {
 	Name       string
 	Tag        *int
 	Interfaces []InterfaceState
+	BondMode   string // "" = unset
+	LACP       string // "" = unset (off)
+	BondActive string // bond_active_slave: the MAC of the bond's active member (ovs-vswitchd's own choice)
 }
 
 // InterfaceState is an Interface row.
 type InterfaceState struct {
-	Name    string
-	Type    string
-	Options map[string]string
-	Ofport  *int
-	Error   string
+	Name        string
+	Type        string
+	Options     map[string]string
+	Ofport      *int
+	Error       string
+	LinkState   string // "up", "down" or "" (not reported)
+	LACPCurrent *bool  // LACP: the partner's PDUs are current (nil without LACP)
 }
 
 // ControllerState is a Controller row.
@@ -304,6 +311,7 @@ func Doctor(ctx context.Context, o DoctorOptions) []CheckResult {
 	d.add(d.checkConnectionMode())
 	d.add(d.checkOVSDBListen(ctx))
 	d.add(d.checkMTU())
+	d.add(d.checkBond())
 	d.add(d.checkTunnelIP())
 	d.add(d.checkTunnelPort())
 	d.add(d.checkControllerStatus(ctx))
@@ -640,7 +648,9 @@ func (d *doctor) checkNetworkManager(ctx context.Context) CheckResult {
 		return pass(CheckNetworkManager, "NetworkManager is not running")
 	}
 	devs := []string{d.bridge}
-	if d.uplink != "" {
+	if ms := d.bondMembers(); len(ms) > 0 {
+		devs = append(devs, ms...)
+	} else if d.uplink != "" {
 		devs = append(devs, d.uplink)
 	}
 	var conf []string
@@ -1151,6 +1161,9 @@ func (d *doctor) checkMTU() CheckResult {
 	}
 	over := EncapOverhead(encap)
 	need := d.o.GuestMTU + over
+	if ms := d.bondMembers(); len(ms) > 0 {
+		return d.checkBondMTU(ms, need, fmt.Sprintf("%d guest + %d %s", d.o.GuestMTU, over, encap))
+	}
 	mtu, err := d.readMTU(d.uplink)
 	if err != nil {
 		return fail(CheckMTU, err.Error(), "check the uplink name (blueprint uplink: or --uplink)")
@@ -1484,19 +1497,24 @@ type docBridgeRow struct {
 }
 
 type docPortRow struct {
-	UUID       string   `ovsdb:"_uuid"`
-	Name       string   `ovsdb:"name"`
-	Tag        *int     `ovsdb:"tag"`
-	Interfaces []string `ovsdb:"interfaces"`
+	UUID            string   `ovsdb:"_uuid"`
+	Name            string   `ovsdb:"name"`
+	Tag             *int     `ovsdb:"tag"`
+	Interfaces      []string `ovsdb:"interfaces"`
+	BondMode        *string  `ovsdb:"bond_mode"`
+	LACP            *string  `ovsdb:"lacp"`
+	BondActiveSlave *string  `ovsdb:"bond_active_slave"`
 }
 
 type docInterfaceRow struct {
-	UUID    string            `ovsdb:"_uuid"`
-	Name    string            `ovsdb:"name"`
-	Type    string            `ovsdb:"type"`
-	Options map[string]string `ovsdb:"options"`
-	Ofport  *int              `ovsdb:"ofport"`
-	Error   *string           `ovsdb:"error"`
+	UUID        string            `ovsdb:"_uuid"`
+	Name        string            `ovsdb:"name"`
+	Type        string            `ovsdb:"type"`
+	Options     map[string]string `ovsdb:"options"`
+	Ofport      *int              `ovsdb:"ofport"`
+	Error       *string           `ovsdb:"error"`
+	LinkState   *string           `ovsdb:"link_state"`
+	LACPCurrent *bool             `ovsdb:"lacp_current"`
 }
 
 type docControllerRow struct {
@@ -1638,10 +1656,11 @@ func (c *Client) readDoctorState(ctx context.Context, bridge string) (*OVSDBStat
 			if !ok {
 				continue
 			}
-			ps := PortState{Name: p.Name, Tag: p.Tag}
+			ps := PortState{Name: p.Name, Tag: p.Tag, BondMode: deref(p.BondMode), LACP: deref(p.LACP), BondActive: deref(p.BondActiveSlave)}
 			for _, iu := range p.Interfaces {
 				if i, ok := ifByUUID[iu]; ok {
-					ps.Interfaces = append(ps.Interfaces, InterfaceState{Name: i.Name, Type: i.Type, Options: i.Options, Ofport: i.Ofport, Error: deref(i.Error)})
+					ps.Interfaces = append(ps.Interfaces, InterfaceState{Name: i.Name, Type: i.Type, Options: i.Options, Ofport: i.Ofport,
+						Error: deref(i.Error), LinkState: deref(i.LinkState), LACPCurrent: i.LACPCurrent})
 				}
 			}
 			bs.Ports = append(bs.Ports, ps)

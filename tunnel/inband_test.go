@@ -25,6 +25,8 @@ func TestManagementFlowsInstalled(t *testing.T) {
 		{"only LOCAL", hdr + " cookie=0x1, table=0, priority=200,in_port=LOCAL actions=output:eth0\n", "eth0", false},
 		{"only uplink", hdr + " cookie=0x1, table=0, priority=200,in_port=eth0 actions=LOCAL\n", "eth0", false},
 		{"other uplink", both, "eth1", false},
+		{"bond: a flow for either member counts", both, "eth1,eth0", true},
+		{"bond: other members", both, "eth1,eth2", false},
 		{"prefix of uplink name is not the uplink", strings.ReplaceAll(both, "in_port=eth0", "in_port=eth0.100"), "eth0", false},
 		{"quoted names", hdr +
 			" cookie=0x1, table=0, priority=200,in_port=LOCAL actions=output:\"eth0.100\"\n" +

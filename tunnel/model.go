@@ -35,11 +35,16 @@ type bridgeRow struct {
 	DatapathType string            `ovsdb:"datapath_type"`
 }
 
-// portRow is a row of the Port table.
+// portRow is a row of the Port table. The bond columns matter only for a
+// bonded uplink (bond_active_slave is written by ovs-vswitchd).
 type portRow struct {
-	UUID       string   `ovsdb:"_uuid"`
-	Name       string   `ovsdb:"name"`
-	Interfaces []string `ovsdb:"interfaces"`
+	UUID            string            `ovsdb:"_uuid"`
+	Name            string            `ovsdb:"name"`
+	Interfaces      []string          `ovsdb:"interfaces"`
+	BondMode        *string           `ovsdb:"bond_mode"`
+	LACP            *string           `ovsdb:"lacp"`
+	OtherConfig     map[string]string `ovsdb:"other_config"`
+	BondActiveSlave *string           `ovsdb:"bond_active_slave"`
 }
 
 // interfaceRow is a row of the Interface table.

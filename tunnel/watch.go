@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,9 +19,11 @@ import (
 // `ovs-ofctl --names dump-flows BRIDGE table=0`) holds the controller's
 // management flows: at least one flow matching in_port=LOCAL and one
 // matching in_port=<uplink>, whatever their cookie, priority or actions.
-// Flows of other tables in the dump are ignored.
+// uplink may list several ports separated by commas (a bond's members): a
+// flow for any of them counts. Flows of other tables in the dump are ignored.
 func ManagementFlowsInstalled(dump, uplink string) bool {
 	local, up := false, false
+	uplinks := strings.Split(uplink, ",")
 	for _, line := range strings.Split(dump, "\n") {
 		line = strings.TrimSpace(line)
 		i := strings.Index(line, "actions=")
@@ -46,7 +49,7 @@ func ManagementFlowsInstalled(dump, uplink string) bool {
 				if v == "LOCAL" {
 					local = local || inTable0
 				}
-				if uplink != "" && v == uplink {
+				if uplink != "" && slices.Contains(uplinks, v) {
 					up = up || inTable0
 				}
 			}
@@ -145,7 +148,8 @@ type Watcher struct {
 	Endpoint string
 	// Bridge is the provisioned bridge (cloudbr0).
 	Bridge string
-	// Uplink is the bridge's uplink port name.
+	// Uplink is the bridge's uplink port name (for a bond: its members,
+	// comma-separated, as OpenFlow sees them).
 	Uplink string
 	// Dump reads table 0 (default DumpTable0).
 	Dump func(ctx context.Context, bridge string) (string, error)

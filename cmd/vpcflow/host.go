@@ -30,9 +30,10 @@ const hostUsage = `usage:
 
 apply  idempotently provisions the bridge over OVSDB: protocols=OpenFlow13, fail_mode=secure,
        other-config:datapath-id (and hwaddr from tunnel_mac), one Controller row per controller,
+       a bonded uplink's bond port (uplink: {bond: [...]}: converts a single-NIC uplink port in place),
        then the flow-based tunnel port vpcflow-vxlan or vpcflow-gre.
 watch  runs on the host: opens in-band control while the controller's management flows
-       (in_port=LOCAL and in_port=<uplink> in table 0) are missing, closes it once they are installed.
+       (in_port=LOCAL and in_port=<uplink or a bond member> in table 0) are missing, closes it once they are installed.
 
 OVSDB endpoint: --ovsdb > the host's ovsdb: in the blueprint > unix:$OVS_RUNDIR/db.sock
 (OVS_RUNDIR defaults to /var/run/openvswitch).`
@@ -142,7 +143,7 @@ func runHostApply(args []string) int {
 	var hf hostFlags
 	hf.register(fs)
 	controllers := fs.String("controllers", "", "comma-separated OpenFlow targets, e.g. tcp:192.0.2.250:6653,tcp:192.0.2.251:6653 (default: the blueprint's controllers:)")
-	create := fs.Bool("create-bridge", false, "create the bridge (with the uplink as a port) when it does not exist")
+	create := fs.Bool("create-bridge", false, "create the bridge (with the uplink, or the bond, as a port) when it does not exist")
 	dpType := fs.String("datapath-type", tunnel.DefaultDatapathType, "datapath of a bridge created with --create-bridge: system (kernel) or netdev (userspace); an existing bridge's datapath is never changed")
 	timeout := fs.Duration("timeout", 60*time.Second, "give up after this long")
 	bp, host, code := hf.parse("apply", fs, args)
@@ -240,7 +241,7 @@ func runHostWatch(args []string) int {
 		fmt.Fprintln(os.Stderr, "vpcflow host watch:", err)
 		return 2
 	}
-	w := &tunnel.Watcher{Endpoint: ep, TLS: tcfg, Bridge: hf.bridge, Uplink: host.Uplink, Logger: log}
+	w := &tunnel.Watcher{Endpoint: ep, TLS: tcfg, Bridge: hf.bridge, Uplink: strings.Join(host.UplinkPorts(), ","), Logger: log}
 	if !*inbandRecovery {
 		w.Bootstrap = strings.Split(strings.TrimSpace(flows.Render(flows.CompileManagement(bp, host), false)), "\n")
 	}

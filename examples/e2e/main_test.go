@@ -115,6 +115,14 @@ func startEnvNoController(t *testing.T, blueprint string) *env {
 // host apply` as the lab's provisioning step.
 func startEnvWith(t *testing.T, blueprint, dir string, provision func(l *lab.Lab, host string) error) *env {
 	t.Helper()
+	return startEnvTopology(t, blueprint, "", dir, provision)
+}
+
+// startEnvTopology is startEnvWith where the lab's topology (hosts, links,
+// VMs) comes from topology when it is not empty, while provisioning, the
+// watchers and the controller use the blueprint file (blueprint).
+func startEnvTopology(t *testing.T, blueprint, topology, dir string, provision func(l *lab.Lab, host string) error) *env {
+	t.Helper()
 	skipIfDisabled(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -130,6 +138,11 @@ func startEnvWith(t *testing.T, blueprint, dir string, provision func(l *lab.Lab
 		t.Fatalf("blueprint: %v", err)
 	}
 	opts := lab.Options{Blueprint: bp, BlueprintPath: bpPath, VPCFlowBin: vpcflowBin, Watch: true, Dir: dir, KeepDir: true}
+	if topology != "" {
+		if opts.Blueprint, err = flows.Parse("topology.yaml", []byte(topology)); err != nil {
+			t.Fatalf("topology blueprint: %v", err)
+		}
+	}
 	if provision != nil {
 		opts.Provision = func(ctx context.Context, l *lab.Lab, h *flows.Host) error { return provision(l, h.Name) }
 	}

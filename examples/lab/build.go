@@ -142,7 +142,11 @@ func (l *Lab) buildHost(ctx context.Context, hi *hostInfo) error {
 	if err := l.sysctl(ctx, ns, "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.ip_forward=0"); err != nil {
 		return err
 	}
-	if err := l.attach(ctx, ns, hi.uplink, hi.ulPeer); err != nil {
+	if len(hi.members) == 0 {
+		if err := l.attach(ctx, ns, hi.uplink, hi.ulPeer); err != nil {
+			return err
+		}
+	} else if err := l.attachBond(ctx, hi); err != nil {
 		return err
 	}
 	if err := l.startOVS(ctx, name); err != nil {
@@ -297,10 +301,15 @@ func (l *Lab) Down() error {
 		}
 	}
 	for i := range l.hosts {
-		name := l.hosts[i].h.Name
-		for _, d := range []string{"ovs-vswitchd", "ovsdb-server"} {
-			if err := l.stopDaemon(ctx, name, d); err != nil {
-				errs = append(errs, err)
+		keys := []string{l.hosts[i].h.Name}
+		if l.hosts[i].lacp {
+			keys = append(keys, partnerKey(keys[0]))
+		}
+		for _, name := range keys {
+			for _, d := range []string{"ovs-vswitchd", "ovsdb-server"} {
+				if err := l.stopDaemon(ctx, name, d); err != nil {
+					errs = append(errs, err)
+				}
 			}
 		}
 	}

@@ -119,6 +119,12 @@ type hostInfo struct {
 	mac    string // may be empty
 	uplink string
 	ulPeer string // veth end in the underlay namespace
+	// A bonded uplink (the blueprint's uplink has bond:): one underlay link
+	// per member, members[i] in the host and memberPeers[i] in the
+	// underlay namespace (members[0], memberPeers[0] = uplink, ulPeer).
+	members, memberPeers []string
+	lacp                 bool   // the bond runs LACP: its links end on a partner bond
+	partnerPeer          string // with LACP: the partner's veth end on the underlay bridge
 }
 
 type vmInfo struct {
@@ -303,10 +309,28 @@ func (l *Lab) resolve() error {
 		if len(uplink) > 15 {
 			errs = append(errs, fmt.Errorf("lab: host %s: uplink name %q is longer than 15 characters", h.Name, uplink))
 		}
-		l.hosts = append(l.hosts, hostInfo{
+		hi := hostInfo{
 			h: h, addr: addr, bits: l.hostBits(addr), mac: mac, uplink: uplink,
 			ulPeer: fmt.Sprintf("%su%d", l.prefix, len(l.hosts)),
-		})
+		}
+		if h.IsBond() {
+			// One underlay link per member. The lab adds only the first
+			// member to cloudbr0 by hand (as the field guides do with one
+			// NIC): two plain ports of a standalone bridge into one L2
+			// underlay would loop. `vpcflow host apply` turns it into the
+			// bond.
+			hi.lacp = h.UplinkSpec.LACP == flows.LACPActive
+			hi.partnerPeer = fmt.Sprintf("%su%dp", l.prefix, len(l.hosts))
+			for mi, m := range h.UplinkSpec.Members {
+				if len(m) > 15 {
+					errs = append(errs, fmt.Errorf("lab: host %s: bond member name %q is longer than 15 characters", h.Name, m))
+				}
+				hi.members = append(hi.members, m)
+				hi.memberPeers = append(hi.memberPeers, fmt.Sprintf("%su%db%d", l.prefix, len(l.hosts), mi))
+			}
+			hi.uplink, hi.ulPeer = hi.members[0], hi.memberPeers[0]
+		}
+		l.hosts = append(l.hosts, hi)
 	}
 	for vi := range l.bp.VPCs {
 		vpc := &l.bp.VPCs[vi]

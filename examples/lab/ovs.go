@@ -165,24 +165,9 @@ func (l *Lab) StartVSwitchdContext(ctx context.Context, host string) error {
 		return err
 	}
 	ns := l.HostNS(host)
-	d := l.hostDir(host)
-	if _, err := l.execEnv(ctx, ns, l.OVSEnv(host), ovsBin("ovs-vswitchd"),
-		"--pidfile", "--detach", "--no-chdir", "--log-file", "-vconsole:off",
-		"unix:"+filepath.Join(d, "db.sock")); err != nil {
+	if err := l.runVSwitchd(ctx, host, ns); err != nil {
 		return err
 	}
-	pid, err := l.waitDaemon(ctx, host, "ovs-vswitchd", func() bool {
-		p, err := readPidfile(filepath.Join(d, "ovs-vswitchd.pid"))
-		if err != nil {
-			return false
-		}
-		_, err = os.Stat(filepath.Join(d, fmt.Sprintf("ovs-vswitchd.%d.ctl", p)))
-		return err == nil
-	})
-	if err != nil {
-		return err
-	}
-	l.setDaemon(host, "ovs-vswitchd", pid)
 	// After a restart: wait for the bridge's internal port and give it the
 	// host IP back. (Before the first add-br there is no bridge.)
 	out, err := l.OVS(ctx, host, "ovs-vsctl", "--if-exists", "get", "bridge", Bridge, "name")
@@ -199,6 +184,30 @@ func (l *Lab) StartVSwitchdContext(ctx context.Context, host string) error {
 		return err
 	}
 	return l.ip(ctx, ns, "link", "set", Bridge, "up")
+}
+
+// runVSwitchd starts the ovs-vswitchd of state directory key in namespace
+// ns and waits for its pidfile and control socket.
+func (l *Lab) runVSwitchd(ctx context.Context, key, ns string) error {
+	d := l.hostDir(key)
+	if _, err := l.execEnv(ctx, ns, l.OVSEnv(key), ovsBin("ovs-vswitchd"),
+		"--pidfile", "--detach", "--no-chdir", "--log-file", "-vconsole:off",
+		"unix:"+filepath.Join(d, "db.sock")); err != nil {
+		return err
+	}
+	pid, err := l.waitDaemon(ctx, key, "ovs-vswitchd", func() bool {
+		p, err := readPidfile(filepath.Join(d, "ovs-vswitchd.pid"))
+		if err != nil {
+			return false
+		}
+		_, err = os.Stat(filepath.Join(d, fmt.Sprintf("ovs-vswitchd.%d.ctl", p)))
+		return err == nil
+	})
+	if err != nil {
+		return err
+	}
+	l.setDaemon(key, "ovs-vswitchd", pid)
+	return nil
 }
 
 // RestartVSwitchd stops and starts a host's ovs-vswitchd (an empty flow
