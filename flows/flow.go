@@ -89,6 +89,7 @@ type DecTTL struct{}
 func (p PushVLAN) String() string { return fmt.Sprintf("push_vlan:0x%04x", p.EthType) }
 func (PopVLAN) String() string    { return "pop_vlan" }
 func (DecTTL) String() string     { return "dec_ttl" }
+
 // Bundle outputs to one live member of a list of ports (NXAST_BUNDLE):
 // Open vSwitch skips members that are down (no carrier, or not negotiated by
 // LACP) and picks among the rest with Algorithm, hashing Fields. It sends a
