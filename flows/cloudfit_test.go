@@ -263,3 +263,28 @@ func wantDeliveredVLAN(t *testing.T, e *Explanation, host, vm string) {
 	}
 	t.Fatalf("%s -> %s: delivered to %+v, want VM %s on %s", e.Query.From, e.Query.To, e.DeliveredTo, vm, host)
 }
+
+// TestVLANTierOnBond: a VLAN tier's tagged output on a bonded host goes
+// through the bond's bundle action, and tagged frames from either member
+// reach the tier.
+func TestVLANTierOnBond(t *testing.T) {
+	data, _ := yaml.Marshal(loadCloudFit(t))
+	var m Blueprint
+	if err := yaml.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	m.Hosts[0].Uplink, m.Hosts[0].UplinkSpec = "", UplinkSpec{Name: "bond0", Members: []string{"eth0", "eth1"}}
+	bp := reparse(t, &m, 0)
+	c := newCloud(t, bp)
+	k := &checker{t: t, c: c, bp: bp}
+	bp1, bp2 := demoVM(t, bp, "blue-pub-1"), demoVM(t, bp, "blue-pub-2")
+	j := k.expect("blue-pub-1 (bonded kvm1) -> blue-pub-2", "kvm1", ICMPPacket(bp1.port, bp1.mac, bp2.mac, bp1.ip, bp2.ip), "kvm1:eth0", bp2.at())
+	if s := j.Hops[0].Trace.Steps; len(s) == 0 || !strings.Contains(s[len(s)-1].Flow.String(), "bundle(") {
+		t.Errorf("VLAN output on a bond host does not use the bundle action:\n%s", j)
+	}
+	for _, member := range []string{"eth0", "eth1"} {
+		p := ICMPPacket(member, MAC{2, 0, 0, 0, 0x99, 1}, bp1.mac, mustAddr("10.30.0.1"), bp1.ip)
+		p.VLAN = VIDPresent | 100
+		k.expect("VLAN 100 frame from bond member "+member, "kvm1", p, bp1.at())
+	}
+}
