@@ -496,20 +496,6 @@ func (b *bridge) reconcileDelta(ctx context.Context, p *policy, h *flows.Host, c
 		b.log.WithFields(logrus.Fields{"host": h.Name, "reason": "reload"}).Debug("reconciled: blueprint change does not affect this host")
 		return nil
 	}
-	// Atomicity matters when a change both adds and removes (or rewrites)
-	// flows: a VM's old and new address must never both be allowed, so such
-	// a delta is one atomic two-phase bundle. A delta of only additions or
-	// only deletions is sent as plain flow-mods in one round trip (adding a
-	// VM is such a change on every host but its own), ordered so that no
-	// intermediate state allows more than the new policy: added drops before
-	// added allows, deleted allows before deleted drops. (A transient state
-	// may drop more than both; it never allows more.)
-	send, atomic := b.conn.BundleDump, true
-	if len(d.Modified) == 0 && (len(d.Extra) == 0 || len(d.Missing) == 0) {
-		send, atomic = b.conn.SendDump, false
-		sortByDrop(d.Missing, true)
-		sortByDrop(d.Extra, false)
-	}
 	msgs, err := flowMods(&d, ports)
 	if err != nil {
 		return err
@@ -528,7 +514,7 @@ func (b *bridge) reconcileDelta(ctx context.Context, p *policy, h *flows.Host, c
 			}
 		}
 	}
-	raw, err := send(ctx, msgs, cookies)
+	raw, err := b.conn.BundleDump(ctx, msgs, cookies)
 	if err != nil {
 		b.c.metrics.modErrors.WithLabelValues(b.label()).Inc()
 		return fmt.Errorf("apply %d flow changes: %w", len(msgs), err)
@@ -556,33 +542,12 @@ func (b *bridge) reconcileDelta(ctx context.Context, p *policy, h *flows.Host, c
 		s.LastError = ""
 	})
 	b.c.metrics.reconcile.WithLabelValues(b.label()).Observe(time.Since(start).Seconds())
-	b.log.WithFields(logrus.Fields{"host": h.Name, "reason": "reload", "flow_mods": sent, "incremental": true, "bundle": atomic,
+	b.log.WithFields(logrus.Fields{"host": h.Name, "reason": "reload", "flow_mods": sent, "incremental": true,
 		"converged": true, "took": time.Since(start).Round(time.Millisecond).String(),
 		"took_diff":   tDiff.Sub(start).Round(time.Millisecond).String(),
 		"took_switch": time.Since(tDiff).Round(time.Millisecond).String()}).Info("reconciled")
 	b.confirmed = cur
 	return nil
-}
-
-// isDrop reports whether a flow ends a packet's path without delivering it
-// (a drop, or a drop-log to the controller).
-func isDrop(f *flows.Flow) bool {
-	if f.Goto != flows.NoGoto {
-		return false
-	}
-	for _, a := range f.Actions {
-		if o, ok := a.(flows.Output); !ok || o.Port != flows.PortController {
-			return false
-		}
-	}
-	return true
-}
-
-// sortByDrop orders fs with drops first (dropsFirst) or last, stably.
-func sortByDrop(fs []flows.Flow, dropsFirst bool) {
-	sort.SliceStable(fs, func(i, j int) bool {
-		return isDrop(&fs[i]) == dropsFirst && isDrop(&fs[j]) != dropsFirst
-	})
 }
 
 // flowMods encodes a diff: deletes of the extra flows, then adds of the

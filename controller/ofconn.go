@@ -1130,10 +1130,16 @@ func (c *OFConn) bundle(ctx context.Context, msgs [][]byte, dumps [][]byte) ([][
 	// inner message under its own xid, then BEC_MSG_FAILED for the commit.
 	cx := c.nextXid()
 	regs[0] = ofReg{xid: cx, op: "bundle commit", index: -1}
-	tail, pend, dxids, err := c.readBackTail(dumps)
-	defer c.unregister(dxids...)
-	if err != nil {
-		return nil, err
+	var tail [][]byte
+	pend := make([]*ofPending, len(dumps))
+	for i, body := range dumps {
+		dx := c.nextXid()
+		pend[i] = &ofPending{kind: ofPendMultipart, op: "flow stats request", mpType: OFPMPFlow, ch: make(chan ofReply, 1)}
+		if err := c.register(dx, pend[i]); err != nil {
+			return nil, err
+		}
+		defer c.unregister(dx)
+		tail = append(tail, ofMultipartRequest(dx, OFPMPFlow, body))
 	}
 	b, err = c.sendBatchTail(ctx, regs, [][]byte{ofBundleCtrlMsg(cx, bid, openflow13.OFPBCT_COMMIT_REQUEST, flags)}, tail)
 	if err != nil {
@@ -1144,36 +1150,14 @@ func (c *OFConn) bundle(ctx context.Context, msgs [][]byte, dumps [][]byte) ([][
 	}
 	c.log.WithField("messages", len(msgs)).WithField("bundle", bid).
 		WithField("duration", time.Since(start).Round(time.Microsecond)).Debug("bundle committed")
-	return c.readBack(ctx, pend, fmt.Sprintf("bundle %d", bid))
-}
-
-// readBackTail registers one flow-stats request per body and returns the
-// requests to write after a barrier, their pending replies and xids (the
-// caller unregisters them, also on error).
-func (c *OFConn) readBackTail(bodies [][]byte) (tail [][]byte, pend []*ofPending, xids []uint32, err error) {
-	pend = make([]*ofPending, len(bodies))
-	for i, body := range bodies {
-		dx := c.nextXid()
-		pend[i] = &ofPending{kind: ofPendMultipart, op: "flow stats request", mpType: OFPMPFlow, ch: make(chan ofReply, 1)}
-		if err := c.register(dx, pend[i]); err != nil {
-			return nil, nil, xids, err
-		}
-		xids = append(xids, dx)
-		tail = append(tail, ofMultipartRequest(dx, OFPMPFlow, body))
-	}
-	return tail, pend, xids, nil
-}
-
-// readBack waits for the flow-stats replies of readBackTail's requests.
-func (c *OFConn) readBack(ctx context.Context, pend []*ofPending, after string) ([][]byte, error) {
 	var found [][]byte
 	for _, p := range pend {
 		r, err := c.wait(ctx, p)
 		if err != nil {
-			return nil, fmt.Errorf("read back after %s: %w", after, err)
+			return nil, fmt.Errorf("read back after bundle %d: %w", bid, err)
 		}
 		if r.err != nil {
-			return nil, fmt.Errorf("read back after %s: %w", after, r.err)
+			return nil, fmt.Errorf("read back after bundle %d: %w", bid, r.err)
 		}
 		fs, err := ofSplitFlowStats(p.parts)
 		if err != nil {
@@ -1182,42 +1166,6 @@ func (c *OFConn) readBack(ctx context.Context, pend []*ofPending, after string) 
 		found = append(found, fs...)
 	}
 	return found, nil
-}
-
-// SendDump is Send followed by one flow-stats request per cookie in the
-// same write as the barrier: one round trip for a change that needs no
-// atomicity (only additions, or only deletions: every intermediate state
-// lies between the old and the new policy). The flows found are returned
-// only when no message failed.
-func (c *OFConn) SendDump(ctx context.Context, msgs [][]byte, cookies []uint64) ([][]byte, error) {
-	if len(msgs) == 0 {
-		return nil, nil
-	}
-	prep, xids, err := c.ofPrepare(msgs, ofMaxMsgLen)
-	if err != nil {
-		return nil, err
-	}
-	regs := make([]ofReg, len(prep))
-	for i := range prep {
-		regs[i] = ofReg{xid: xids[i], op: "message", index: i}
-	}
-	bodies := make([][]byte, len(cookies))
-	for i, ck := range cookies {
-		bodies[i] = ofFlowStatsCookieBody(ck, ^uint64(0))
-	}
-	tail, pend, dxids, err := c.readBackTail(bodies)
-	defer c.unregister(dxids...)
-	if err != nil {
-		return nil, err
-	}
-	b, err := c.sendBatchTail(ctx, regs, prep, tail)
-	if err != nil {
-		return nil, err
-	}
-	if e := ofBatchErr("send", len(msgs), c.dpid, b); e != nil {
-		return nil, e
-	}
-	return c.readBack(ctx, pend, "flow-mods")
 }
 
 // discardBundle discards an open bundle, best effort, waiting at most a few
