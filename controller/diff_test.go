@@ -123,3 +123,45 @@ func TestGenerationOrder(t *testing.T) {
 		t.Errorf("claim after switch generation 41: %d", g)
 	}
 }
+
+// TestDiffBondedUplink: a bond host's bundle action round-trips through the
+// wire format in sync (no permanent drift), and a changed member list or
+// algorithm is a modification.
+func TestDiffBondedUplink(t *testing.T) {
+	bp, err := flows.Load("../flows/testdata/golden/bond.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, err := flows.Compile(bp, "hv-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := flows.PortMap{"eth0": 1, "eth1": 2, "vnet0": 3, "vpcflow-vxlan": 4}
+	intended, missing := flows.Bind(fs, ports)
+	if len(missing) != 0 {
+		t.Fatalf("missing ports %v", missing)
+	}
+	installed := asInstalled(t, intended, ports)
+	if d := DiffFlows(intended, installed); len(d.Missing)+len(d.Extra)+len(d.Modified) != 0 {
+		t.Fatalf("bond host not in sync after a round trip: %+v", d)
+	}
+	for i := range installed {
+		if len(installed[i].Actions) != 1 {
+			continue
+		}
+		if b, ok := installed[i].Actions[0].(flows.Bundle); ok {
+			for _, change := range []flows.Bundle{
+				{Fields: b.Fields, Algorithm: b.Algorithm, Members: []string{"eth1", "eth0"}},
+				{Fields: b.Fields, Algorithm: flows.BundleHRW, Members: b.Members},
+			} {
+				mod := append([]flows.Flow(nil), installed...)
+				mod[i].Actions = []flows.Action{change}
+				if d := DiffFlows(intended, mod); len(d.Modified) != 1 {
+					t.Errorf("installed %s: diff %+v, want one modification", change, d)
+				}
+			}
+			return
+		}
+	}
+	t.Fatal("no bundle action installed")
+}
