@@ -419,22 +419,28 @@ func (b *builder) mgmtGuard(v *hostView) {
 		Note: "other guest IPv4: on to L2 (delivered only to a known MAC of the tier)"})
 }
 
+// arpReply turns an ARP request into the reply "ip is-at mac", sent back
+// out of the asker's port.
+func arpReply(mac, ip uint64) []Action {
+	return []Action{
+		Move{Src: FEthSrc, Dst: FEthDst, NBits: 48},
+		SetField{FEthSrc, mac},
+		SetField{FARPOp, 2},
+		Move{Src: FARPSha, Dst: FARPTha, NBits: 48},
+		SetField{FARPSha, mac},
+		Move{Src: FARPSpa, Dst: FARPTpa, NBits: 32},
+		SetField{FARPSpa, ip},
+		Output{Port: PortInPort},
+	}
+}
+
 // arpAnswer answers ARP for VM r's IP in tier t, in the switch.
 func (b *builder) arpAnswer(t TierRef, r VMRef) {
 	mac, ip := MACValue(r.VM.HW), ipv4(r.VM.Addr)
 	b.add(Flow{Table: TARPResponder, Priority: 200, Cookie: MakeCookie(CatARPResponder, VMObject(r.VM.Name), 0),
-		Match: match(exact(FEthType, EthARP), exact(FARPOp, 1), exact(RegTier, uint64(t.Tier.Key)), exact(FARPTpa, ip)),
-		Actions: []Action{
-			Move{Src: FEthSrc, Dst: FEthDst, NBits: 48},
-			SetField{FEthSrc, mac},
-			SetField{FARPOp, 2},
-			Move{Src: FARPSha, Dst: FARPTha, NBits: 48},
-			SetField{FARPSha, mac},
-			Move{Src: FARPSpa, Dst: FARPTpa, NBits: 32},
-			SetField{FARPSpa, ip},
-			Output{Port: PortInPort},
-		},
-		Note: b.notef("ARP who-has %s in tier %s/%s: answered %s (VM %s)", r.VM.Addr, t.VPC.Name, t.Tier.Name, r.VM.HW, r.VM.Name)})
+		Match:   match(exact(FEthType, EthARP), exact(FARPOp, 1), exact(RegTier, uint64(t.Tier.Key)), exact(FARPTpa, ip)),
+		Actions: arpReply(mac, ip),
+		Note:    b.notef("ARP who-has %s in tier %s/%s: answered %s (VM %s)", r.VM.Addr, t.VPC.Name, t.Tier.Name, r.VM.HW, r.VM.Name)})
 }
 
 // tunnelKeyFrom accepts tier t's tunnel key from host p.
@@ -603,18 +609,9 @@ func (b *builder) vpcSegment(v *hostView, p *VPC) {
 		if src.VirtualGateway {
 			gw, ip := MACValue(src.GatewayHW), ipv4(src.GatewayAddr)
 			b.add(Flow{Table: TARPResponder, Priority: 200, Cookie: MakeCookie(CatGatewayARP, src.Key, 0),
-				Match: match(exact(FEthType, EthARP), exact(FARPOp, 1), exact(RegTier, uint64(src.Key)), exact(FARPTpa, ip)),
-				Actions: []Action{
-					Move{Src: FEthSrc, Dst: FEthDst, NBits: 48},
-					SetField{FEthSrc, gw},
-					SetField{FARPOp, 2},
-					Move{Src: FARPSha, Dst: FARPTha, NBits: 48},
-					SetField{FARPSha, gw},
-					Move{Src: FARPSpa, Dst: FARPTpa, NBits: 32},
-					SetField{FARPSpa, ip},
-					Output{Port: PortInPort},
-				},
-				Note: b.notef("ARP who-has %s (gateway of tier %s/%s): answered %s by the switch (distributed routing)", src.GatewayAddr, p.Name, src.Name, src.GatewayHW)})
+				Match:   match(exact(FEthType, EthARP), exact(FARPOp, 1), exact(RegTier, uint64(src.Key)), exact(FARPTpa, ip)),
+				Actions: arpReply(gw, ip),
+				Note:    b.notef("ARP who-has %s (gateway of tier %s/%s): answered %s by the switch (distributed routing)", src.GatewayAddr, p.Name, src.Name, src.GatewayHW)})
 		}
 		for oi := range p.Tiers {
 			dst := &p.Tiers[oi]

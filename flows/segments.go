@@ -201,19 +201,9 @@ func NewIndex(bp *Blueprint) *Index {
 				vf.u64(addrValue(t.GatewayAddr))
 				vf.u64(MACValue(t.GatewayHW))
 				vf.bool(t.VirtualGateway)
-				for mi := range t.VMs {
-					m := &t.VMs[mi]
-					vf.str(m.Name)
-					vf.str(m.Host)
-					vf.str(m.Port)
-					vf.u64(MACValue(m.HW))
-					vf.u64(IPValue(m.Addr))
-				}
+				vf.vms(t.VMs)
 			}
-			for _, h := range vh {
-				vf.str(h.Name)
-				vf.u64(IPValue(h.Addr))
-			}
+			vf.hosts(vh)
 			ix.vpcFP[p] = vf.sum()
 		}
 		for ti := range p.Tiers {
@@ -235,23 +225,10 @@ func NewIndex(bp *Blueprint) *Index {
 			tf.u64(MACValue(t.GatewayHW))
 			tf.bool(t.VirtualGateway)
 			tf.bool(p.IsDistributed())
-			for mi := range t.VMs {
-				m := &t.VMs[mi]
-				tf.str(m.Name)
-				tf.str(m.Host)
-				tf.str(m.Port)
-				tf.u64(MACValue(m.HW))
-				tf.u64(IPValue(m.Addr))
-			}
-			for _, h := range hosts {
-				tf.str(h.Name)
-				tf.u64(IPValue(h.Addr))
-			}
+			tf.vms(t.VMs)
+			tf.hosts(hosts)
 			tf.str("accept")
-			for _, h := range accept {
-				tf.str(h.Name)
-				tf.u64(IPValue(h.Addr))
-			}
+			tf.hosts(accept)
 			ix.tierFP[t.Key] = tf.sum()
 		}
 	}
@@ -462,6 +439,27 @@ func (f *fingerprint) str(s string) {
 	f.buf = binary.AppendUvarint(f.buf, uint64(len(s)))
 	f.buf = append(f.buf, s...)
 }
+
+// vms adds what every flow of a VM depends on.
+func (f *fingerprint) vms(vms []VM) {
+	for i := range vms {
+		m := &vms[i]
+		f.str(m.Name)
+		f.str(m.Host)
+		f.str(m.Port)
+		f.u64(MACValue(m.HW))
+		f.u64(IPValue(m.Addr))
+	}
+}
+
+// hosts adds hosts' names and tunnel addresses.
+func (f *fingerprint) hosts(hs []*Host) {
+	for _, h := range hs {
+		f.str(h.Name)
+		f.u64(IPValue(h.Addr))
+	}
+}
+
 func (f *fingerprint) u64(v uint64) { f.buf = binary.BigEndian.AppendUint64(f.buf, v) }
 func (f *fingerprint) bool(v bool) {
 	if v {
