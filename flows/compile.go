@@ -452,6 +452,16 @@ func (b *builder) tunnelKeyFrom(t TierRef, p *Host) {
 		Note:    b.notef("key %d (tier %s/%s) from host %s (%s)", t.Tier.VNI, t.VPC.Name, t.Tier.Name, p.Name, p.Addr)})
 }
 
+// l2Local delivers frames for local VM r to its port and returns that
+// output (for the tier's flood flows).
+func (b *builder) l2Local(r VMRef) Action {
+	out := Output{Port: r.VM.Port}
+	b.add(Flow{Table: TL2Forward, Priority: 200, Cookie: MakeCookie(CatVPCForward, VMObject(r.VM.Name), 0),
+		Match: match(exact(RegTier, uint64(r.Tier.Key)), exact(FEthDst, MACValue(r.VM.HW))), Actions: []Action{out},
+		Note: b.notef("to VM %s (%s) on local port %s", r.VM.Name, r.VM.HW, r.VM.Port)})
+	return out
+}
+
 // l2Remote sends frames for VM r (on host ph) through the tunnel.
 func (b *builder) l2Remote(t TierRef, r VMRef, ph *Host, tunnel string) {
 	vni := uint64(t.Tier.VNI)
@@ -509,10 +519,7 @@ func (b *builder) l2Forward(v *hostView, t TierRef, peers []*Host, sh *tierShare
 	var localOut []Action
 	for _, r := range v.tierVMs(t.Tier.Key) {
 		if r.VM.Host == v.host.Name {
-			localOut = append(localOut, Output{Port: r.VM.Port})
-			b.add(Flow{Table: TL2Forward, Priority: 200, Cookie: MakeCookie(CatVPCForward, VMObject(r.VM.Name), 0),
-				Match: match(exact(RegTier, vni), exact(FEthDst, MACValue(r.VM.HW))), Actions: []Action{Output{Port: r.VM.Port}},
-				Note: b.notef("to VM %s (%s) on local port %s", r.VM.Name, r.VM.HW, r.VM.Port)})
+			localOut = append(localOut, b.l2Local(r))
 			continue
 		}
 		if f, ok := sh.remoteL2[r.VM.Name]; ok {
@@ -570,13 +577,9 @@ func (b *builder) vlanTier(v *hostView, t TierRef) {
 		Note:    b.notef("%s: tagged frames from the uplink untagged, to the tier's local ports", who)})
 	var localOut []Action
 	for _, r := range v.tierVMs(t.Tier.Key) {
-		if r.VM.Host != v.host.Name {
-			continue
+		if r.VM.Host == v.host.Name {
+			localOut = append(localOut, b.l2Local(r))
 		}
-		localOut = append(localOut, Output{Port: r.VM.Port})
-		b.add(Flow{Table: TL2Forward, Priority: 200, Cookie: MakeCookie(CatVPCForward, VMObject(r.VM.Name), 0),
-			Match: match(exact(RegTier, key), exact(FEthDst, MACValue(r.VM.HW))), Actions: []Action{Output{Port: r.VM.Port}},
-			Note: b.notef("to VM %s (%s) on local port %s", r.VM.Name, r.VM.HW, r.VM.Port)})
 	}
 	b.add(Flow{Table: TARPResponder, Priority: 100, Cookie: MakeCookie(CatVLANOut, t.Tier.Key, 0),
 		Match: match(exact(FEthType, EthARP), exact(FARPOp, 1), exact(RegTier, key)), Goto: TL2Forward,
