@@ -3,8 +3,6 @@ package flows
 import (
 	"strings"
 	"testing"
-
-	"go.yaml.in/yaml/v3"
 )
 
 const cloudFitBlueprint = "../examples/e2e/testdata/vlan-routing.yaml"
@@ -45,14 +43,9 @@ func TestCloudFitValidation(t *testing.T) {
 		}, `gateway 10.40.2.1 differs from the tier's router NIC address 10.40.2.254`},
 		{"reserved MAC", func(bp *Blueprint) { bp.VPCs[0].Tiers[0].VMs[0].MAC = "0a:00:00:00:13:89" }, `reserved for vpcflow's virtual gateways`},
 	} {
-		data, _ := yaml.Marshal(base)
-		var m Blueprint
-		if err := yaml.Unmarshal(data, &m); err != nil {
-			t.Fatal(err)
-		}
-		c.edit(&m)
-		data, _ = yaml.Marshal(&m)
-		_, err := Parse("fit.yaml", data)
+		m := editable(t, base)
+		c.edit(m)
+		err := parseEdited(m, "fit.yaml")
 		switch {
 		case c.want == "" && err != nil:
 			t.Fatalf("%s: valid blueprint rejected: %v", c.name, err)
@@ -66,11 +59,9 @@ func TestCloudFitValidation(t *testing.T) {
 		func(bp *Blueprint) { bp.VPCs[2].Routing = "" },
 		func(bp *Blueprint) { bp.VPCs[2].Tiers[0].Gateway = "10.40.1.254" },
 	} {
-		data, _ := yaml.Marshal(base)
-		var m Blueprint
-		_ = yaml.Unmarshal(data, &m)
-		edit(&m)
-		if reparse(t, &m, 0).Hash() == base.Hash() {
+		m := editable(t, base)
+		edit(m)
+		if reparse(t, m, 0).Hash() == base.Hash() {
 			t.Error("an edit of type/vlan/gateway/routing left the blueprint hash unchanged")
 		}
 	}
@@ -208,11 +199,9 @@ func TestDistributedRouting(t *testing.T) {
 	// A tunnel packet under green/b's key from a host carrying no green
 	// tier would be refused; kvm1 carries green/a, so it is accepted on
 	// kvm2 (the routed path) -- and a router-mode VPC does not route.
-	data, _ := yaml.Marshal(bp)
-	var m Blueprint
-	_ = yaml.Unmarshal(data, &m)
+	m := editable(t, bp)
 	m.VPCs[2].Routing = ""
-	rbp := reparse(t, &m, 0)
+	rbp := reparse(t, m, 0)
 	rk := &checker{t: t, c: newCloud(t, rbp), bp: rbp}
 	rk.expect("router-mode green-a-1 -> gateway MAC for green-b-1", "kvm1", ICMPPacket(a1.port, a1.mac, gwA, a1.ip, b1.ip))
 
@@ -268,13 +257,9 @@ func wantDeliveredVLAN(t *testing.T, e *Explanation, host, vm string) {
 // through the bond's bundle action, and tagged frames from either member
 // reach the tier.
 func TestVLANTierOnBond(t *testing.T) {
-	data, _ := yaml.Marshal(loadCloudFit(t))
-	var m Blueprint
-	if err := yaml.Unmarshal(data, &m); err != nil {
-		t.Fatal(err)
-	}
+	m := editable(t, loadCloudFit(t))
 	m.Hosts[0].Uplink, m.Hosts[0].UplinkSpec = "", UplinkSpec{Name: "bond0", Members: []string{"eth0", "eth1"}}
-	bp := reparse(t, &m, 0)
+	bp := reparse(t, m, 0)
 	c := newCloud(t, bp)
 	k := &checker{t: t, c: c, bp: bp}
 	bp1, bp2 := demoVM(t, bp, "blue-pub-1"), demoVM(t, bp, "blue-pub-2")

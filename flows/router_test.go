@@ -33,14 +33,9 @@ func TestRouterNICValidation(t *testing.T) {
 		{func(bp *Blueprint) { bp.VPCs[0].Tiers[0].VMs[2].Role = "gateway" }, `vpcs[0].tiers[0].vms[2].role: role "gateway" is not known`},
 		{func(bp *Blueprint) { bp.VPCs[0].Tiers[0].VMs[1].Role = RoleRouter }, "already has a router NIC"},
 	} {
-		data, _ := yaml.Marshal(base)
-		var m Blueprint
-		if err := yaml.Unmarshal(data, &m); err != nil {
-			t.Fatal(err)
-		}
-		c.edit(&m)
-		data, _ = yaml.Marshal(&m)
-		_, err := Parse("router.yaml", data)
+		m := editable(t, base)
+		c.edit(m)
+		err := parseEdited(m, "router.yaml")
 		switch {
 		case c.want == "" && err != nil:
 			t.Fatalf("valid router blueprint rejected: %v", err)

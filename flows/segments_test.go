@@ -39,6 +39,27 @@ func setDelta(prev, cur []Flow) (del, put []string) {
 	return del, put
 }
 
+// editable returns a copy of bp's YAML fields to edit (reparse it after).
+func editable(t *testing.T, bp *Blueprint) *Blueprint {
+	t.Helper()
+	data, err := yaml.Marshal(bp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m Blueprint
+	if err := yaml.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	return &m
+}
+
+// parseEdited marshals an edited blueprint and parses it as file name.
+func parseEdited(m *Blueprint, name string) error {
+	data, _ := yaml.Marshal(m)
+	_, err := Parse(name, data)
+	return err
+}
+
 func reparse(t *testing.T, bp *Blueprint, n int) *Blueprint {
 	t.Helper()
 	data, err := yaml.Marshal(bp)
@@ -147,14 +168,10 @@ func TestIncrementalCloudFit(t *testing.T) {
 		{"move green-b-1 to kvm3", func(bp *Blueprint) { v := &bp.VPCs[2].Tiers[1].VMs[0]; v.Host, v.Port = "kvm3", "vnet7" }},
 		{"VLAN tier to overlay", func(bp *Blueprint) { tr := &bp.VPCs[0].Tiers[1]; tr.Type, tr.VLAN, tr.VNI = "", 0, 5003 }},
 	} {
-		data, _ := yaml.Marshal(base)
-		var m Blueprint
-		if err := yaml.Unmarshal(data, &m); err != nil {
-			t.Fatal(err)
-		}
+		m := editable(t, base)
 		m.Revision++
-		c.edit(&m)
-		runs += checkIncremental(t, base, reparse(t, &m, 2000+i), 2000+i, c.what)
+		c.edit(m)
+		runs += checkIncremental(t, base, reparse(t, m, 2000+i), 2000+i, c.what)
 	}
 	if runs == 0 {
 		t.Fatal("no incremental compile was checked")
