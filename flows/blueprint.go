@@ -232,6 +232,15 @@ func GatewayMAC(k uint32) MAC {
 	return MAC{0x0a, 0x00, 0x00, byte(k >> 16), byte(k >> 8), byte(k)}
 }
 
+// HostRouteMAC is the source MAC of frames host h routes onto a VLAN tier
+// for distributed routing: 0a:00:02 + the low three bytes of its tunnel IP.
+// Each host uses its own, so physical switches on the VLAN never see one
+// gateway MAC move between host ports.
+func HostRouteMAC(h *Host) MAC {
+	b := h.Addr.As4()
+	return MAC{0x0a, 0x00, 0x02, b[1], b[2], b[3]}
+}
+
 // VM is one guest NIC.
 type VM struct {
 	Name string `yaml:"name"`

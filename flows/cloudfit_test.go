@@ -42,6 +42,7 @@ func TestCloudFitValidation(t *testing.T) {
 			tr.VMs = append(tr.VMs, VM{Name: "green-vr-b", Host: "kvm2", Port: "vnet9", MAC: "52:54:00:e1:ff:02", IP: "10.40.2.254", Role: RoleRouter})
 		}, `gateway 10.40.2.1 differs from the tier's router NIC address 10.40.2.254`},
 		{"reserved MAC", func(bp *Blueprint) { bp.VPCs[0].Tiers[0].VMs[0].MAC = "0a:00:00:00:13:89" }, `reserved for vpcflow's virtual gateways`},
+		{"reserved routing MAC", func(bp *Blueprint) { bp.VPCs[0].Tiers[0].VMs[0].MAC = "0a:00:02:00:02:0b" }, `reserved for vpcflow's virtual gateways and routed frames`},
 	} {
 		m := editable(t, base)
 		c.edit(m)
@@ -176,7 +177,12 @@ func TestDistributedRouting(t *testing.T) {
 	check("green-a-1 -> green-b-1 (kvm1 -> kvm2)", "kvm1", a1, gwA, b1, gwB, false)
 	check("green-b-1 -> green-a-1 (reply)", "kvm2", b1, gwB, a1, gwA, false)
 	check("green-b-1 -> green-a-2 (kvm2 -> kvm3)", "kvm2", b1, gwB, a2, gwA, false)
-	check("green-a-1 -> green-c-1 (overlay -> VLAN tier)", "kvm1", a1, gwA, c1, gwC, true)
+	// Onto the VLAN the routed frame carries kvm1's own routing MAC, not the
+	// gateway's (physical switches would see that move between hosts).
+	check("green-a-1 -> green-c-1 (overlay -> VLAN tier)", "kvm1", a1, gwA, c1, HostRouteMAC(bp.HostByName("kvm1")), true)
+	if HostRouteMAC(bp.HostByName("kvm1")) == HostRouteMAC(bp.HostByName("kvm2")) || HostRouteMAC(bp.HostByName("kvm1")) == gwC {
+		t.Error("host routing MACs are not distinct")
+	}
 	check("green-c-1 -> green-a-1 (VLAN -> overlay tier)", "kvm3", c1, gwC, a1, gwA, false)
 
 	// TTL 1 is not forwarded.

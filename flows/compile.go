@@ -633,7 +633,13 @@ func (b *builder) vpcSegment(v *hostView, p *VPC) {
 		t := &p.Tiers[ti]
 		for mi := range t.VMs {
 			r := VMRef{p, t, &t.VMs[mi]}
-			acts := []Action{SetField{FEthSrc, MACValue(t.GatewayHW)}, SetField{FEthDst, MACValue(r.VM.HW)}, DecTTL{}}
+			src := t.GatewayHW
+			if t.IsVLAN() && r.VM.Host != v.host.Name {
+				// Onto a physical VLAN: this host's own MAC, so switches there
+				// never see the gateway MAC move between hosts.
+				src = HostRouteMAC(v.host)
+			}
+			acts := []Action{SetField{FEthSrc, MACValue(src)}, SetField{FEthDst, MACValue(r.VM.HW)}, DecTTL{}}
 			b.add(Flow{Table: TRoute, Priority: 200, Cookie: MakeCookie(CatRoute, VMObject(r.VM.Name), 0),
 				Match:   ipMatch(exact(RegVPC, id), exact(FIPv4Dst, ipv4(r.VM.Addr))),
 				Actions: append(acts, v.deliverTo(r)...),

@@ -608,8 +608,8 @@ func (v *validator) checkVPCs() {
 					v.errorf(fm+".mac", "mac %s", msg)
 				} else if other, dup := vmMACs[m]; dup {
 					v.errorf(fm+".mac", "mac %s is already used by %s (%s): MACs must be unique across the blueprint", m, other.path, other.name)
-				} else if m[0] == 0x0a && m[1] == 0x00 && m[2] <= 0x01 {
-					v.errorf(fm+".mac", "mac %s is in 0a:00:00:00:00:00-0a:00:01:ff:ff:ff, reserved for vpcflow's virtual gateways: pick another MAC (e.g. 52:54:00:...)", m)
+				} else if m[0] == 0x0a && m[1] == 0x00 && m[2] <= 0x02 {
+					v.errorf(fm+".mac", "mac %s is in 0a:00:00:00:00:00-0a:00:02:ff:ff:ff, reserved for vpcflow's virtual gateways and routed frames: pick another MAC (e.g. 52:54:00:...)", m)
 				} else if h, isHost := hostMAC[m]; isHost {
 					v.errorf(fm+".mac", "mac %s is the tunnel_mac of hosts[%d] (%s): pick another MAC", m, h, b.Hosts[h].Name)
 				} else {
