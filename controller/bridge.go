@@ -247,6 +247,7 @@ func (b *bridge) run(ctx context.Context) {
 		case reason = <-b.kickCh:
 		case <-b.conn.PortEvents():
 			reason = "port change"
+			b.settlePorts(ctx)
 		case st := <-b.conn.RoleStatus():
 			b.log.WithFields(logrus.Fields{"role": st.Role.String(), "generation": st.GenerationID}).Warn("role changed by the switch: stopped writing")
 			b.c.observeGeneration(st.GenerationID)
@@ -265,6 +266,39 @@ func (b *bridge) run(ctx context.Context) {
 			reason = "drift check"
 		case <-retry:
 			reason = "retry"
+		}
+	}
+}
+
+// portSettle is how long a port change must be quiet before the bridge
+// reconciles; portSettleMax bounds the wait under a stream of changes.
+const (
+	portSettle    = 150 * time.Millisecond
+	portSettleMax = time.Second
+)
+
+// settlePorts waits until the bridge's ports stop changing: Open vSwitch
+// reports a reconfigured port (e.g. an uplink NIC moved into a bond by
+// `host apply`, a VM's tap re-plugged) as a delete then an add, and a
+// reconcile between the two would remove the flows of a port that is about
+// to come back.
+func (b *bridge) settlePorts(ctx context.Context) {
+	quiet := time.NewTimer(portSettle)
+	defer quiet.Stop()
+	limit := time.NewTimer(portSettleMax)
+	defer limit.Stop()
+	for {
+		select {
+		case <-b.conn.PortEvents():
+			quiet.Reset(portSettle) // Go ≥ 1.23: Reset drops a pending expiry
+		case <-quiet.C:
+			return
+		case <-limit.C:
+			return
+		case <-ctx.Done():
+			return
+		case <-b.conn.Done():
+			return
 		}
 	}
 }
