@@ -115,6 +115,7 @@ func main() {
 	skipSwitch := flag.Bool("skip-switch-side", false, "skip the ovs-ofctl baseline")
 	keep := flag.Bool("keep", false, "keep the work directory")
 	flag.IntVar(&fullReconciles, "full-reconciles", 0, "the controller's --full-reconciles (0 = its default)")
+	flag.StringVar(&reloadGather, "reload-gather", "", "the controller's --reload-gather (e.g. 0 = off; empty = its default, 100ms)")
 	flag.IntVar(&vswitchds, "vswitchds", 1, "spread the bridges over this many ovs-vswitchd processes (round robin; 1 = all in one)")
 	flag.BoolVar(&storms, "storms", true, "run the reconnect storms (controller restart, targets moved/removed, ovs-vswitchd restart)")
 	flag.Parse()
@@ -126,6 +127,7 @@ func main() {
 
 var (
 	fullReconciles int
+	reloadGather   string
 	storms         bool
 	vswitchds      int
 )
@@ -134,6 +136,9 @@ var (
 func ctlArgs(extra ...string) []string {
 	if fullReconciles > 0 {
 		extra = append(extra, "-full-reconciles", fmt.Sprint(fullReconciles))
+	}
+	if reloadGather != "" {
+		extra = append(extra, "-reload-gather", reloadGather)
 	}
 	return extra
 }
