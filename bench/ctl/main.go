@@ -39,14 +39,15 @@ func main() {
 	level := flag.String("log-level", "info", "log level")
 	drift := flag.Duration("drift-interval", 0, "drift interval (0 = controller default)")
 	full := flag.Int("full-reconciles", 0, "bridges reconciled in full at once (0 = controller default)")
+	gather := flag.Duration("reload-gather", 100*time.Millisecond, "how long a reload's bridges wait to write together (0 = off)")
 	flag.Parse()
-	if err := run(*bp, *listen, *httpAddr, *sock, *cpuprof, *memprof, *level, *drift, *full); err != nil {
+	if err := run(*bp, *listen, *httpAddr, *sock, *cpuprof, *memprof, *level, *drift, *full, *gather); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/ctl:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bp, listen, httpAddr, sock, cpuprof, memprof, level string, drift time.Duration, full int) error {
+func run(bp, listen, httpAddr, sock, cpuprof, memprof, level string, drift time.Duration, full int, gather time.Duration) error {
 	log := logrus.New()
 	log.SetOutput(os.Stderr)
 	log.SetFormatter(&logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano})
@@ -65,7 +66,7 @@ func run(bp, listen, httpAddr, sock, cpuprof, memprof, level string, drift time.
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
-	c, err := controller.New(controller.Options{BlueprintPath: bp, Listen: listen, HTTP: httpAddr, DriftInterval: drift, FullReconciles: full, Log: log})
+	c, err := controller.New(controller.Options{BlueprintPath: bp, Listen: listen, HTTP: httpAddr, DriftInterval: drift, FullReconciles: full, ReloadGather: gatherOpt(gather), Log: log})
 	if err != nil {
 		return err
 	}
@@ -110,4 +111,12 @@ func run(bp, listen, httpAddr, sock, cpuprof, memprof, level string, drift time.
 		}
 	}
 	return err
+}
+
+// gatherOpt maps -reload-gather to Options.ReloadGather (negative = off).
+func gatherOpt(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }
