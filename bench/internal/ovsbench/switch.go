@@ -10,6 +10,7 @@ package ovsbench
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -45,11 +46,16 @@ func (s *Switch) StartShard(ctx context.Context, dir string) (*Switch, error) {
 }
 
 func start(ctx context.Context, prefix, dir string, ownNS bool) (s *Switch, err error) {
-	s = &Switch{NS: prefix, Dir: dir, shard: !ownNS}
-	s.env = append(os.Environ(), "OVS_RUNDIR="+dir, "OVS_LOGDIR="+dir, "OVS_DBDIR="+dir, "OVS_SYSCONFDIR="+dir)
+	sw := &Switch{NS: prefix, Dir: dir, shard: !ownNS}
+	sw.env = append(os.Environ(), "OVS_RUNDIR="+dir, "OVS_LOGDIR="+dir, "OVS_DBDIR="+dir, "OVS_SYSCONFDIR="+dir)
+	s = sw
 	defer func() {
 		if err != nil {
-			s.Close()
+			sw.Close() // s may already be nil here: the error returns below clear it
+			var e *exec.Error
+			if errors.As(err, &e) {
+				err = fmt.Errorf("%w (is Open vSwitch installed? apt-get install openvswitch-switch)", err)
+			}
 		}
 	}()
 	if err = os.MkdirAll(dir, 0o755); err != nil {
@@ -268,7 +274,7 @@ func run(ctx context.Context, env []string, argv ...string) (string, error) {
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("%s: %v: %s", strings.Join(argv, " "), err, tail(errb.String(), 2000))
+		return out.String(), fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, tail(errb.String(), 2000))
 	}
 	return out.String(), nil
 }
