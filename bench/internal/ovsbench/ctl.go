@@ -301,6 +301,13 @@ func (t *LogTail) Poll() []LogLine {
 // Wait polls until done (called with every new line) returns true, or the
 // timeout passes.
 func (t *LogTail) Wait(ctx context.Context, timeout time.Duration, what string, done func(*LogLine) bool) error {
+	return t.WaitEvery(ctx, timeout, 5*time.Millisecond, what, done)
+}
+
+// WaitEvery is Wait reading the log every interval. Latencies come from the
+// lines' own timestamps, so a longer interval only delays the return, and
+// it keeps the bench's reads from competing with what it measures.
+func (t *LogTail) WaitEvery(ctx context.Context, timeout, every time.Duration, what string, done func(*LogLine) bool) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		for _, l := range t.Poll() {
@@ -315,7 +322,7 @@ func (t *LogTail) Wait(ctx context.Context, timeout time.Duration, what string, 
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
+		case <-time.After(every):
 		}
 	}
 }
