@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -112,6 +113,7 @@ func main() {
 	jsonOut := flag.String("json", "", "write results as JSON here")
 	cpuprofile := flag.String("cpuprofile", "", "controller CPU profile of the initial convergence + changes (file)")
 	heapprofile := flag.String("heapprofile", "", "controller heap profile right after initial convergence (file)")
+	flag.StringVar(&changeProfile, "change-profile", "", "controller CPU profile of the incremental changes only (file)")
 	skipSwitch := flag.Bool("skip-switch-side", false, "skip the ovs-ofctl baseline")
 	keep := flag.Bool("keep", false, "keep the work directory")
 	flag.IntVar(&fullReconciles, "full-reconciles", 0, "the controller's --full-reconciles (0 = its default)")
@@ -126,6 +128,7 @@ func main() {
 }
 
 var (
+	changeProfile  string
 	fullReconciles int
 	reloadGather   string
 	storms         bool
@@ -331,6 +334,10 @@ func run(n, vms, tiers, changes int, jsonOut, cpuprofile, heapprofile string, sk
 	}
 
 	// Incremental changes.
+	waitProf := func() error { return nil }
+	if changeProfile != "" {
+		waitProf = b.ctl.StartCPUProfile(changeProfile, time.Duration(changes)*9*time.Second)
+	}
 	for r := 0; r < changes; r++ {
 		if err := b.change(&b.res.AddVM, "add", r); err != nil {
 			return err
@@ -340,6 +347,9 @@ func run(n, vms, tiers, changes int, jsonOut, cpuprofile, heapprofile string, sk
 		if err := b.change(&b.res.MoveVM, "move", r); err != nil {
 			return err
 		}
+	}
+	if err := waitProf(); err != nil {
+		return fmt.Errorf("change profile: %w", err)
 	}
 	for _, c := range []*change{&b.res.AddVM, &b.res.MoveVM} {
 		c.P50Ms, c.P99Ms = ovsbench.Percentile(c.LatenciesMs, 50), ovsbench.Percentile(c.LatenciesMs, 99)
@@ -420,6 +430,11 @@ func (b *bench) writeBlueprint() error {
 	if err != nil {
 		return err
 	}
+	return b.writeYAML(bp, y)
+}
+
+// writeYAML writes the blueprint file atomically (bp is y parsed).
+func (b *bench) writeYAML(bp *flows.Blueprint, y []byte) error {
 	tmp := b.bpPath + ".tmp"
 	if err := os.WriteFile(tmp, y, 0o644); err != nil {
 		return err
@@ -629,7 +644,7 @@ func (b *bench) change(res *change, kind string, r int) error {
 		b.spareAt[target]++
 	}
 	b.raw.Revision++
-	cur, _, err := gen.Parse(b.raw)
+	cur, y, err := gen.Parse(b.raw)
 	if err != nil {
 		return err
 	}
@@ -648,9 +663,12 @@ func (b *bench) change(res *change, kind string, r int) error {
 	}
 	b.tail.Poll()
 	b.tail.Lines = nil
+	// The bench just compiled every host twice (affected); collect that
+	// garbage now so its GC does not run inside the measured window.
+	runtime.GC()
 	swCPU0, ctlCPU0 := b.switchCPU(), b.ctl.CPUSeconds()
-	tw := time.Now()
-	if err := b.writeBlueprint(); err != nil {
+	tw := time.Now() // the YAML is ready: write it, then signal
+	if err := b.writeYAML(cur, y); err != nil {
 		return err
 	}
 	if err := b.ctl.HUP(); err != nil {

@@ -7,6 +7,8 @@ package micro
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -185,5 +187,29 @@ func BenchmarkDiffEmpty(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkLoadRealistic200 is what a reload costs before any bridge is
+// touched: read, parse and validate the 200-host, 4,000-VM blueprint file,
+// hash it and index it.
+func BenchmarkLoadRealistic200(b *testing.B) {
+	raw, err := gen.Build(gen.Realistic(200))
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := filepath.Join(b.TempDir(), "bp.yaml")
+	if err := os.WriteFile(p, gen.YAML(raw), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		bp, err := flows.Load(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = bp.Hash()
+		_ = flows.NewIndex(bp)
 	}
 }

@@ -326,3 +326,30 @@ func (t *LogTail) WaitEvery(ctx context.Context, timeout, every time.Duration, w
 		}
 	}
 }
+
+// StartCPUProfile asks the controller for a CPU profile of the next d and
+// writes it to path when it arrives; wait returns the outcome.
+func (c *Ctl) StartCPUProfile(path string, d time.Duration) (wait func() error) {
+	done := make(chan error, 1)
+	go func() {
+		cl := *c.client
+		cl.Timeout = d + 30*time.Second
+		resp, err := cl.Get(fmt.Sprintf("http://ctl/debug/pprof/profile?seconds=%d", int(d.Seconds()+0.5)))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(path)
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = io.Copy(f, resp.Body)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		done <- err
+	}()
+	return func() error { return <-done }
+}
