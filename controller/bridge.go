@@ -23,6 +23,9 @@ type bridge struct {
 	log  logrus.FieldLogger
 
 	kickCh chan string
+	// preempt carries a token with every "reload" kick: a drift check still
+	// reading the table gives way to it (see preemptible).
+	preempt chan struct{}
 	// gate is the reload gate of the current loop turn (run's goroutine only).
 	gate *sendGate
 	// identity is the switch's TLS certificate name ("" without TLS).
@@ -77,7 +80,8 @@ type BridgeStatus struct {
 func newBridge(c *Controller, conn *OFConn) *bridge {
 	dpid := conn.DatapathID()
 	b := &bridge{c: c, conn: conn, dpid: dpid, kickCh: make(chan string, 1),
-		log: c.log.WithFields(logrus.Fields{"bridge": fmt.Sprintf("%016x", dpid), "remote": conn.RemoteAddr()})}
+		preempt: make(chan struct{}, 1),
+		log:     c.log.WithFields(logrus.Fields{"bridge": fmt.Sprintf("%016x", dpid), "remote": conn.RemoteAddr()})}
 	b.st = BridgeStatus{DatapathID: fmt.Sprintf("%016x", dpid), Connected: true, Remote: conn.RemoteAddr(), ConnectedSince: time.Now()}
 	return b
 }
@@ -102,6 +106,40 @@ func (b *bridge) kick(reason string) {
 	case b.kickCh <- reason:
 	default:
 	}
+	if reason == "reload" {
+		select {
+		case b.preempt <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// errPreempted: a drift check stopped reading because a reload arrived. It
+// wrote nothing, so the table is as it was; the reload goes next and the
+// drift check runs again soon (driftRetry).
+var errPreempted = errors.New("drift check preempted by a reload")
+
+// driftRetry is how soon a preempted drift check runs again.
+const driftRetry = 2 * time.Second
+
+// preemptible derives from ctx a context that a reload kick cancels (cause
+// errPreempted). A periodic drift check re-reads a whole table (5,800 flows
+// take the switch and the controller tens of ms); a reload arriving
+// meanwhile would otherwise wait for it, and with gathered writes so would
+// every other bridge of the reload. stop ends the watch: call it before
+// anything is written.
+func (b *bridge) preemptible(ctx context.Context) (_ context.Context, stop func()) {
+	pctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-b.preempt:
+			cancel(errPreempted)
+		case <-done:
+		}
+	}()
+	var once sync.Once
+	return pctx, func() { once.Do(func() { close(done) }) }
 }
 
 // hostFor resolves which host this datapath is: the current blueprint's, or
@@ -147,6 +185,14 @@ func (b *bridge) run(ctx context.Context) {
 	var retry <-chan time.Time
 	reason := "connect"
 	for {
+		if reason == "reload" {
+			// This turn serves the reload the token was sent with: a drift
+			// check later must not take it as a new one.
+			select {
+			case <-b.preempt:
+			default:
+			}
+		}
 		// The latest reload's gate: reconcileDelta arrives and waits at it;
 		// every other path through this turn arrives below.
 		b.gate = b.c.gate.Load()
@@ -219,7 +265,10 @@ func (b *bridge) run(ctx context.Context) {
 			}
 			if master {
 				b.update(func(s *BridgeStatus) { s.Standby = "" })
-				if err := b.reconcile(ctx, p, h, removed, reason); err != nil {
+				if err := b.reconcile(ctx, p, h, removed, reason); errors.Is(err, errPreempted) {
+					b.log.Debug("drift check preempted by a reload; retrying in " + driftRetry.String())
+					drift.Reset(driftRetry)
+				} else if err != nil {
 					if errors.Is(err, context.Canceled) || b.conn.Err() != nil {
 						return
 					}
@@ -406,14 +455,32 @@ func (b *bridge) reconcile(parent context.Context, p *policy, h *flows.Host, rem
 			b.log.WithError(err).Warn("incremental reconcile failed; reconciling in full")
 		}
 	}
+	prev, prevPorts := b.confirmed, b.confirmedPorts
 	b.confirmed = nil
+	// A drift check only reads until it finds a difference: a reload
+	// arriving meanwhile preempts it (nothing written, confirmed kept).
+	readCtx, stopPreempt := parent, func() {}
+	if reason == "drift check" {
+		readCtx, stopPreempt = b.preemptible(parent)
+	}
+	defer stopPreempt()
+	preempted := func() error {
+		if context.Cause(readCtx) != errPreempted || parent.Err() != nil {
+			return nil
+		}
+		b.confirmed, b.confirmedPorts = prev, prevPorts
+		return errPreempted
+	}
 	// Full reconciles (dump, diff, bundle, read-back) hold whole tables in
 	// memory: bound how many run at once (the switch applies them one at a
 	// time anyway).
 	select {
 	case b.c.fullSem <- struct{}{}:
 		defer func() { <-b.c.fullSem }()
-	case <-parent.Done():
+	case <-readCtx.Done():
+		if err := preempted(); err != nil {
+			return err
+		}
 		return parent.Err()
 	}
 	ctx, cancel = context.WithTimeout(parent, b.c.opts.OpTimeout)
@@ -438,10 +505,16 @@ func (b *bridge) reconcile(parent context.Context, p *policy, h *flows.Host, rem
 	intended, missing := flows.Bind(compiled, ports)
 	sort.Strings(missing)
 	unmanaged := unmanagedPorts(compiled, ports)
-	installed, err := b.readFlows(ctx, names)
+	rctx, rcancel := context.WithTimeout(readCtx, b.c.opts.OpTimeout)
+	installed, err := b.readFlows(rctx, names)
+	rcancel()
+	if perr := preempted(); perr != nil {
+		return perr
+	}
 	if err != nil {
 		return err
 	}
+	stopPreempt() // from here on the reconcile may write: it runs to its end
 	d := DiffFlows(intended, installed)
 	sent := 0
 	if !d.Empty() {
