@@ -114,9 +114,11 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "controller CPU profile of the initial convergence + changes (file)")
 	heapprofile := flag.String("heapprofile", "", "controller heap profile right after initial convergence (file)")
 	flag.StringVar(&changeProfile, "change-profile", "", "controller CPU profile of the incremental changes only (file)")
+	flag.DurationVar(&statusPoll, "status-poll", 0, "also poll /status this often during each change (the method of earlier runs: 20ms; 0 = off)")
 	skipSwitch := flag.Bool("skip-switch-side", false, "skip the ovs-ofctl baseline")
 	keep := flag.Bool("keep", false, "keep the work directory")
 	flag.IntVar(&fullReconciles, "full-reconciles", 0, "the controller's --full-reconciles (0 = its default)")
+	flag.DurationVar(&driftInterval, "drift-interval", 0, "the controller's --drift-interval (0 = its default, 30s)")
 	flag.StringVar(&reloadGather, "reload-gather", "", "the controller's --reload-gather (e.g. 0 = off; empty = its default, 100ms)")
 	flag.IntVar(&vswitchds, "vswitchds", 1, "spread the bridges over this many ovs-vswitchd processes (round robin; 1 = all in one)")
 	flag.BoolVar(&storms, "storms", true, "run the reconnect storms (controller restart, targets moved/removed, ovs-vswitchd restart)")
@@ -128,6 +130,8 @@ func main() {
 }
 
 var (
+	driftInterval  time.Duration
+	statusPoll     time.Duration
 	changeProfile  string
 	fullReconciles int
 	reloadGather   string
@@ -142,6 +146,9 @@ func ctlArgs(extra ...string) []string {
 	}
 	if reloadGather != "" {
 		extra = append(extra, "-reload-gather", reloadGather)
+	}
+	if driftInterval > 0 {
+		extra = append(extra, "-drift-interval", driftInterval.String())
 	}
 	return extra
 }
@@ -686,6 +693,20 @@ func (b *bench) change(res *change, kind string, r int) error {
 		pending[fmt.Sprintf("%016x", b.bp.Hosts[i].DPID)] = true
 	}
 	gotLoad := false
+	if statusPoll > 0 {
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(statusPoll):
+					_, _ = b.ctl.Status()
+				}
+			}
+		}()
+	}
 	if err := b.tail.WaitEvery(b.ctx, 2*time.Minute, 50*time.Millisecond, "the affected bridges' reconciles", func(l *ovsbench.LogLine) bool {
 		switch {
 		case l.Time.Before(tw):
