@@ -165,3 +165,38 @@ func TestDiffBondedUplink(t *testing.T) {
 	}
 	t.Fatal("no bundle action installed")
 }
+
+// TestReadBack: a delta's read-back asks for a few cookies exactly and for
+// many by revision in one request, unless a written flow carries another
+// revision (then exactly, whatever the count).
+func TestReadBack(t *testing.T) {
+	mk := func(n int, rev uint32) []flows.Flow {
+		var fs []flows.Flow
+		for i := 0; i < n; i++ {
+			fs = append(fs, flows.Flow{Cookie: flows.MakeCookie(flows.CatVPCForward, uint32(i), rev)})
+		}
+		return fs
+	}
+	d := FlowDiff{Missing: mk(3, 7), Modified: mk(2, 7)}
+	if r := readBack(&d, 7); len(r) != 3 || r[0].Mask != ^uint64(0) {
+		t.Errorf("5 flows, 3 distinct cookies: %+v, want 3 exact reads", r)
+	}
+	d = FlowDiff{Missing: mk(250, 7)}
+	r := readBack(&d, 7)
+	if len(r) != 1 || r[0].Cookie != 7 || r[0].Mask != uint64(flows.MaxRevision) {
+		t.Errorf("250 distinct cookies of revision 7: %+v, want one read by revision", r)
+	}
+	for _, f := range d.Missing {
+		if uint64(f.Cookie)&r[0].Mask != r[0].Cookie {
+			t.Fatalf("cookie %v not selected by %+v", f.Cookie, r[0])
+		}
+	}
+	d.Modified = mk(1, 6)
+	if r := readBack(&d, 7); len(r) != 251 {
+		t.Errorf("one flow of another revision: %d reads, want 251 exact", len(r))
+	}
+	d = FlowDiff{Extra: mk(20, 6)}
+	if r := readBack(&d, 7); len(r) != 0 {
+		t.Errorf("deletes only: %+v, want no read-back", r)
+	}
+}

@@ -1072,15 +1072,19 @@ func (c *OFConn) Bundle(ctx context.Context, msgs [][]byte) error {
 	return err
 }
 
-// BundleDump is Bundle followed by one flow-stats request per cookie (an
-// exact cookie match: the switch answers from its cookie index instead of
-// scanning the table), sent in the same write as the commit and its
-// barrier, so the committed flows are read back without another round
-// trip. The flows found are returned only when the commit succeeded.
-func (c *OFConn) BundleDump(ctx context.Context, msgs [][]byte, cookies []uint64) ([][]byte, error) {
-	bodies := make([][]byte, len(cookies))
-	for i, ck := range cookies {
-		bodies[i] = ofFlowStatsCookieBody(ck, ^uint64(0))
+// CookieRead selects flows by cookie: those whose cookie agrees with Cookie
+// on the bits of Mask. An all-ones mask is an exact match, which the switch
+// answers from its cookie index; any other mask makes it check every flow.
+type CookieRead struct{ Cookie, Mask uint64 }
+
+// BundleDump is Bundle followed by one flow-stats request per read, sent
+// in the same write as the commit and its barrier, so the committed flows
+// are read back without another round trip. The flows found are returned
+// only when the commit succeeded.
+func (c *OFConn) BundleDump(ctx context.Context, msgs [][]byte, reads []CookieRead) ([][]byte, error) {
+	bodies := make([][]byte, len(reads))
+	for i, r := range reads {
+		bodies[i] = ofFlowStatsCookieBody(r.Cookie, r.Mask)
 	}
 	return c.bundle(ctx, msgs, bodies)
 }

@@ -105,7 +105,7 @@ func ofStartReloadLab(t *testing.T, drift time.Duration) *ofReloadLab {
 	br := r.br
 	args := []string{"--timeout=10", "add-br", br, "--", "set", "bridge", br, "datapath_type=netdev",
 		"protocols=OpenFlow13", "fail_mode=secure", "other-config:datapath-id=00000000000000a1"}
-	for i, p := range []string{"eth0", "vnet0", "vnet1", "vnet2", "vnet3"} {
+	for i, p := range []string{"eth0", "vnet0", "vnet1", "vnet2", "vnet3", "vnet4"} {
 		args = append(args, "--", "add-port", br, p, "--", "set", "interface", p, fmt.Sprintf("ofport_request=%d", i+1))
 	}
 	lab.run("ovs-vsctl", args...)
@@ -171,6 +171,9 @@ func TestReloadSendsOnlyTheDeltaOVS(t *testing.T) {
 		{"a VM in a tier kvm1 does not carry: nothing",
 			"          - {name: red-app-2, host: kvm3, port: vnet2, mac: \"52:54:00:d1:02:0c\", ip: 10.20.2.12}",
 			"          - {name: red-app-3, host: kvm3, port: vnet6, mac: \"52:54:00:d1:02:0d\", ip: 10.20.2.13}", 0},
+		{"a VM on kvm1 in red/app, a tier kvm1 did not carry: its flows and the whole tier's; read back by revision in one request",
+			"          - {name: red-app-2, host: kvm3, port: vnet2, mac: \"52:54:00:d1:02:0c\", ip: 10.20.2.12}",
+			"          - {name: red-app-4, host: kvm1, port: vnet4, mac: \"52:54:00:d1:02:0e\", ip: 10.20.2.14}", 19},
 	}
 	for i, s := range steps {
 		rev := uint32(i + 2)
@@ -189,17 +192,25 @@ func TestReloadSendsOnlyTheDeltaOVS(t *testing.T) {
 	// Remove blue-web-3 again: its 2 flows are deleted.
 	anchor := steps[0].anchor
 	extra[anchor] = nil
-	write(5)
+	write(6)
 	if err := c.Reload("test"); err != nil {
 		t.Fatal(err)
 	}
-	st = waitRev(5)
+	st = waitRev(6)
 	if got := st.FlowModsSent - mods; got != 2 {
 		t.Errorf("removing blue-web-3: %d flow-mods, want 2 deletes", got)
 	}
 	audit("VM removed")
-	if n := hook.count("reconciled", "incremental", true); n != 3 {
-		t.Errorf("%d incremental reconciles with changes, want 3", n)
+	// 19 flows with 13 distinct cookies: one read-back request by revision;
+	// the smaller deltas ask for their cookies exactly.
+	if n := hook.count("reconciled", "read_back_requests", 1); n != 1 {
+		t.Errorf("%d reconciles read back with one request, want 1 (the red/app step)", n)
+	}
+	if n := hook.count("reconciled", "read_back_requests", 7); n != 1 {
+		t.Errorf("%d reconciles read back 7 exact cookies, want 1 (the blue-db-3 step)", n)
+	}
+	if n := hook.count("reconciled", "incremental", true); n != 4 {
+		t.Errorf("%d incremental reconciles with changes, want 4", n)
 	}
 	if n := hook.count("reconciled", "incremental", nil); n != fullBefore {
 		t.Errorf("%d full reconciles with changes after the first, want none", n-fullBefore)
