@@ -695,7 +695,7 @@ func TestFaultControllerKilledMidReconcile(t *testing.T) {
 	}
 	n := replies(ping)
 	waitReplies(t, ping, n+20)
-	assertNoLoss(t, ping, "the controller kill mid-reconcile", 40)
+	assertNoLoss(t, ping, "the controller kill mid-reconcile", n+20)
 	w.check(t, "blue-web-2")
 }
 
