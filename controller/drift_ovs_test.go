@@ -1,10 +1,7 @@
 package controller
 
 import (
-	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -21,13 +18,9 @@ func TestDriftCheckYieldsToReloadOVS(t *testing.T) {
 	r := ofStartReloadLab(t, 300*time.Millisecond)
 	r.waitRev(1)
 	r.audit("initial")
-	b, err := os.ReadFile(filepath.Join(r.lab.dir, "ovs-vswitchd.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		t.Fatalf("ovs-vswitchd pid %q: %v", b, err)
+	pid := ofReadPidfile(filepath.Join(r.lab.dir, "ovs-vswitchd.pid"))
+	if pid == 0 {
+		t.Fatal("no ovs-vswitchd pid in the lab's pidfile")
 	}
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)

@@ -91,13 +91,22 @@ func (l *ofOVSLab) run(name string, args ...string) string {
 	return string(out)
 }
 
-func (l *ofOVSLab) stopByPidfile(pidfile string) {
+// ofReadPidfile is the pid in an OVS pidfile (0 if unreadable).
+func ofReadPidfile(pidfile string) int {
 	b, err := os.ReadFile(pidfile)
 	if err != nil {
-		return
+		return 0
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil || pid <= 1 {
+		return 0
+	}
+	return pid
+}
+
+func (l *ofOVSLab) stopByPidfile(pidfile string) {
+	pid := ofReadPidfile(pidfile)
+	if pid == 0 {
 		return
 	}
 	_ = syscall.Kill(pid, syscall.SIGTERM)
