@@ -216,6 +216,11 @@ func runHostWatch(args []string) int {
 	interval := fs.Duration("interval", 500*time.Millisecond, "how often to read table 0 and the Controller rows")
 	inbandRecovery := fs.Bool("inband-recovery", false, "recover by opening OVS in-band control instead of installing bootstrap management flows (weaker: in-band rules expose the controller to guests while open)")
 	reloadPoll := fs.Duration("reload-poll", time.Second, "how often to check the blueprint file for changes (mtime/size); SIGHUP reloads at once")
+	// SIGHUP is caught before the blueprint is read, so a reload signal
+	// sent during start-up is not lost (and does not kill the process).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	_, host, code := hf.parse("watch", fs, args)
 	if code >= 0 {
 		return code
@@ -237,11 +242,6 @@ func runHostWatch(args []string) int {
 		fmt.Fprintln(os.Stderr, "vpcflow host watch:", err)
 		return 2
 	}
-	// SIGHUP is caught before the blueprint is read, so a reload signal
-	// sent during start-up is not lost (and does not kill the process).
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	src, err := tunnel.LoadWatchBlueprint(hf.blueprint, host.Name, !*inbandRecovery, log)

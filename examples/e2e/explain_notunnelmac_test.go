@@ -133,3 +133,26 @@ func TestExplainTraceNoTunnelMAC(t *testing.T) {
 		}
 	})
 }
+
+// TestExplainTraceNoTunnelMACGRE: the same with GRE (Open vSwitch's GRE
+// listener has no UDP port).
+func TestExplainTraceNoTunnelMACGRE(t *testing.T) {
+	noMAC := regexp.MustCompile(`(?m)^\s*tunnel_mac:.*\n`)
+	e := startEnv(t, demoBlueprint(t, func(s string) string {
+		return strings.Replace(noMAC.ReplaceAllString(s, ""), "encapsulation: vxlan", "encapsulation: gre", 1)
+	}))
+	check := explainChecker(t, e)
+	e.pingOK("blue-web-1", "10.10.1.12", 10*time.Second) // kvm1 <-> kvm2
+	e.pingOK("red-app-1", "10.20.2.12", 10*time.Second)  // kvm2 <-> kvm3
+	for _, c := range []explainCase{
+		{q: flows.ExplainQuery{From: "blue-web-1", To: "blue-web-2"}, verdict: flows.VerdictDelivered},
+		{q: flows.ExplainQuery{From: "red-app-2", To: "red-app-1", Proto: "udp", DPort: 53}, verdict: flows.VerdictDelivered},
+		{q: flows.ExplainQuery{From: "underlay:192.0.2.13", To: "red-app-1"}, verdict: flows.VerdictDelivered},
+		{q: flows.ExplainQuery{From: "underlay:" + lab.RogueAddr, To: "red-app-1", SpoofMAC: lab.RogueMAC}, verdict: flows.VerdictDropped, dropCat: flows.CatTunnelDrop},
+	} {
+		x := check.do(t, c)
+		if c.q.From == "blue-web-1" && (x.Trace == nil || len(x.Trace.Checks) < 2 || !strings.Contains(x.Trace.Checks[1].DatapathActions, "tnl_pop(")) {
+			t.Errorf("%s: no GRE decapsulation on kvm2: %+v", c, x.Trace)
+		}
+	}
+}
