@@ -256,6 +256,10 @@ type TraceCheck struct {
 	// Warnings are conditions that limit the comparison without being a
 	// disagreement (a tunnel neighbour not yet resolved).
 	Warnings []string `json:"warnings,omitempty"`
+	// Adjusted says how the traced packet differs from the model's hop
+	// packet and why (an underlay hop to a host without tunnel_mac is
+	// traced with the MAC Open vSwitch decapsulates on).
+	Adjusted []string `json:"adjusted,omitempty"`
 	// Raw is the ofproto/trace output.
 	Raw string `json:"-"`
 }
@@ -289,6 +293,9 @@ func (r *TraceReport) Text() string {
 		fmt.Fprintf(&b, "    datapath actions: %s\n", c.DatapathActions)
 		for _, d := range c.Diff {
 			fmt.Fprintf(&b, "    DIFF %s\n", d)
+		}
+		for _, a := range c.Adjusted {
+			fmt.Fprintf(&b, "    traced with %s\n", a)
 		}
 		for _, w := range c.Warnings {
 			fmt.Fprintf(&b, "    warning: %s\n", w)
@@ -331,14 +338,24 @@ func traceFlowKey(t TableID, prio int, c Cookie) string {
 func (e *Explanation) CheckTrace(ctx context.Context, bridge string, run TraceRunner) (*TraceReport, error) {
 	rep := &TraceReport{Bridge: bridge, Agree: true, Checks: []TraceCheck{}}
 	portMaps := map[string]map[int]string{}
+	tp := &tnlPorts{run: run}
 	for _, g := range e.traceGroups() {
 		first := &e.Hops[g[0]]
 		if first.TraceFlow == "" {
 			continue
 		}
-		chk := TraceCheck{Host: first.Host, Hops: g,
-			Command: fmt.Sprintf("ovs-appctl ofproto/trace %s '%s'", bridge, first.TraceFlow)}
-		out, err := run(ctx, first.Host, "ofproto/trace", bridge, first.TraceFlow)
+		flow := first.TraceFlow
+		var ut underlayTrace
+		if first.Stage == "underlay" {
+			var err error
+			if ut, err = e.underlayFlow(ctx, first, tp); err != nil {
+				return nil, err
+			}
+			flow = ut.flow
+		}
+		chk := TraceCheck{Host: first.Host, Hops: g, Adjusted: ut.adjusted,
+			Command: fmt.Sprintf("ovs-appctl ofproto/trace %s '%s'", bridge, flow)}
+		out, err := run(ctx, first.Host, "ofproto/trace", bridge, flow)
 		if err != nil {
 			return nil, fmt.Errorf("host %s: %s: %w", first.Host, chk.Command, err)
 		}
@@ -361,6 +378,11 @@ func (e *Explanation) CheckTrace(ctx context.Context, bridge string, run TraceRu
 		e.compare(&chk, g, ot, pm)
 		if !chk.Agree {
 			rep.Agree = false
+			if first.Stage == "underlay" {
+				for _, h := range append(ut.hints, e.decapHints(ctx, first, tp)...) {
+					chk.Diff = append(chk.Diff, "hint: "+h)
+				}
+			}
 		}
 		rep.Checks = append(rep.Checks, chk)
 	}

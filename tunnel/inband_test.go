@@ -256,19 +256,19 @@ func TestStepBootstrap(t *testing.T) {
 		DelFlows: func(ctx context.Context, b, spec string) error { dels++; return nil }}
 	out := map[string]string{"tcp:192.0.2.250:6653": ModeOutOfBand}
 	ctx := context.Background()
-	if got, _ := w.stepBootstrap(ctx, WatchInput{Installed: false}, out, 10*time.Second); got != "bootstrap" || installs != 1 {
+	if got, _ := w.stepBootstrap(ctx, WatchInput{Installed: false}, out, 10*time.Second, w.Bootstrap); got != "bootstrap" || installs != 1 {
 		t.Fatalf("empty table: %q, %d installs", got, installs)
 	}
-	if got, _ := w.stepBootstrap(ctx, WatchInput{Installed: true, Connected: true, ConnectedFor: time.Hour}, out, 10*time.Second); got != "" || installs != 1 {
+	if got, _ := w.stepBootstrap(ctx, WatchInput{Installed: true, Connected: true, ConnectedFor: time.Hour}, out, 10*time.Second, w.Bootstrap); got != "" || installs != 1 {
 		t.Fatalf("steady state: %q", got)
 	}
-	if got, _ := w.stepBootstrap(ctx, WatchInput{Installed: true, DisconnectedFor: 5 * time.Second}, out, 10*time.Second); got != "" {
+	if got, _ := w.stepBootstrap(ctx, WatchInput{Installed: true, DisconnectedFor: 5 * time.Second}, out, 10*time.Second, w.Bootstrap); got != "" {
 		t.Fatalf("short outage: %q", got)
 	}
-	if got, _ := w.stepBootstrap(ctx, WatchInput{Installed: true, DisconnectedFor: 11 * time.Second}, out, 10*time.Second); got != "repair" || installs != 2 || dels != 3 {
+	if got, _ := w.stepBootstrap(ctx, WatchInput{Installed: true, DisconnectedFor: 11 * time.Second}, out, 10*time.Second, w.Bootstrap); got != "repair" || installs != 2 || dels != 3 {
 		t.Fatalf("unreachable past grace: %q, %d installs, %d dels", got, installs, dels)
 	}
-	if got, _ := w.stepBootstrap(ctx, WatchInput{Installed: true, DisconnectedFor: 12 * time.Second}, out, 10*time.Second); got != "" {
+	if got, _ := w.stepBootstrap(ctx, WatchInput{Installed: true, DisconnectedFor: 12 * time.Second}, out, 10*time.Second, w.Bootstrap); got != "" {
 		t.Fatalf("repair repeated within the grace period: %q", got)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -176,6 +177,10 @@ type Watcher struct {
 	// DisconnectGrace and ConnectedHold tune DecideMode (defaults above).
 	DisconnectGrace, ConnectedHold time.Duration
 
+	// mu guards Uplink and Bootstrap once Run runs (SetConfig: the
+	// blueprint was reloaded).
+	mu sync.Mutex
+
 	client            *Client
 	connectedSince    time.Time
 	disconnectedSince time.Time
@@ -197,7 +202,8 @@ func (w *Watcher) Step(ctx context.Context) (string, error) {
 		// (and the rows are moot until the switch is back).
 		return "", err
 	}
-	installed := ManagementFlowsInstalled(out, w.Uplink)
+	uplink, bootstrap := w.config()
+	installed := ManagementFlowsInstalled(out, uplink)
 	if w.client == nil || !w.client.Connected() {
 		if w.client != nil {
 			w.client.Close()
@@ -244,8 +250,8 @@ func (w *Watcher) Step(ctx context.Context) (string, error) {
 	if hold <= 0 {
 		hold = DefaultConnectedHold
 	}
-	if len(w.Bootstrap) > 0 {
-		return w.stepBootstrap(ctx, in, modes, grace)
+	if len(bootstrap) > 0 {
+		return w.stepBootstrap(ctx, in, modes, grace, bootstrap)
 	}
 	mode, reason := DecideMode(in, grace, hold)
 	change := false
@@ -325,7 +331,7 @@ func (w *Watcher) logger() logrus.FieldLogger {
 // unreachable past grace although the flows are present gets them
 // re-installed and foreign flows removed from the management tables
 // (classify, underlay_in, host_out), at most once per grace period.
-func (w *Watcher) stepBootstrap(ctx context.Context, in WatchInput, modes map[string]string, grace time.Duration) (string, error) {
+func (w *Watcher) stepBootstrap(ctx context.Context, in WatchInput, modes map[string]string, grace time.Duration, bootstrap []string) (string, error) {
 	log := w.logger().WithField("bridge", w.Bridge)
 	install, del := w.Install, w.DelFlows
 	if install == nil {
@@ -337,10 +343,10 @@ func (w *Watcher) stepBootstrap(ctx context.Context, in WatchInput, modes map[st
 	did := ""
 	switch {
 	case !in.Installed:
-		if err := install(ctx, w.Bridge, w.Bootstrap); err != nil {
+		if err := install(ctx, w.Bridge, bootstrap); err != nil {
 			return "", err
 		}
-		log.WithField("flows", len(w.Bootstrap)).Warn("management flows missing: bootstrap management flows installed (LOCAL<->uplink, tunnel allowlist; guests stay dropped); in-band control stays closed")
+		log.WithField("flows", len(bootstrap)).Warn("management flows missing: bootstrap management flows installed (LOCAL<->uplink, tunnel allowlist; guests stay dropped); in-band control stays closed")
 		did = "bootstrap"
 	case !in.Connected && in.DisconnectedFor >= grace && time.Since(w.lastRepair) >= grace:
 		for _, t := range []string{"0", "10", "20"} {
@@ -348,7 +354,7 @@ func (w *Watcher) stepBootstrap(ctx context.Context, in WatchInput, modes map[st
 				return "", err
 			}
 		}
-		if err := install(ctx, w.Bridge, w.Bootstrap); err != nil {
+		if err := install(ctx, w.Bridge, bootstrap); err != nil {
 			return "", err
 		}
 		w.lastRepair = time.Now()

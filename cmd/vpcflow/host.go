@@ -26,7 +26,7 @@ func init() {
 const hostUsage = `usage:
   vpcflow host apply --blueprint FILE --host NAME [--ovsdb unix:PATH|tcp:IP:PORT] [--bridge cloudbr0]
                      [--controllers tcp:A:6653,tcp:B:6653] [--create-bridge [--datapath-type system|netdev]]
-  vpcflow host watch --blueprint FILE --host NAME [--ovsdb unix:PATH|tcp:IP:PORT] [--bridge cloudbr0] [--interval 500ms]
+  vpcflow host watch --blueprint FILE --host NAME [--ovsdb unix:PATH|tcp:IP:PORT] [--bridge cloudbr0] [--interval 500ms] [--reload-poll 1s]
 
 apply  idempotently provisions the bridge over OVSDB: protocols=OpenFlow13, fail_mode=secure,
        other-config:datapath-id (and hwaddr from tunnel_mac), one Controller row per controller,
@@ -34,6 +34,7 @@ apply  idempotently provisions the bridge over OVSDB: protocols=OpenFlow13, fail
        then the flow-based tunnel port vpcflow-vxlan or vpcflow-gre.
 watch  runs on the host: opens in-band control while the controller's management flows
        (in_port=LOCAL and in_port=<uplink or a bond member> in table 0) are missing, closes it once they are installed.
+       It follows the blueprint: SIGHUP or a file change reloads it (a bad file is logged and the last good one kept).
 
 OVSDB endpoint: --ovsdb > the host's ovsdb: in the blueprint > unix:$OVS_RUNDIR/db.sock
 (OVS_RUNDIR defaults to /var/run/openvswitch).`
@@ -214,12 +215,22 @@ func runHostWatch(args []string) int {
 	hf.register(fs)
 	interval := fs.Duration("interval", 500*time.Millisecond, "how often to read table 0 and the Controller rows")
 	inbandRecovery := fs.Bool("inband-recovery", false, "recover by opening OVS in-band control instead of installing bootstrap management flows (weaker: in-band rules expose the controller to guests while open)")
-	bp, host, code := hf.parse("watch", fs, args)
+	reloadPoll := fs.Duration("reload-poll", time.Second, "how often to check the blueprint file for changes (mtime/size); SIGHUP reloads at once")
+	// SIGHUP is caught before the blueprint is read, so a reload signal
+	// sent during start-up is not lost (and does not kill the process).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	_, host, code := hf.parse("watch", fs, args)
 	if code >= 0 {
 		return code
 	}
 	if *interval <= 0 {
 		fmt.Fprintln(os.Stderr, "vpcflow host watch: --interval must be positive")
+		return 2
+	}
+	if *reloadPoll <= 0 {
+		fmt.Fprintln(os.Stderr, "vpcflow host watch: --reload-poll must be positive")
 		return 2
 	}
 	if host.Uplink == "" {
@@ -233,6 +244,12 @@ func runHostWatch(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	src, err := tunnel.LoadWatchBlueprint(hf.blueprint, host.Name, !*inbandRecovery, log)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vpcflow host watch: %v\n", err)
+		return 1
+	}
+	cfg := src.Config()
 	ep := hf.endpoint(host)
 	log.WithFields(logrus.Fields{"bridge": hf.bridge, "host": host.Name, "uplink": host.Uplink, "ovsdb": ep, "interval": interval.String()}).
 		Info("watching management flows to manage in-band control")
@@ -241,10 +258,13 @@ func runHostWatch(args []string) int {
 		fmt.Fprintln(os.Stderr, "vpcflow host watch:", err)
 		return 2
 	}
-	w := &tunnel.Watcher{Endpoint: ep, TLS: tcfg, Bridge: hf.bridge, Uplink: strings.Join(host.UplinkPorts(), ","), Logger: log}
-	if !*inbandRecovery {
-		w.Bootstrap = strings.Split(strings.TrimSpace(flows.Render(flows.CompileManagement(bp, host), false)), "\n")
-	}
+	w := &tunnel.Watcher{Endpoint: ep, TLS: tcfg, Bridge: hf.bridge, Uplink: cfg.Uplink, Bootstrap: cfg.Bootstrap, Logger: log}
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		src.Follow(ctx, *reloadPoll, hup, func(c tunnel.WatchConfig) { w.SetConfig(c.Uplink, c.Bootstrap) })
+	}()
+	defer func() { stop(); <-followed }()
 	if err := w.Run(ctx, *interval); err != nil {
 		fmt.Fprintln(os.Stderr, "vpcflow host watch:", err)
 		return 1
