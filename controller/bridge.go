@@ -583,10 +583,12 @@ func (b *bridge) reconcile(parent context.Context, p *policy, h *flows.Host, rem
 	converged := d.Empty()
 	b.recordCounters(installed)
 	b.c.metrics.reconcile.WithLabelValues(b.label()).Observe(time.Since(start).Seconds())
+	instRev := installedRevision(installed)
 	b.update(func(s *BridgeStatus) {
 		s.Converged = converged
 		s.FlowsIntended, s.FlowsInstalled = len(intended), len(installed)
 		s.Revision = p.bp.Revision
+		s.InstalledRevision = instRev
 		s.MissingPorts = missing
 		s.UnmanagedPorts = unmanaged
 		s.LastReconcile = time.Now()
@@ -883,6 +885,10 @@ func (b *bridge) reconcileOrphan(ctx context.Context, p *policy, master bool, re
 		s.FlowsInstalled = len(keep)
 		s.FlowModsSent += uint64(len(msgs))
 		s.Converged = true
+		s.InstalledRevision = installedRevision(keep)
+		if len(d.Modified) > 0 { // the marker, stamped with this revision
+			s.InstalledRevision = p.bp.Revision
+		}
 	})
 	return nil
 }

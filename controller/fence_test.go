@@ -449,3 +449,60 @@ func TestProvisionWaitsForAgreement(t *testing.T) {
 	b.waitKvm1("B: converged at revision 3", func(s BridgeStatus) bool { return s.Converged && s.Revision == 3 && !s.Fenced })
 	ofWaitFor(t, 5*time.Second, "provisioning resumed", func() bool { return dials.Load() > before })
 }
+
+// withoutKvm1 removes host kvm1 and its VMs from a demo blueprint.
+func withoutKvm1(t *testing.T, s string) string {
+	t.Helper()
+	var kept []string
+	skip := false
+	for _, line := range strings.Split(s, "\n") {
+		switch {
+		case strings.HasPrefix(line, "  - name: kvm1"):
+			skip = true
+			continue
+		case skip && strings.HasPrefix(line, "    "):
+			continue
+		case strings.Contains(line, "host: kvm1"):
+			continue
+		}
+		skip = false
+		kept = append(kept, line)
+	}
+	out := strings.Join(kept, "\n")
+	if out == s {
+		t.Fatal("test bug: kvm1 not removed")
+	}
+	return out
+}
+
+// TestRevisionFenceOrphanPath: a controller at revision 2, whose blueprint
+// no longer lists kvm1, meets kvm1 holding revision-3 flows (a newer
+// blueprint lists it again): it must not strip kvm1's guest flows.
+func TestRevisionFenceOrphanPath(t *testing.T) {
+	dir := t.TempDir()
+	table := &ofFenceTable{}
+	a := ofStartFenceCtl(t, dir, "a.yaml", ofFenceBlueprint(t, 3, false, ""), nil)
+	a.connect(table, nil)
+	st := a.waitKvm1("A: converged at revision 3", func(s BridgeStatus) bool { return s.Converged && s.Revision == 3 })
+	a.stop()
+	flowsBefore := len(table.entries())
+	b := ofStartFenceCtl(t, dir, "b.yaml", withoutKvm1(t, ofFenceBlueprint(t, 2, false, "")), nil)
+	fsB := b.connect(table, nil)
+	st = b.waitKvm1("B: kvm1 read", func(s BridgeStatus) bool { return s.Fenced || s.FlowsInstalled > 0 })
+	time.Sleep(300 * time.Millisecond) // a claim and a bundle would follow at once
+	if n, _, commits, _ := fsB.snapshot(); n != 0 || commits != 0 || len(table.entries()) != flowsBefore {
+		t.Fatalf("B (revision 2, kvm1 unknown) wrote to kvm1 holding revision 3: %d flow-mods in %d bundles, %d of %d flows left",
+			n, commits, len(table.entries()), flowsBefore)
+	}
+	st = b.kvm1()
+	if !st.Fenced || st.InstalledRevision != 3 || st.Known {
+		t.Errorf("B: kvm1 status %+v: want fenced by revision 3, unknown", st)
+	}
+	// The same blueprint at revision 4 (kvm1 still absent): kvm1 is reduced
+	// to its management flows, the marker records revision 4.
+	b.reload(withoutKvm1(t, ofFenceBlueprint(t, 4, false, "")))
+	ofWaitFor(t, 15*time.Second, "kvm1 reduced to its management flows", func() bool {
+		s := b.kvm1()
+		return s.Converged && !s.Fenced && s.InstalledRevision == 4 && len(table.entries()) < flowsBefore
+	})
+}
