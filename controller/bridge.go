@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -42,6 +43,10 @@ type bridge struct {
 	// only.
 	confirmed      *flows.Compiled
 	confirmedPorts string
+	// revisionChecked: a read of this connection's table found no revision
+	// newer than the policy's (the revision fence, fence.go); provisioning
+	// waits for it.
+	revisionChecked atomic.Bool
 
 	mu         sync.Mutex
 	st         BridgeStatus
@@ -75,6 +80,13 @@ type BridgeStatus struct {
 	Owner string `json:"owner,omitempty"`
 	// Standby says why this replica does not write to the bridge.
 	Standby string `json:"standby,omitempty"`
+	// InstalledRevision is the highest blueprint revision carried by the
+	// bridge's vpcflow cookies at this replica's last full read.
+	InstalledRevision uint32 `json:"installed_revision"`
+	// Fenced: that revision is newer than the enforced one, so this replica
+	// writes nothing to the bridge until a blueprint at least as new is
+	// loaded (Standby says so; see fence.go).
+	Fenced bool `json:"fenced,omitempty"`
 }
 
 func newBridge(c *Controller, conn *OFConn) *bridge {
@@ -200,7 +212,7 @@ func (b *bridge) run(ctx context.Context) {
 		h, removed := b.hostFor(p)
 		if h == nil {
 			b.update(func(s *BridgeStatus) { s.Known, s.Host, s.Converged = false, "", false })
-			err := b.reconcileOrphan(ctx, master, reason)
+			err := b.reconcileOrphan(ctx, p, master, reason)
 			if errors.Is(err, errNeedMaster) {
 				// Guest flows of a removed host to delete: only the owner
 				// (MASTER) may. Nothing is claimed for a truly unknown datapath.
@@ -210,9 +222,12 @@ func (b *bridge) run(ctx context.Context) {
 				if want && !blocked() {
 					if err = b.claimMaster(ctx); err == nil {
 						master = true
-						err = b.reconcileOrphan(ctx, master, reason)
+						err = b.reconcileOrphan(ctx, p, master, reason)
 					}
 				}
+			}
+			if errors.Is(err, errFenced) {
+				err, retry = nil, nil // a reload or a drift check looks again
 			}
 			if err != nil {
 				if b.conn.Err() != nil {
@@ -264,10 +279,16 @@ func (b *bridge) run(ctx context.Context) {
 				b.update(func(s *BridgeStatus) { s.Converged = false; s.LastError = ""; s.Standby = why })
 			}
 			if master {
-				b.update(func(s *BridgeStatus) { s.Standby = "" })
+				b.update(func(s *BridgeStatus) {
+					if !s.Fenced {
+						s.Standby = ""
+					}
+				})
 				if err := b.reconcile(ctx, p, h, removed, reason); errors.Is(err, errPreempted) {
 					b.log.Debug("drift check preempted by a reload; retrying in " + driftRetry.String())
 					drift.Reset(driftRetry)
+				} else if errors.Is(err, errFenced) {
+					retry = nil // nothing written: a reload or a drift check looks again
 				} else if err != nil {
 					if errors.Is(err, context.Canceled) || b.conn.Err() != nil {
 						return
@@ -298,8 +319,21 @@ func (b *bridge) run(ctx context.Context) {
 			reason = "port change"
 			b.settlePorts(ctx)
 		case st := <-b.conn.RoleStatus():
+			if b.claimedGen != 0 && generationNewer(b.claimedGen, st.GenerationID) {
+				// Queued before our newer MASTER claim was granted: it
+				// describes an older state (the switch's answer to our claim
+				// is newer). Acting on it would undo the claim. The turn it
+				// starts re-reads the table, as after any role event.
+				b.log.WithFields(logrus.Fields{"role": st.Role.String(), "generation": st.GenerationID, "claimed": b.claimedGen}).
+					Info("ignored a role status older than our MASTER claim")
+				reason = "role change"
+				break
+			}
 			b.log.WithFields(logrus.Fields{"role": st.Role.String(), "generation": st.GenerationID}).Warn("role changed by the switch: stopped writing")
 			b.c.observeGeneration(st.GenerationID)
+			// Another controller may write the table from now on: prove it
+			// again (and pass the revision fence) before any incremental write.
+			b.confirmed = nil
 			b.update(func(s *BridgeStatus) { s.Role, s.GenerationID = st.Role.String(), st.GenerationID })
 			b.c.metrics.roles.WithLabelValues(b.label(), st.Role.String()).Inc()
 			if st.Role != OFRoleMaster {
@@ -515,7 +549,13 @@ func (b *bridge) reconcile(parent context.Context, p *policy, h *flows.Host, rem
 		return err
 	}
 	stopPreempt() // from here on the reconcile may write: it runs to its end
+	// The revision fence: never write over flows of a newer blueprint.
+	if err := b.checkFence(installed, p, reason); err != nil {
+		b.recordCounters(installed)
+		return err
+	}
 	d := DiffFlows(intended, installed)
+	stampMarker(&d, p.bp.Revision, findMarker(installed))
 	sent := 0
 	if !d.Empty() {
 		msgs, err := flowMods(&d, ports)
@@ -543,10 +583,12 @@ func (b *bridge) reconcile(parent context.Context, p *policy, h *flows.Host, rem
 	converged := d.Empty()
 	b.recordCounters(installed)
 	b.c.metrics.reconcile.WithLabelValues(b.label()).Observe(time.Since(start).Seconds())
+	instRev := installedRevision(installed)
 	b.update(func(s *BridgeStatus) {
 		s.Converged = converged
 		s.FlowsIntended, s.FlowsInstalled = len(intended), len(installed)
 		s.Revision = p.bp.Revision
+		s.InstalledRevision = instRev
 		s.MissingPorts = missing
 		s.UnmanagedPorts = unmanaged
 		s.LastReconcile = time.Now()
@@ -598,6 +640,12 @@ func (b *bridge) reconcileDelta(ctx context.Context, p *policy, h *flows.Host, c
 	was, _ := flows.Bind(before, ports)
 	now, _ := flows.Bind(after, ports)
 	d := DiffFlows(now, was)
+	// No table read here: confirmed is set only by a full reconcile that
+	// passed the revision fence, and cleared whenever another controller
+	// may have written since (a claim, a role status, any failed write), so
+	// the table holds no newer revision. A deletes-only delta stamps the
+	// revision marker (the installed one is not known: always).
+	stampMarker(&d, p.bp.Revision, nil)
 	if d.Empty() {
 		b.update(func(s *BridgeStatus) {
 			s.Revision = p.bp.Revision
@@ -645,6 +693,7 @@ func (b *bridge) reconcileDelta(ctx context.Context, p *policy, h *flows.Host, c
 		s.FlowModsSent += uint64(sent)
 		s.Reconciles++
 		s.LastError = ""
+		s.InstalledRevision = p.bp.Revision
 	})
 	b.c.metrics.reconcile.WithLabelValues(b.label()).Observe(time.Since(start).Seconds())
 	b.log.WithFields(logrus.Fields{"host": h.Name, "reason": "reload", "flow_mods": sent, "incremental": true,
@@ -780,7 +829,7 @@ func mgmtCategory(f *flows.Flow) bool {
 // guest flow is removed, so stale tenant policy never outlives the host's
 // removal. A datapath with no vpcflow flows is unknown: it gets no flow-mods
 // at all and stays fail-closed.
-func (b *bridge) reconcileOrphan(ctx context.Context, master bool, reason string) error {
+func (b *bridge) reconcileOrphan(ctx context.Context, p *policy, master bool, reason string) error {
 	ctx, cancel := context.WithTimeout(ctx, b.c.opts.OpTimeout)
 	defer cancel()
 	ports := flows.PortMap(b.conn.Ports())
@@ -807,7 +856,12 @@ func (b *bridge) reconcileOrphan(ctx context.Context, master bool, reason string
 		b.log.WithField("flows", len(installed)).Warn("unknown datapath: not in the blueprint; it gets no flow-mods and stays fail-closed")
 		return nil
 	}
+	// The revision fence: a newer blueprint may list this host again.
+	if err := b.checkFence(installed, p, reason); err != nil {
+		return err
+	}
 	d := DiffFlows(keep, installed)
+	stampMarker(&d, p.bp.Revision, findMarker(installed))
 	b.update(func(s *BridgeStatus) {
 		s.FlowsIntended, s.FlowsInstalled = len(keep), len(installed)
 		s.LastError = "host removed from the blueprint: management flows kept, guest flows removed"
@@ -819,13 +873,9 @@ func (b *bridge) reconcileOrphan(ctx context.Context, master bool, reason string
 	if !master {
 		return errNeedMaster
 	}
-	msgs := make([][]byte, 0, len(d.Extra))
-	for i := range d.Extra {
-		m, err := flows.AppendFlowMod(nil, &d.Extra[i], flows.CmdDeleteStrict, ports)
-		if err != nil {
-			return err
-		}
-		msgs = append(msgs, m)
+	msgs, err := flowMods(&d, ports)
+	if err != nil {
+		return err
 	}
 	if err := b.conn.Bundle(ctx, msgs); err != nil {
 		return err
@@ -835,6 +885,10 @@ func (b *bridge) reconcileOrphan(ctx context.Context, master bool, reason string
 		s.FlowsInstalled = len(keep)
 		s.FlowModsSent += uint64(len(msgs))
 		s.Converged = true
+		s.InstalledRevision = installedRevision(keep)
+		if len(d.Modified) > 0 { // the marker, stamped with this revision
+			s.InstalledRevision = p.bp.Revision
+		}
 	})
 	return nil
 }

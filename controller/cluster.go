@@ -108,6 +108,19 @@ func (c *Controller) wantMaster(dpid uint64, p *policy) (bool, string) {
 	if !ok || owner != cl.Name() {
 		return false, "owned by replica " + owner
 	}
+	return c.revisionAgreement(p)
+}
+
+// revisionAgreement reports whether no live replica gossips a newer
+// blueprint revision than p, or different content under the same revision
+// (true without a cluster). This only covers live replicas: what a dead
+// replica wrote is caught by the revision fence on the bridge itself
+// (fence.go), and provisioning checks both (provisionAllowed).
+func (c *Controller) revisionAgreement(p *policy) (bool, string) {
+	cl := c.opts.Cluster
+	if cl == nil {
+		return true, ""
+	}
 	for _, m := range cl.Members() {
 		if m.State.Revision > p.bp.Revision {
 			return false, fmt.Sprintf("replica %s enforces newer blueprint revision %d (this replica has %d): load it", m.Name, m.State.Revision, p.bp.Revision)

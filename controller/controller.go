@@ -252,13 +252,15 @@ type Controller struct {
 	// gate lines up the writes of the latest reload's incremental
 	// reconciles (see Options.ReloadGather).
 	gate atomic.Pointer[sendGate]
+	// provKick asks the provisioning loop for a pass now (kickProvision).
+	provKick chan struct{}
 }
 
 // New loads the blueprint and returns a controller ready to Run.
 func New(opts Options) (*Controller, error) {
 	opts.defaults()
 	c := &Controller{opts: opts, log: opts.Log, bridges: map[uint64]*bridge{}, knownHosts: map[uint64]flows.Host{},
-		fullSem: make(chan struct{}, opts.FullReconciles)}
+		fullSem: make(chan struct{}, opts.FullReconciles), provKick: make(chan struct{}, 1)}
 	c.metrics = newMetrics(c)
 	if opts.Source != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), opts.SourceTimeout)
@@ -381,6 +383,13 @@ func (c *Controller) apply(bp *flows.Blueprint, err error, reason string) error 
 	c.gate.Store(newSendGate(dpids, c.opts.ReloadGather))
 	c.mu.Unlock()
 	c.log.WithFields(logrus.Fields{"reason": reason, "revision": bp.Revision, "hash": bp.Hash()[:12]}).Info("blueprint loaded")
+	// Accepted even if some bridge holds a newer revision: each such bridge
+	// stays fenced (nothing is written to it) while the others take the
+	// new policy; docs/cluster.md "Blueprint agreement".
+	if inst, n := c.fencedRevision(); n > 0 && inst > bp.Revision {
+		c.log.WithFields(logrus.Fields{"revision": bp.Revision, "installed_revision": inst, "bridges": n}).
+			Warn("revision fence: some bridges hold flows of a newer blueprint revision than the one just loaded; they stay on standby until a blueprint with revision >= installed_revision is loaded")
+	}
 	c.publishState()
 	for _, b := range brs {
 		b.kick("reload")
@@ -449,7 +458,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 		c.watchFile(ctx)
 	}()
-	provKick := make(chan struct{}, 1)
+	provKick := c.provKick
 	if c.opts.Provision {
 		wg.Add(1)
 		go func() {

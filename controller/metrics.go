@@ -78,11 +78,13 @@ var (
 	descQuorum    = prometheus.NewDesc("vpcflow_cluster_quorum", "1 when this replica sees a quorum (cluster mode).", nil, nil)
 	descOwned     = prometheus.NewDesc("vpcflow_bridges_owned", "Bridges this replica owns (cluster mode).", nil, nil)
 	descUnknown   = prometheus.NewDesc("vpcflow_unknown_datapaths", "Connected datapaths not in the blueprint (given no flows).", nil, nil)
+	descFenced    = prometheus.NewDesc("vpcflow_bridge_fenced", "1 when the bridge holds flows of a newer blueprint revision than the one in force: this controller writes nothing to it (revision fence).", []string{"bridge", "host"}, nil)
+	descInstRev   = prometheus.NewDesc("vpcflow_bridge_installed_revision", "Highest blueprint revision carried by the bridge's flow cookies at this controller's last read.", []string{"bridge", "host"}, nil)
 )
 
 func (s *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnected, descConverged, descIntended, descInstalled, descRulePkts, descRevision,
-		descReloadErr, descMembers, descQuorum, descOwned, descUnknown} {
+		descReloadErr, descMembers, descQuorum, descOwned, descUnknown, descFenced, descInstRev} {
 		ch <- d
 	}
 }
@@ -108,6 +110,17 @@ func (s *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descConverged, prometheus.GaugeValue, conv, b.DatapathID, b.Host)
 		ch <- prometheus.MustNewConstMetric(descIntended, prometheus.GaugeValue, float64(b.FlowsIntended), b.DatapathID, b.Host)
 		ch <- prometheus.MustNewConstMetric(descInstalled, prometheus.GaugeValue, float64(b.FlowsInstalled), b.DatapathID, b.Host)
+	}
+	for _, b := range st.Bridges { // unknown datapaths too: the orphan path is fenced as well
+		if !b.Connected {
+			continue
+		}
+		fenced := 0.0
+		if b.Fenced {
+			fenced = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descFenced, prometheus.GaugeValue, fenced, b.DatapathID, b.Host)
+		ch <- prometheus.MustNewConstMetric(descInstRev, prometheus.GaugeValue, float64(b.InstalledRevision), b.DatapathID, b.Host)
 	}
 	ch <- prometheus.MustNewConstMetric(descConnected, prometheus.GaugeValue, float64(connected))
 	ch <- prometheus.MustNewConstMetric(descUnknown, prometheus.GaugeValue, float64(unknown))

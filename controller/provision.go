@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -13,14 +14,19 @@ import (
 // provisionLoop provisions hosts over OVSDB (cloudbr0 settings, controller
 // targets, tunnel port) when Options.Provision is set. Only the replica that
 // owns a host's bridge (with a quorum) provisions it, so replicas never race
-// on one host; every tunnel.Apply transaction is also guarded by OVSDB wait
+// on one host, and only in blueprint agreement (provisionAllowed: no live
+// replica with a newer or conflicting blueprint, no bridge fenced by a newer
+// installed revision), so an older blueprint never rewrites a host's
+// controller targets (e.g. removes a new replica's Controller row); every
+// tunnel.Apply transaction is also guarded by OVSDB wait
 // operations, so even overlapping owners (during a view change) cannot create
 // duplicates or half-provisioned hosts. Hosts without `ovsdb:` are skipped
 // (provision them with `vpcflow host apply`).
 func (c *Controller) provisionLoop(ctx context.Context, kick <-chan struct{}) {
 	t := time.NewTicker(c.opts.ProvisionInterval)
 	defer t.Stop()
-	done := map[string]string{} // host -> blueprint hash last provisioned while owner
+	done := map[string]string{}    // host -> blueprint hash last provisioned while owner
+	skipped := map[string]string{} // host -> why it was last not provisioned (logged once)
 	for {
 		p := c.policy()
 		for i := range p.bp.Hosts {
@@ -28,10 +34,20 @@ func (c *Controller) provisionLoop(ctx context.Context, kick <-chan struct{}) {
 			if h.OVSDB == "" {
 				continue
 			}
-			if cl := c.opts.Cluster; cl != nil && !cl.IsOwner(h.DPID) {
+			if ok, why := c.provisionAllowed(&h, p); !ok {
 				delete(done, h.Name)
+				if skipped[h.Name] != why {
+					l := c.log.WithFields(logrus.Fields{"host": h.Name, "revision": p.bp.Revision})
+					if strings.HasPrefix(why, "owned by") || why == noQuorum || why == errUnread {
+						l.Debug("not provisioning: " + why)
+					} else {
+						l.Warn("not provisioning: " + why)
+					}
+				}
+				skipped[h.Name] = why
 				continue
 			}
+			delete(skipped, h.Name)
 			if done[h.Name] == p.hash {
 				continue
 			}

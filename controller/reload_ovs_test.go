@@ -189,7 +189,9 @@ func TestReloadSendsOnlyTheDeltaOVS(t *testing.T) {
 		mods = st.FlowModsSent
 		audit(s.what)
 	}
-	// Remove blue-web-3 again: its 2 flows are deleted.
+	// Remove blue-web-3 again: its 2 flows are deleted, and the revision
+	// marker records revision 6 (a deletes-only change leaves no flow of
+	// its revision otherwise: the revision fence, fence.go).
 	anchor := steps[0].anchor
 	extra[anchor] = nil
 	write(6)
@@ -197,14 +199,17 @@ func TestReloadSendsOnlyTheDeltaOVS(t *testing.T) {
 		t.Fatal(err)
 	}
 	st = waitRev(6)
-	if got := st.FlowModsSent - mods; got != 2 {
-		t.Errorf("removing blue-web-3: %d flow-mods, want 2 deletes", got)
+	if got := st.FlowModsSent - mods; got != 3 {
+		t.Errorf("removing blue-web-3: %d flow-mods, want 2 deletes + the revision marker", got)
+	}
+	if got := r.lab.run("ovs-ofctl", "-O", "OpenFlow13", "dump-flows", r.br, "table=0"); !strings.Contains(got, "cookie=0x1200000000000006,") {
+		t.Errorf("revision marker (classify miss) not stamped with revision 6:\n%s", got)
 	}
 	audit("VM removed")
 	// 19 flows, more than 8 distinct cookies: one read-back request by revision;
 	// the smaller deltas ask for their cookies exactly.
-	if n := hook.count("reconciled", "read_back_requests", 1); n != 1 {
-		t.Errorf("%d reconciles read back with one request, want 1 (the red/app step)", n)
+	if n := hook.count("reconciled", "read_back_requests", 1); n != 2 {
+		t.Errorf("%d reconciles read back with one request, want 2 (the red/app step by revision, the removal's marker by its cookie)", n)
 	}
 	if n := hook.count("reconciled", "read_back_requests", 7); n != 1 {
 		t.Errorf("%d reconciles read back 7 exact cookies, want 1 (the blue-db-3 step)", n)

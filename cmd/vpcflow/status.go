@@ -91,6 +91,10 @@ func runStatus(args []string) int {
 		} else if !b.Converged {
 			allOK = false
 		}
+		if b.Fenced { // a newer policy is installed: someone must load it
+			converged = "fenced"
+			allOK = false
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%d/%d\t%d\t%s\n", host, b.DatapathID, b.Connected, dash(b.Role), dash(b.Owner), converged,
 			b.FlowsInstalled, b.FlowsIntended, b.Revision, note)
 	}
