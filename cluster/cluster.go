@@ -93,7 +93,7 @@ type Cluster struct {
 	ml *memberlist.Memberlist
 	bq *memberlist.TransmitLimitedQueue
 
-	publishMu sync.Mutex // orders encode+queue of our own state
+	publishMu sync.Mutex   // orders encode+queue of our own state
 	dist      *distributor // blueprint transfers between replicas (distribute.go)
 
 	mu          sync.RWMutex

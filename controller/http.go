@@ -13,20 +13,20 @@ import (
 
 // Status is the controller's GET /status document.
 type Status struct {
-	Revision        uint32         `json:"revision"`
-	BlueprintHash   string         `json:"blueprint_hash"`
-	Blueprint       string         `json:"blueprint"`
+	Revision      uint32 `json:"revision"`
+	BlueprintHash string `json:"blueprint_hash"`
+	Blueprint     string `json:"blueprint"`
 	// BlueprintVersion and BlueprintOrigin place the policy in the
 	// cluster's order (replica mode; docs/cluster.md#blueprint-distribution).
 	BlueprintVersion uint64 `json:"blueprint_version,omitempty"`
 	BlueprintOrigin  string `json:"blueprint_origin,omitempty"`
 	// BlueprintFetcher is the replica that polls the blueprint source
 	// (replica mode with --source cloudstack).
-	BlueprintFetcher string `json:"blueprint_fetcher,omitempty"`
-	LoadedAt        time.Time      `json:"loaded_at"`
-	LastReloadError string         `json:"last_reload_error,omitempty"`
-	Bridges         []BridgeStatus `json:"bridges"`
-	Cluster         *ClusterStatus `json:"cluster,omitempty"`
+	BlueprintFetcher string         `json:"blueprint_fetcher,omitempty"`
+	LoadedAt         time.Time      `json:"loaded_at"`
+	LastReloadError  string         `json:"last_reload_error,omitempty"`
+	Bridges          []BridgeStatus `json:"bridges"`
+	Cluster          *ClusterStatus `json:"cluster,omitempty"`
 	// Rejected lists the last refused switch connections (rogue switches).
 	Rejected []Rejected `json:"rejected,omitempty"`
 }
