@@ -93,8 +93,9 @@ type Cluster struct {
 	ml *memberlist.Memberlist
 	bq *memberlist.TransmitLimitedQueue
 
-	publishMu sync.Mutex   // orders encode+queue of our own state
-	dist      *distributor // blueprint transfers between replicas (distribute.go)
+	publishMu sync.Mutex // orders encode+queue of our own state
+
+	dist *distributor // blueprint transfers between replicas (distribute.go)
 
 	mu          sync.RWMutex
 	self        stateEntry                     // our own versioned state
