@@ -96,7 +96,7 @@ func (c *Cluster) NewestPolicy() (key PolicyKey, hash string, holders []string, 
 	defer c.mu.RUnlock()
 	for _, n := range c.liveNamesLocked() {
 		s := c.stateLocked(n)
-		if s == nil || s.Hash == "" {
+		if s == nil || s.Hash == "" || !c.dist.accepts(n) {
 			continue
 		}
 		k := KeyOf(n, s)
@@ -108,7 +108,7 @@ func (c *Cluster) NewestPolicy() (key PolicyKey, hash string, holders []string, 
 		return key, hash, nil, false
 	}
 	for _, n := range c.liveNamesLocked() {
-		if s := c.stateLocked(n); n != c.name && s != nil && s.Hash == hash {
+		if s := c.stateLocked(n); n != c.name && s != nil && s.Hash == hash && c.dist.accepts(n) {
 			if n == key.Origin {
 				holders = append([]string{n}, holders...)
 			} else {
@@ -126,7 +126,7 @@ func (c *Cluster) MaxPolicyVersion() uint64 {
 	defer c.mu.RUnlock()
 	var v uint64
 	for _, n := range c.liveNamesLocked() {
-		if s := c.stateLocked(n); s != nil && s.Version > v {
+		if s := c.stateLocked(n); s != nil && s.Version > v && c.dist.accepts(n) {
 			v = s.Version
 		}
 	}
@@ -173,7 +173,15 @@ func (c *Cluster) IsMember(name string) bool {
 	if !live && !self {
 		return false
 	}
-	if f := c.dist.memberCheck.Load(); f != nil {
+	return c.dist.accepts(name)
+}
+
+// accepts applies the member check alone (no lock taken).
+func (d *distributor) accepts(name string) bool {
+	if name == d.c.name {
+		return true
+	}
+	if f := d.memberCheck.Load(); f != nil {
 		return (*f)(name)
 	}
 	return true
