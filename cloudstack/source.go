@@ -89,6 +89,16 @@ func (s *Source) Fetch(ctx context.Context) (*flows.Blueprint, error) {
 	return res.Blueprint, nil
 }
 
+// FetchRaw implements controller.RawSource: Fetch, and the YAML that was
+// parsed (replicas distribute it, and the fetcher numbers its revision).
+func (s *Source) FetchRaw(ctx context.Context) (*flows.Blueprint, []byte, error) {
+	res, err := s.Build(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return res.Blueprint, res.YAML, nil
+}
+
 // readPorts reads the ports of every host that runs a VM, at most 16 hosts
 // at a time, each bounded by the client's request timeout. A host whose
 // OVSDB cannot be read gets its error (Build keeps earlier port names).

@@ -48,6 +48,10 @@ type LocalState struct {
 	Connected     []uint64 // datapath ids of bridges connected to this replica
 	MaxGeneration uint64   // highest OpenFlow role generation id this replica has seen or used
 	OpenFlow      string   // its OpenFlow listen address, informational
+	// Version and Origin order policies with equal revisions (distribute.go):
+	// the newest (Revision, Version, Origin) wins. Origin "" = this member.
+	Version uint64
+	Origin  string
 }
 
 // Member is one live replica as seen locally.
@@ -90,6 +94,8 @@ type Cluster struct {
 	bq *memberlist.TransmitLimitedQueue
 
 	publishMu sync.Mutex // orders encode+queue of our own state
+
+	dist *distributor // blueprint transfers between replicas (distribute.go)
 
 	mu          sync.RWMutex
 	self        stateEntry                     // our own versioned state
@@ -152,6 +158,7 @@ func Start(cfg Config) (*Cluster, error) {
 		stop:     make(chan struct{}),
 	}
 	c.self = stateEntry{Name: name, Epoch: c.epoch, Seq: 1}
+	c.dist = newDistributor(c)
 	c.numNodes.Store(1)
 	c.bq = &memberlist.TransmitLimitedQueue{
 		NumNodes:       func() int { return int(c.numNodes.Load()) },
@@ -705,7 +712,7 @@ func (c *Cluster) mergeEntryLocked(e *stateEntry) bool {
 
 func stateEqual(a, b *LocalState) bool {
 	return a.Revision == b.Revision && a.Hash == b.Hash && a.MaxGeneration == b.MaxGeneration &&
-		a.OpenFlow == b.OpenFlow && slices.Equal(a.Connected, b.Connected)
+		a.OpenFlow == b.OpenFlow && slices.Equal(a.Connected, b.Connected) && a.Version == b.Version && a.Origin == b.Origin
 }
 
 func toSet(ds []uint64) map[uint64]struct{} {
@@ -728,6 +735,9 @@ type delegate struct{ c *Cluster }
 func (d *delegate) NodeMeta(limit int) []byte { return nil }
 
 func (d *delegate) NotifyMsg(b []byte) {
+	if d.c.dist.handle(b) {
+		return // a blueprint transfer message
+	}
 	e, err := decodeStateMsg(b)
 	if err != nil {
 		d.c.log.WithError(err).Debug("ignoring cluster message")

@@ -15,6 +15,18 @@ import (
 //	entry:       name epoch seq revision hash maxGeneration openflow
 //	             nConnected delta-encoded-sorted-dpids×nConnected
 //
+// Extensions are appended where a decoder of wire version 1 stops reading
+// (it ignores trailing bytes), so older and newer replicas decode each
+// other's states without a new wire version:
+//
+//	msgState:    0x01 wireVersion entry ext
+//	push/pull:   wireVersion count entry×count ext×count
+//	ext:         length (bytes that follow) policyVersion policyOrigin
+//	             [later fields]
+//
+// A state without ext (an older replica) has policy version 0 and origin
+// "" (the member itself). A decoder skips ext fields it does not know.
+//
 // (epoch, seq) orders the states of one replica: epoch is the replica's
 // start time in nanoseconds, so a restarted replica's state supersedes its
 // previous life's even though seq restarts at 1.
@@ -133,7 +145,41 @@ func (r *reader) entry() *stateEntry {
 // encodeStateMsg encodes one entry as a user message (broadcast or
 // reliable send).
 func encodeStateMsg(e *stateEntry) []byte {
-	return appendEntry([]byte{msgState, wireVersion}, e)
+	return appendExt(appendEntry([]byte{msgState, wireVersion}, e), e)
+}
+
+// appendExt appends the entry's extension fields (see the wire format).
+func appendExt(b []byte, e *stateEntry) []byte {
+	var x []byte
+	x = binary.AppendUvarint(x, e.State.Version)
+	x = appendString(x, e.State.Origin)
+	b = binary.AppendUvarint(b, uint64(len(x)))
+	return append(b, x...)
+}
+
+// ext reads one extension into e; absent (nothing left) is not an error.
+func (r *reader) ext(e *stateEntry) {
+	if r.err != nil || len(r.b) == 0 || e == nil {
+		return
+	}
+	n := r.uvarint()
+	if r.err == nil && n > uint64(len(r.b)) {
+		r.err = fmt.Errorf("state extension of %d bytes exceeds message", n)
+	}
+	if r.err != nil {
+		return
+	}
+	x := &reader{b: r.b[:n]}
+	r.b = r.b[n:]
+	if len(x.b) > 0 {
+		e.State.Version = x.uvarint()
+	}
+	if len(x.b) > 0 {
+		e.State.Origin = x.string()
+	}
+	if x.err != nil {
+		r.err = fmt.Errorf("state extension: %w", x.err)
+	}
 }
 
 // decodeStateMsg decodes a user message.
@@ -146,6 +192,7 @@ func decodeStateMsg(b []byte) (*stateEntry, error) {
 	}
 	r := &reader{b: b[2:]}
 	e := r.entry()
+	r.ext(e)
 	if r.err != nil {
 		return nil, fmt.Errorf("decoding cluster state: %w", r.err)
 	}
@@ -158,6 +205,9 @@ func encodePushPull(es []*stateEntry) []byte {
 	b = binary.AppendUvarint(b, uint64(len(es)))
 	for _, e := range es {
 		b = appendEntry(b, e)
+	}
+	for _, e := range es {
+		b = appendExt(b, e)
 	}
 	return b
 }
@@ -180,6 +230,9 @@ func decodePushPull(b []byte) ([]*stateEntry, error) {
 		if e := r.entry(); e != nil {
 			out = append(out, e)
 		}
+	}
+	for i := 0; i < len(out) && r.err == nil && len(r.b) > 0; i++ {
+		r.ext(out[i])
 	}
 	if r.err != nil {
 		return nil, fmt.Errorf("decoding cluster push/pull state: %w", r.err)

@@ -112,21 +112,25 @@ func (c *Controller) wantMaster(dpid uint64, p *policy) (bool, string) {
 }
 
 // revisionAgreement reports whether no live replica gossips a newer
-// blueprint revision than p, or different content under the same revision
-// (true without a cluster). This only covers live replicas: what a dead
-// replica wrote is caught by the revision fence on the bridge itself
-// (fence.go), and provisioning checks both (provisionAllowed).
+// blueprint revision than p, or a newer policy key (version, origin) with
+// different content under the same revision (true without a cluster). This
+// only covers live replicas: what a dead replica wrote is caught by the
+// revision fence on the bridge itself (fence.go), and provisioning checks
+// both (provisionAllowed).
 func (c *Controller) revisionAgreement(p *policy) (bool, string) {
 	cl := c.opts.Cluster
 	if cl == nil {
 		return true, ""
 	}
+	mine := p.key(cl.Name())
 	for _, m := range cl.Members() {
 		if m.State.Revision > p.bp.Revision {
-			return false, fmt.Sprintf("replica %s enforces newer blueprint revision %d (this replica has %d): load it", m.Name, m.State.Revision, p.bp.Revision)
+			return false, fmt.Sprintf("replica %s enforces newer blueprint revision %d (this replica has %d): fetching it", m.Name, m.State.Revision, p.bp.Revision)
 		}
-		if m.State.Revision == p.bp.Revision && m.State.Hash != "" && m.State.Hash != p.hash {
-			return false, fmt.Sprintf("replica %s enforces different content under the same revision %d: blueprint conflict", m.Name, p.bp.Revision)
+		// Equal revisions: the newer (version, origin) wins (distribute.go).
+		if m.State.Hash != "" && m.State.Hash != p.hash && cluster.KeyOf(m.Name, &m.State).Newer(mine) {
+			return false, fmt.Sprintf("replica %s enforces a newer policy with different content under the same revision %d (version %d from %s): fetching it",
+				m.Name, p.bp.Revision, m.State.Version, cluster.KeyOf(m.Name, &m.State).Origin)
 		}
 	}
 	return true, ""
@@ -149,8 +153,9 @@ func (c *Controller) publishState() {
 	}
 	c.mu.Unlock()
 	sort.Slice(dpids, func(i, j int) bool { return dpids[i] < dpids[j] })
+	k := p.key(cl.Name())
 	cl.SetLocal(cluster.LocalState{Revision: p.bp.Revision, Hash: p.hash, Connected: dpids,
-		MaxGeneration: cl.MaxGeneration(), OpenFlow: c.opts.Listen})
+		MaxGeneration: cl.MaxGeneration(), OpenFlow: c.opts.Listen, Version: k.Version, Origin: k.Origin})
 }
 
 // ClusterStatus is the cluster part of /status.
@@ -170,6 +175,10 @@ type ClusterMember struct {
 	Connected     int      `json:"bridges_connected"`
 	Owned         []string `json:"bridges_owned"`
 	MaxGeneration uint64   `json:"max_generation"`
+	// PolicyVersion and PolicyOrigin: the member's policy key with Revision
+	// (docs/cluster.md#blueprint-distribution).
+	PolicyVersion uint64 `json:"policy_version"`
+	PolicyOrigin  string `json:"policy_origin"`
 }
 
 func (c *Controller) clusterStatus() *ClusterStatus {
@@ -180,7 +189,8 @@ func (c *Controller) clusterStatus() *ClusterStatus {
 	cs := &ClusterStatus{Self: cl.Name(), Quorum: cl.HasQuorum()}
 	for _, m := range cl.Members() {
 		cm := ClusterMember{Name: m.Name, Addr: m.Addr, Self: m.Self, Revision: m.State.Revision, Hash: m.State.Hash,
-			Connected: len(m.State.Connected), MaxGeneration: m.State.MaxGeneration, Owned: []string{}}
+			Connected: len(m.State.Connected), MaxGeneration: m.State.MaxGeneration, Owned: []string{},
+			PolicyVersion: m.State.Version, PolicyOrigin: cluster.KeyOf(m.Name, &m.State).Origin}
 		for _, d := range m.Owned {
 			cm.Owned = append(cm.Owned, fmt.Sprintf("%016x", d))
 		}

@@ -156,6 +156,12 @@ type policy struct {
 	ix     *flows.Index
 	hash   string
 	loaded time.Time
+	// Distribution (distribute.go): the bytes peers fetch, where the
+	// policy came from, and its place in the cluster's policy order.
+	raw     []byte
+	from    string
+	version uint64
+	origin  string // "" = this replica
 
 	mu    sync.Mutex
 	plans map[string]*flows.Compiled
@@ -254,29 +260,35 @@ type Controller struct {
 	gate atomic.Pointer[sendGate]
 	// provKick asks the provisioning loop for a pass now (kickProvision).
 	provKick chan struct{}
+	// syncWake and fetchKick drive blueprint distribution (distribute.go).
+	syncWake  chan struct{}
+	fetchKick chan struct{}
 }
 
 // New loads the blueprint and returns a controller ready to Run.
 func New(opts Options) (*Controller, error) {
 	opts.defaults()
 	c := &Controller{opts: opts, log: opts.Log, bridges: map[uint64]*bridge{}, knownHosts: map[uint64]flows.Host{},
-		fullSem: make(chan struct{}, opts.FullReconciles), provKick: make(chan struct{}, 1)}
+		fullSem: make(chan struct{}, opts.FullReconciles), provKick: make(chan struct{}, 1),
+		syncWake: make(chan struct{}, 1), fetchKick: make(chan struct{}, 1)}
 	c.metrics = newMetrics(c)
 	if opts.Source != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), opts.SourceTimeout)
 		defer cancel()
-		bp, err := opts.Source.Fetch(ctx)
+		bp, raw, err := fetchSource(ctx, opts.Source)
 		if err != nil {
 			return nil, err
 		}
 		c.setPolicy(bp)
+		c.pol.raw = raw
 		return c, nil
 	}
-	bp, err := flows.Load(opts.BlueprintPath)
+	bp, raw, err := loadFile(opts.BlueprintPath)
 	if err != nil {
 		return nil, err
 	}
 	c.setPolicy(bp)
+	c.pol.raw = raw
 	c.fileStamp = fileStamp(opts.BlueprintPath)
 	return c, nil
 }
@@ -320,12 +332,7 @@ func (c *Controller) Reload(reason string) error {
 	c.reloadMu.Lock()
 	defer c.reloadMu.Unlock()
 	if c.opts.Source != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), c.opts.SourceTimeout)
-		bp, err := c.opts.Source.Fetch(ctx)
-		cancel()
-		c.mu.Lock()
-		c.reloadAt = time.Now()
-		return c.apply(bp, err, reason)
+		return c.reloadSource(reason)
 	}
 	stamp := fileStamp(c.opts.BlueprintPath)
 	c.mu.Lock()
@@ -334,21 +341,30 @@ func (c *Controller) Reload(reason string) error {
 	if seen && reason == "file changed" {
 		return nil // another reload read this version of the file meanwhile
 	}
-	bp, err := flows.Load(c.opts.BlueprintPath)
+	bp, raw, err := loadFile(c.opts.BlueprintPath)
 	c.mu.Lock()
 	c.fileStamp = stamp
 	c.reloadAt = time.Now()
-	return c.apply(bp, err, reason)
+	return c.apply(bp, err, reason, incoming{raw: raw})
 }
 
 // apply accepts bp as the new policy, or rejects it (err, an older
-// revision, the same non-zero revision with other content) keeping the
-// last good policy. It is called with c.mu held and releases it.
-func (c *Controller) apply(bp *flows.Blueprint, err error, reason string) error {
+// revision, the same non-zero revision with other content, or for a peer's
+// policy one not newer in the cluster's order) keeping the last good
+// policy. It is called with c.mu held and releases it.
+func (c *Controller) apply(bp *flows.Blueprint, err error, reason string, in incoming) error {
 	if err == nil {
 		cur := c.pol.bp
 		switch {
 		case bp.Hash() == c.pol.hash:
+			if in.peer != nil {
+				adopted := c.adoptKey(in)
+				c.mu.Unlock()
+				if adopted {
+					c.publishState()
+				}
+				return nil
+			}
 			c.reloadErr = ""
 			c.mu.Unlock()
 			l := c.log.WithFields(logrus.Fields{"reason": reason, "revision": bp.Revision})
@@ -359,21 +375,29 @@ func (c *Controller) apply(bp *flows.Blueprint, err error, reason string) error 
 			}
 			return nil
 		case bp.Revision < cur.Revision:
-			err = fmt.Errorf("%s: revision %d is older than the enforced revision %d: raise revision to apply it", c.sourceName(), bp.Revision, cur.Revision)
+			err = fmt.Errorf("%s: revision %d is older than the enforced revision %d: raise revision to apply it", in.name(c), bp.Revision, cur.Revision)
+		case in.peer != nil:
+			err = c.checkPeerKey(in)
 		case bp.Revision == cur.Revision && bp.Revision != 0:
 			err = fmt.Errorf("%s: revision %d has different content than the enforced blueprint with the same revision: raise revision to apply it", c.sourceName(), bp.Revision)
 		}
 	}
 	if err != nil {
-		c.reloadErr = err.Error()
+		if in.peer == nil {
+			c.reloadErr = err.Error()
+		}
 		c.mu.Unlock()
 		for _, line := range strings.Split(err.Error(), "\n") {
 			c.log.WithField("reason", reason).Error("blueprint rejected, last good policy kept: " + line)
 		}
 		return err
 	}
-	c.reloadErr = ""
+	if in.peer == nil {
+		c.reloadErr = ""
+	}
+	prev := c.pol
 	c.setPolicy(bp)
+	c.stampPolicy(prev, in)
 	brs := make([]*bridge, 0, len(c.bridges))
 	dpids := make([]uint64, 0, len(c.bridges))
 	for _, b := range c.bridges {
@@ -382,7 +406,7 @@ func (c *Controller) apply(bp *flows.Blueprint, err error, reason string) error 
 	}
 	c.gate.Store(newSendGate(dpids, c.opts.ReloadGather))
 	c.mu.Unlock()
-	c.log.WithFields(logrus.Fields{"reason": reason, "revision": bp.Revision, "hash": bp.Hash()[:12]}).Info("blueprint loaded")
+	c.log.WithFields(logrus.Fields{"reason": reason, "revision": bp.Revision, "hash": bp.Hash()[:12], "from": c.policy().fromName(c)}).Info("blueprint loaded")
 	// Accepted even if some bridge holds a newer revision: each such bridge
 	// stays fenced (nothing is written to it) while the others take the
 	// new policy; docs/cluster.md "Blueprint agreement".
@@ -467,8 +491,13 @@ func (c *Controller) Run(ctx context.Context) error {
 		}()
 	}
 	if cl := c.opts.Cluster; cl != nil {
+		cl.SetBlueprintProvider(c.provideBlueprint)
 		c.publishState()
-		wg.Add(1)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			c.syncLoop(ctx)
+		}()
 		go func() {
 			defer wg.Done()
 			quorumTick := time.NewTicker(50 * time.Millisecond)
@@ -487,6 +516,7 @@ func (c *Controller) Run(ctx context.Context) error {
 						c.kickAll("quorum change")
 					}
 				case <-cl.Changes():
+					c.wakeSync()
 					c.kickAll("cluster change")
 					select {
 					case provKick <- struct{}{}:
@@ -550,9 +580,22 @@ func (c *Controller) watchFile(ctx context.Context) {
 	})
 }
 
-// pollSource fetches Options.Source every SourceInterval.
+// pollSource fetches Options.Source every SourceInterval, and at once when
+// this replica becomes the cluster's fetcher (reloadSource skips the
+// fetch on the other replicas).
 func (c *Controller) pollSource(ctx context.Context) {
-	every(ctx, c.opts.SourceInterval, func() { _ = c.Reload("poll") })
+	t := time.NewTicker(c.opts.SourceInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_ = c.Reload("poll")
+		case <-c.fetchKick:
+			_ = c.Reload("became the fetcher")
+		}
+	}
 }
 
 // every calls f every d until ctx is done.

@@ -13,13 +13,20 @@ import (
 
 // Status is the controller's GET /status document.
 type Status struct {
-	Revision        uint32         `json:"revision"`
-	BlueprintHash   string         `json:"blueprint_hash"`
-	Blueprint       string         `json:"blueprint"`
-	LoadedAt        time.Time      `json:"loaded_at"`
-	LastReloadError string         `json:"last_reload_error,omitempty"`
-	Bridges         []BridgeStatus `json:"bridges"`
-	Cluster         *ClusterStatus `json:"cluster,omitempty"`
+	Revision      uint32 `json:"revision"`
+	BlueprintHash string `json:"blueprint_hash"`
+	Blueprint     string `json:"blueprint"`
+	// BlueprintVersion and BlueprintOrigin place the policy in the
+	// cluster's order (replica mode; docs/cluster.md#blueprint-distribution).
+	BlueprintVersion uint64 `json:"blueprint_version,omitempty"`
+	BlueprintOrigin  string `json:"blueprint_origin,omitempty"`
+	// BlueprintFetcher is the replica that polls the blueprint source
+	// (replica mode with --source cloudstack).
+	BlueprintFetcher string         `json:"blueprint_fetcher,omitempty"`
+	LoadedAt         time.Time      `json:"loaded_at"`
+	LastReloadError  string         `json:"last_reload_error,omitempty"`
+	Bridges          []BridgeStatus `json:"bridges"`
+	Cluster          *ClusterStatus `json:"cluster,omitempty"`
 	// Rejected lists the last refused switch connections (rogue switches).
 	Rejected []Rejected `json:"rejected,omitempty"`
 }
@@ -29,13 +36,20 @@ type Status struct {
 func (c *Controller) Status() Status {
 	c.mu.Lock()
 	p := c.pol
-	st := Status{Revision: p.bp.Revision, BlueprintHash: p.hash, Blueprint: c.sourceName(),
+	st := Status{Revision: p.bp.Revision, BlueprintHash: p.hash, Blueprint: p.fromName(c),
 		LoadedAt: p.loaded, LastReloadError: c.reloadErr, Rejected: append([]Rejected(nil), c.rejected...)}
+	if cl := c.opts.Cluster; cl != nil {
+		k := p.key(cl.Name())
+		st.BlueprintVersion, st.BlueprintOrigin = k.Version, k.Origin
+	}
 	brs := make(map[uint64]*bridge, len(c.bridges))
 	for k, v := range c.bridges {
 		brs[k] = v
 	}
 	c.mu.Unlock()
+	if cl := c.opts.Cluster; cl != nil && c.opts.Source != nil {
+		st.BlueprintFetcher = cl.Fetcher()
+	}
 	seen := map[uint64]bool{}
 	for i := range p.bp.Hosts {
 		h := &p.bp.Hosts[i]

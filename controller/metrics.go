@@ -19,6 +19,8 @@ type metrics struct {
 	drift     *prometheus.CounterVec
 	roles     *prometheus.CounterVec
 	rejected  prometheus.Counter
+	// peerFetches counts blueprints fetched from replicas (distribute.go).
+	peerFetches *prometheus.CounterVec
 
 	dropEvents     *prometheus.CounterVec
 	dropSuppressed *prometheus.CounterVec
@@ -45,7 +47,9 @@ func newMetrics(c *Controller) *metrics {
 		Help: "Dropped packets logged (drop logging), by bridge and rule category."}, []string{"bridge", "rule"})
 	m.dropSuppressed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vpcflow_drop_log_suppressed_total",
 		Help: "Drop-log events discarded by the controller because it could not keep up (the switch's meter drops more, see ovs-ofctl meter-stats)."}, []string{"bridge"})
-	m.reg.MustRegister(m.dropEvents, m.dropSuppressed, m.rejected, m.reconcile, m.flowMods, m.modErrors, m.drift, m.roles, &statusCollector{c})
+	m.peerFetches = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vpcflow_blueprint_peer_fetches_total",
+		Help: "Blueprints fetched from another replica because it enforced a newer policy, by result (ok: verified and applied; error: transfer failed, refused, invalid or hash mismatch)."}, []string{"result"})
+	m.reg.MustRegister(m.peerFetches, m.dropEvents, m.dropSuppressed, m.rejected, m.reconcile, m.flowMods, m.modErrors, m.drift, m.roles, &statusCollector{c})
 	return m
 }
 
