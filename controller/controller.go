@@ -24,6 +24,12 @@ import (
 
 // Options configure a Controller. Zero values take the documented defaults.
 type Options struct {
+	// NoPeerFetch (replica mode) turns blueprint distribution off: this
+	// replica never takes a newer policy from a peer, only from its own
+	// file or source (for sites whose configuration management writes every
+	// replica's file). While a live peer enforces a newer policy it stands
+	// by; the revision fence guards what a dead peer wrote.
+	NoPeerFetch bool
 	// BlueprintPath is the blueprint file; it must be valid at start.
 	// Ignored when Source is set.
 	BlueprintPath string

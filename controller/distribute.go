@@ -215,6 +215,9 @@ func (c *Controller) syncOnce(ctx context.Context) {
 	if !key.Newer(p.key(cl.Name())) {
 		return // this replica enforces the newest policy: the others fetch it
 	}
+	if c.opts.NoPeerFetch {
+		return // files are distributed by other means; wantMaster stands by
+	}
 	for _, from := range holders {
 		if ctx.Err() != nil {
 			return

@@ -183,8 +183,9 @@ func TestFailoverNeverRollsBack(t *testing.T) {
 		if err := os.WriteFile(files[i], []byte(rev2), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		// Each replica reads its own file (no distribution between them).
-		ce.startReplica(i, "--blueprint", files[i], "--drift-interval", "2s")
+		// Each replica reads its own file (no distribution between them:
+		// the survivors must still be at revision 2 when the owner dies).
+		ce.startReplica(i, "--blueprint", files[i], "--drift-interval", "2s", "--cluster-no-fetch")
 	}
 	v, err := e.lab.WaitClusterConverged(e.ctx, allReplicas, 60*time.Second)
 	if err != nil {
