@@ -19,6 +19,7 @@ type metrics struct {
 	drift     *prometheus.CounterVec
 	roles     *prometheus.CounterVec
 	rejected  prometheus.Counter
+	hsRefused prometheus.Counter
 
 	dropEvents     *prometheus.CounterVec
 	dropSuppressed *prometheus.CounterVec
@@ -40,12 +41,14 @@ func newMetrics(c *Controller) *metrics {
 			Help: "OpenFlow role changes of this replica on a bridge (granted MASTER, demoted by the switch, stood by as SLAVE)."}, []string{"bridge", "role"}),
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "vpcflow_rejected_connections_total",
 			Help: "Switch connections refused (TLS failure, certificate not matching the datapath's host, datapath id already connected elsewhere)."}),
+		hsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "vpcflow_handshakes_refused_total",
+			Help: "Switch connections closed at accept because --max-handshakes handshakes were already in progress."}),
 	}
 	m.dropEvents = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vpcflow_drop_log_events_total",
 		Help: "Dropped packets logged (drop logging), by bridge and rule category."}, []string{"bridge", "rule"})
 	m.dropSuppressed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vpcflow_drop_log_suppressed_total",
 		Help: "Drop-log events discarded by the controller because it could not keep up (the switch's meter drops more, see ovs-ofctl meter-stats)."}, []string{"bridge"})
-	m.reg.MustRegister(m.dropEvents, m.dropSuppressed, m.rejected, m.reconcile, m.flowMods, m.modErrors, m.drift, m.roles, &statusCollector{c})
+	m.reg.MustRegister(m.dropEvents, m.dropSuppressed, m.rejected, m.hsRefused, m.reconcile, m.flowMods, m.modErrors, m.drift, m.roles, &statusCollector{c})
 	return m
 }
 

@@ -162,9 +162,9 @@ type ofPending struct {
 	size   int          // ofPendMultipart: bytes of the whole messages received so far
 	maxB   int          // ofPendMultipart: bound on size
 	maxN   int          // ofPendMultipart: bound on len(parts)
-	batch  *ofBatch // ofPendBatch
-	index  int      // ofPendBatch: index in the caller's slice, -1 for control messages
-	closes *ofBatch // ofPendReply (barrier): batch closed when this reply arrives
+	batch  *ofBatch     // ofPendBatch
+	index  int          // ofPendBatch: index in the caller's slice, -1 for control messages
+	closes *ofBatch     // ofPendReply (barrier): batch closed when this reply arrives
 }
 
 // ofBatch collects the errors the switch sent for the messages of one call.
