@@ -102,7 +102,14 @@ type Options struct {
 	// process holding several affected bridges receives their bundles in one
 	// main-loop turn instead of one turn per bridge as they trickle in.
 	ReloadGather time.Duration
-	Log          logrus.FieldLogger
+	// MaxHandshakes bounds the switch connections between accept and a
+	// completed handshake (TLS, OpenFlow HELLO/FEATURES, identity check,
+	// PORT_DESC); more are closed at once (default 128). Each one holds at
+	// most ~1.2 MiB (PORT_DESC is bounded to 1 MiB).
+	MaxHandshakes int
+	// HandshakeTimeout bounds one switch's whole handshake (default 10s).
+	HandshakeTimeout time.Duration
+	Log              logrus.FieldLogger
 }
 
 func (o *Options) defaults() {
@@ -147,6 +154,12 @@ func (o *Options) defaults() {
 	}
 	if o.ReloadGather == 0 {
 		o.ReloadGather = 100 * time.Millisecond
+	}
+	if o.MaxHandshakes <= 0 {
+		o.MaxHandshakes = 128
+	}
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = 10 * time.Second
 	}
 	if o.Log == nil {
 		o.Log = logrus.StandardLogger()
@@ -269,6 +282,10 @@ type Controller struct {
 	// syncWake and fetchKick drive blueprint distribution (distribute.go).
 	syncWake  chan struct{}
 	fetchKick chan struct{}
+	// hsSem bounds the handshakes in progress (handshake.go).
+	hsSem     chan struct{}
+	hsRefused atomic.Uint64
+	hsLogAt   atomic.Int64
 }
 
 // New loads the blueprint and returns a controller ready to Run.
@@ -276,7 +293,8 @@ func New(opts Options) (*Controller, error) {
 	opts.defaults()
 	c := &Controller{opts: opts, log: opts.Log, bridges: map[uint64]*bridge{}, knownHosts: map[uint64]flows.Host{},
 		fullSem: make(chan struct{}, opts.FullReconciles), provKick: make(chan struct{}, 1),
-		syncWake: make(chan struct{}, 1), fetchKick: make(chan struct{}, 1)}
+		syncWake: make(chan struct{}, 1), fetchKick: make(chan struct{}, 1),
+		hsSem: make(chan struct{}, opts.MaxHandshakes)}
 	c.metrics = newMetrics(c)
 	if opts.Source != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), opts.SourceTimeout)
@@ -404,6 +422,9 @@ func (c *Controller) apply(bp *flows.Blueprint, err error, reason string, in inc
 	prev := c.pol
 	c.setPolicy(bp)
 	c.stampPolicy(prev, in)
+	// Certificates are checked against the new policy before any bridge can
+	// read it (same critical section): see handshake.go.
+	refused := c.recheckIdentities()
 	brs := make([]*bridge, 0, len(c.bridges))
 	dpids := make([]uint64, 0, len(c.bridges))
 	for _, b := range c.bridges {
@@ -412,6 +433,9 @@ func (c *Controller) apply(bp *flows.Blueprint, err error, reason string, in inc
 	}
 	c.gate.Store(newSendGate(dpids, c.opts.ReloadGather))
 	c.mu.Unlock()
+	for _, r := range refused {
+		c.reject(r.remote, r.dpid, r.why)
+	}
 	c.log.WithFields(logrus.Fields{"reason": reason, "revision": bp.Revision, "hash": bp.Hash()[:12], "from": c.policy().fromName(c)}).Info("blueprint loaded")
 	// Accepted even if some bridge holds a newer revision: each such bridge
 	// stays fenced (nothing is written to it) while the others take the
@@ -550,6 +574,10 @@ func (c *Controller) Run(ctx context.Context) error {
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
+		if !c.admitHandshake(nc.RemoteAddr().String()) {
+			nc.Close()
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -632,37 +660,55 @@ func ParseListen(s string) (network, addr string, err error) {
 	return "", "", fmt.Errorf("listen %q: want tcp:HOST:PORT, e.g. tcp:192.0.2.250:6653", s)
 }
 
+// serveConn runs one switch connection; it holds a handshake slot
+// (admitHandshake) until the handshake is over.
 func (c *Controller) serveConn(ctx context.Context, nc net.Conn) {
-	log := c.log.WithField("remote", nc.RemoteAddr().String())
-	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	release := sync.OnceFunc(c.releaseHandshake)
+	defer release()
+	remote := nc.RemoteAddr().String()
+	log := c.log.WithField("remote", remote)
+	hctx, cancel := context.WithTimeout(ctx, c.opts.HandshakeTimeout)
 	if tc, ok := nc.(*tls.Conn); ok {
 		if err := tc.HandshakeContext(hctx); err != nil {
 			cancel()
-			c.reject(nc.RemoteAddr().String(), 0, "tls handshake failed: "+err.Error())
+			c.reject(remote, 0, "tls handshake failed: "+err.Error())
 			nc.Close()
 			return
 		}
 	}
-	conn, err := OFHandshake(hctx, nc, log)
+	identity := peerIdentity(nc)
+	conn, err := ofHandshake(hctx, nc, log, c.ofOptions(remote, identity))
 	cancel()
 	if err != nil {
-		log.WithError(err).Warn("handshake failed")
+		var r *identityRefusal
+		if errors.As(err, &r) {
+			c.reject(remote, r.dpid, r.why)
+		} else {
+			log.WithError(err).Warn("handshake failed")
+		}
 		nc.Close()
 		return
 	}
-	identity := peerIdentity(nc)
 	dpid := conn.DatapathID()
-	if why := c.checkIdentity(dpid, conn.RemoteAddr(), identity); why != "" {
+	b := newBridge(c, conn)
+	b.identity = identity
+	// Check again and register in one critical section: a reload between
+	// the early check and here is seen either by this check or by the
+	// reload's re-check (handshake.go).
+	c.mu.Lock()
+	why := c.checkIdentityLocked(dpid, conn.RemoteAddr(), identity)
+	var old *bridge
+	if why == "" {
+		old = c.bridges[b.dpid]
+		c.bridges[b.dpid] = b
+	}
+	c.mu.Unlock()
+	if why != "" {
 		c.reject(conn.RemoteAddr(), dpid, why)
 		conn.Close()
 		return
 	}
-	b := newBridge(c, conn)
-	b.identity = identity
-	c.mu.Lock()
-	old := c.bridges[b.dpid]
-	c.bridges[b.dpid] = b
-	c.mu.Unlock()
+	release()
 	if old != nil {
 		b.log.WithField("old_remote", old.conn.RemoteAddr()).Info("datapath reconnected: replacing the previous connection")
 		old.conn.Close()
@@ -695,21 +741,18 @@ func hostOf(remote string) string {
 	return h
 }
 
-// checkIdentity refuses a connection that claims a datapath id it may not
-// hold: with TLS, the certificate must name the blueprint host that owns the
-// datapath id; and a datapath id already connected from another address or
-// certificate is not taken over while that connection is alive (a rogue
-// switch cannot hijack a bridge's identity; a genuine reconnect comes from
-// the same address and certificate).
-func (c *Controller) checkIdentity(dpid uint64, remote, identity string) string {
-	if identity != "" {
-		if h := c.policy().bp.HostByDPID(dpid); h != nil && h.Name != identity {
-			return fmt.Sprintf("certificate names %q but datapath id %016x belongs to host %s", identity, dpid, h.Name)
-		}
+// checkIdentityLocked refuses a connection that claims a datapath id it
+// may not hold (c.mu held): with TLS, the certificate must name the
+// blueprint host that owns the datapath id (identityMismatch); and a
+// datapath id already connected from another address or certificate is not
+// taken over while that connection is alive (a rogue switch cannot hijack a
+// bridge's identity; a genuine reconnect comes from the same address and
+// certificate).
+func (c *Controller) checkIdentityLocked(dpid uint64, remote, identity string) string {
+	if why := identityMismatch(c.pol.bp, dpid, identity); why != "" {
+		return why
 	}
-	c.mu.Lock()
 	old := c.bridges[dpid]
-	c.mu.Unlock()
 	if old == nil || old.conn.Err() != nil {
 		return ""
 	}

@@ -21,6 +21,7 @@ type metrics struct {
 	rejected  prometheus.Counter
 	// peerFetches counts blueprints fetched from replicas (distribute.go).
 	peerFetches *prometheus.CounterVec
+	hsRefused   prometheus.Counter
 
 	dropEvents     *prometheus.CounterVec
 	dropSuppressed *prometheus.CounterVec
@@ -42,6 +43,8 @@ func newMetrics(c *Controller) *metrics {
 			Help: "OpenFlow role changes of this replica on a bridge (granted MASTER, demoted by the switch, stood by as SLAVE)."}, []string{"bridge", "role"}),
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "vpcflow_rejected_connections_total",
 			Help: "Switch connections refused (TLS failure, certificate not matching the datapath's host, datapath id already connected elsewhere)."}),
+		hsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "vpcflow_handshakes_refused_total",
+			Help: "Switch connections closed at accept because --max-handshakes handshakes were already in progress."}),
 	}
 	m.dropEvents = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vpcflow_drop_log_events_total",
 		Help: "Dropped packets logged (drop logging), by bridge and rule category."}, []string{"bridge", "rule"})
@@ -49,7 +52,7 @@ func newMetrics(c *Controller) *metrics {
 		Help: "Drop-log events discarded by the controller because it could not keep up (the switch's meter drops more, see ovs-ofctl meter-stats)."}, []string{"bridge"})
 	m.peerFetches = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vpcflow_blueprint_peer_fetches_total",
 		Help: "Blueprints fetched from another replica because it enforced a newer policy, by result (ok: verified and applied; error: transfer failed, refused, invalid or hash mismatch)."}, []string{"result"})
-	m.reg.MustRegister(m.peerFetches, m.dropEvents, m.dropSuppressed, m.rejected, m.reconcile, m.flowMods, m.modErrors, m.drift, m.roles, &statusCollector{c})
+	m.reg.MustRegister(m.peerFetches, m.dropEvents, m.dropSuppressed, m.rejected, m.hsRefused, m.reconcile, m.flowMods, m.modErrors, m.drift, m.roles, &statusCollector{c})
 	return m
 }
 

@@ -75,13 +75,31 @@ var ErrOFConnClosed = errors.New("openflow: connection closed by controller")
 
 // ofOptions are the runtime knobs; tests shorten the timers.
 type ofOptions struct {
-	echoInterval      time.Duration // send an echo request this often
-	deadAfter         time.Duration // close when nothing was received for this long
-	maxMultipartBytes int           // bound on one reassembled multipart reply
+	echoInterval time.Duration // send an echo request this often
+	deadAfter    time.Duration // close when nothing was received for this long
+	// Bounds on one reassembled multipart reply (flow stats): whole
+	// messages (headers included) and parts. An empty REPLY_MORE part
+	// costs its 16 bytes and one part, so a peer cannot grow the heap with
+	// parts that carry nothing. Exceeding a bound closes the connection.
+	maxMultipartBytes int
+	maxMultipartParts int
+	// Bounds on the PORT_DESC reply read during the handshake, before the
+	// switch is known to be anyone (1 MiB holds ~16,000 ports).
+	maxPortDescBytes int
+	maxPortDescParts int
+	// maxPreFeatures bounds the messages the switch may send before its
+	// FEATURES_REPLY (echo requests are answered, the rest ignored).
+	maxPreFeatures int
+	// checkDPID, when set, runs as soon as the FEATURES_REPLY names the
+	// datapath id, before anything else is read: an error ends the
+	// handshake (the identity check runs before PORT_DESC is requested).
+	checkDPID func(dpid uint64) error
 }
 
 func ofDefaultOptions() ofOptions {
-	return ofOptions{echoInterval: 5 * time.Second, deadAfter: 15 * time.Second, maxMultipartBytes: 1 << 30}
+	return ofOptions{echoInterval: 5 * time.Second, deadAfter: 15 * time.Second,
+		maxMultipartBytes: 1 << 30, maxMultipartParts: 1 << 16,
+		maxPortDescBytes: 1 << 20, maxPortDescParts: 64, maxPreFeatures: 16}
 }
 
 // OFConn is one OpenFlow 1.3 connection to a switch, created by OFHandshake.
@@ -96,6 +114,7 @@ type OFConn struct {
 	xid      atomic.Uint32
 	bundleID atomic.Uint32
 	lastRecv atomic.Int64 // unix nanos of the last message received
+	ready    atomic.Bool  // the handshake completed (PACKET_INs are queued only then)
 
 	wmu   chan struct{} // writer lock (a channel so waiting honours ctx)
 	async chan []byte   // echo replies queued by the reader, written by keepalive
@@ -140,10 +159,12 @@ type ofPending struct {
 	mpType uint16       // ofPendMultipart: expected multipart type
 	ch     chan ofReply // cap 1; receives exactly one value
 	parts  [][]byte     // ofPendMultipart: bodies of the parts received so far
-	size   int
-	batch  *ofBatch // ofPendBatch
-	index  int      // ofPendBatch: index in the caller's slice, -1 for control messages
-	closes *ofBatch // ofPendReply (barrier): batch closed when this reply arrives
+	size   int          // ofPendMultipart: bytes of the whole messages received so far
+	maxB   int          // ofPendMultipart: bound on size
+	maxN   int          // ofPendMultipart: bound on len(parts)
+	batch  *ofBatch     // ofPendBatch
+	index  int          // ofPendBatch: index in the caller's slice, -1 for control messages
+	closes *ofBatch     // ofPendReply (barrier): batch closed when this reply arrives
 }
 
 // ofBatch collects the errors the switch sent for the messages of one call.
@@ -216,29 +237,37 @@ func ofHandshake(ctx context.Context, nc net.Conn, log logrus.FieldLogger, opts 
 		log = l
 	}
 	c := newOFConn(nc, log, opts)
-	if err := c.hello(ctx); err != nil {
+	if err := c.syncPhase(ctx, "hello", c.helloExchange); err != nil {
 		c.closeWith(err)
 		return nil, err
 	}
-	go c.readLoopRun()
-	go c.keepalive()
-
-	x := c.nextXid()
-	reply, err := c.roundTrip(ctx, "features request", x, ofSimple(OFPTFeaturesRequest, x, nil), OFPTFeaturesReply)
+	// FEATURES_REQUEST/REPLY is read here, before the reader and keepalive
+	// goroutines exist: the datapath id and the logger are set once and only
+	// read afterwards (no data race), and the identity check runs before
+	// the switch may send anything bigger.
+	var reply []byte
+	err := c.syncPhase(ctx, "features request", func() (err error) {
+		reply, err = c.featuresExchange()
+		return err
+	})
 	if err != nil {
 		err = fmt.Errorf("openflow handshake with %s: %w", c.remote, err)
 		c.closeWith(err)
 		return nil, err
 	}
-	if len(reply) < 16 {
-		err = fmt.Errorf("openflow handshake with %s: FEATURES_REPLY too short (%d bytes)", c.remote, len(reply))
-		c.closeWith(err)
-		return nil, err
-	}
 	c.dpid = binary.BigEndian.Uint64(reply[8:16])
 	c.log = c.log.WithField("dpid", fmt.Sprintf("%016x", c.dpid))
+	if opts.checkDPID != nil {
+		if err := opts.checkDPID(c.dpid); err != nil {
+			c.closeWith(err)
+			return nil, err
+		}
+	}
+	go c.readLoopRun()
+	go c.keepalive()
 
-	parts, err := c.multipart(ctx, "port description request", OFPMPPortDesc, nil)
+	p := c.mpPending("port description request", OFPMPPortDesc, opts.maxPortDescBytes, opts.maxPortDescParts)
+	parts, err := c.multipartWith(ctx, p, nil)
 	if err == nil {
 		err = c.loadPortDesc(parts)
 	}
@@ -247,6 +276,7 @@ func ofHandshake(ctx context.Context, nc net.Conn, log logrus.FieldLogger, opts 
 		c.closeWith(err)
 		return nil, err
 	}
+	c.ready.Store(true)
 	c.log.WithField("ports", len(c.Ports())).Info("OpenFlow 1.3 switch connected")
 	return c, nil
 }
@@ -274,8 +304,10 @@ func newOFConn(nc net.Conn, log logrus.FieldLogger, opts ofOptions) *OFConn {
 	return c
 }
 
-// hello exchanges HELLO messages and checks that both sides speak 1.3.
-func (c *OFConn) hello(ctx context.Context) error {
+// syncPhase runs fn, which reads and writes nc directly (before the reader
+// goroutine exists), under ctx: its deadline becomes the connection's, and
+// its cancellation interrupts fn.
+func (c *OFConn) syncPhase(ctx context.Context, what string, fn func() error) error {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.nc.SetDeadline(dl)
 	}
@@ -284,17 +316,54 @@ func (c *OFConn) hello(ctx context.Context) error {
 		_ = c.nc.SetDeadline(time.Unix(1, 0))
 		close(fired)
 	})
-	err := c.helloExchange()
+	err := fn()
 	if !stop() {
 		<-fired
 		if err != nil {
-			err = fmt.Errorf("openflow hello with %s: %w (%v)", c.remote, ctx.Err(), err)
+			err = fmt.Errorf("openflow %s with %s: %w (%v)", what, c.remote, ctx.Err(), err)
 		}
 	}
 	if err == nil {
 		err = c.nc.SetDeadline(time.Time{})
 	}
 	return err
+}
+
+// featuresExchange sends FEATURES_REQUEST and reads until its reply:
+// echo requests are answered, anything else is ignored, and at most
+// maxPreFeatures messages are read.
+func (c *OFConn) featuresExchange() ([]byte, error) {
+	x := c.nextXid()
+	if _, err := c.nc.Write(ofSimple(OFPTFeaturesRequest, x, nil)); err != nil {
+		return nil, fmt.Errorf("sending FEATURES_REQUEST: %w", err)
+	}
+	for i := 0; i < c.opts.maxPreFeatures; i++ {
+		h, msg, err := c.readMsg(c.br, true)
+		if err != nil {
+			return nil, fmt.Errorf("waiting for FEATURES_REPLY: %w", err)
+		}
+		switch {
+		case h.Type == OFPTFeaturesReply && h.Xid == x:
+			if len(msg) < 16 {
+				return nil, fmt.Errorf("FEATURES_REPLY too short (%d bytes)", len(msg))
+			}
+			return msg, nil
+		case h.Type == OFPTError && h.Xid == x:
+			e, err := ofParseError(msg)
+			if err != nil {
+				return nil, fmt.Errorf("features request: %w", err)
+			}
+			e.Op = "features request"
+			return nil, e
+		case h.Type == OFPTEchoRequest:
+			if _, err := c.nc.Write(ofSimple(OFPTEchoReply, h.Xid, msg[ofHeaderLen:])); err != nil {
+				return nil, fmt.Errorf("answering an echo request: %w", err)
+			}
+		default:
+			c.ignored.Add(1)
+		}
+	}
+	return nil, fmt.Errorf("no FEATURES_REPLY among the first %d messages", c.opts.maxPreFeatures)
 }
 
 func (c *OFConn) helloExchange() error {
@@ -514,7 +583,12 @@ func (c *OFConn) dispatch(h ofHeader, msg []byte) error {
 	case OFPTPacketIn:
 		// Only drop logging sends packets here (flows are proactive). The
 		// channel is bounded: when the consumer is behind, the event is
-		// counted as suppressed, never queued without limit.
+		// counted as suppressed, never queued without limit. Nothing is
+		// queued before the handshake completed.
+		if !c.ready.Load() {
+			c.ignored.Add(1)
+			return nil
+		}
 		select {
 		case c.packetIns <- append([]byte(nil), msg...):
 		default:
@@ -550,8 +624,8 @@ func (c *OFConn) dispatch(h ofHeader, msg []byte) error {
 		}
 		// bundle control replies carry our xid: fall through to correlation
 	}
-	if c.deliver(h, msg) {
-		return nil
+	if ok, err := c.deliver(h, msg); ok {
+		return err
 	}
 	if h.Type == OFPTError {
 		c.unsolicited.Add(1)
@@ -567,28 +641,30 @@ func (c *OFConn) dispatch(h ofHeader, msg []byte) error {
 	return nil
 }
 
-// deliver hands a message to the request registered under its xid.
-func (c *OFConn) deliver(h ofHeader, msg []byte) bool {
+// deliver hands a message to the request registered under its xid. It
+// reports whether a request took the message, and an error that must close
+// the connection (a multipart reply over its bounds).
+func (c *OFConn) deliver(h ofHeader, msg []byte) (bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p, ok := c.pending[h.Xid]
 	if !ok {
-		return false
+		return false, nil
 	}
 	if h.Type == OFPTError {
 		delete(c.pending, h.Xid)
 		e, err := ofParseError(msg)
 		if err != nil {
 			ofSend(p, ofReply{err: fmt.Errorf("%s: %w", p.op, err)})
-			return true
+			return true, nil
 		}
 		e.Op = p.op
 		if p.kind == ofPendBatch {
 			e.Index = p.index
-			return p.batch.add(e) // false: late error, reported as unsolicited
+			return p.batch.add(e), nil // false: late error, reported as unsolicited
 		}
 		ofSend(p, ofReply{err: e})
-		return true
+		return true, nil
 	}
 	switch p.kind {
 	case ofPendBatch:
@@ -601,27 +677,29 @@ func (c *OFConn) deliver(h ofHeader, msg []byte) bool {
 		}
 		if h.Type != p.want {
 			ofSend(p, ofReply{err: fmt.Errorf("%s: switch replied with message type %d, expected %d", p.op, h.Type, p.want)})
-			return true
+			return true, nil
 		}
 		ofSend(p, ofReply{msg: msg})
 	case ofPendMultipart:
 		if h.Type != OFPTMultipartReply || len(msg) < 16 {
 			delete(c.pending, h.Xid)
 			ofSend(p, ofReply{err: fmt.Errorf("%s: unexpected reply type %d (length %d)", p.op, h.Type, len(msg))})
-			return true
+			return true, nil
 		}
 		mpType := binary.BigEndian.Uint16(msg[8:10])
 		flags := binary.BigEndian.Uint16(msg[10:12])
 		if mpType != p.mpType {
 			delete(c.pending, h.Xid)
 			ofSend(p, ofReply{err: fmt.Errorf("%s: multipart reply of type %d, expected %d", p.op, mpType, p.mpType)})
-			return true
+			return true, nil
 		}
-		p.size += len(msg) - 16
-		if p.size > c.opts.maxMultipartBytes {
+		p.size += len(msg)
+		if p.size > p.maxB || len(p.parts) >= p.maxN {
 			delete(c.pending, h.Xid)
-			ofSend(p, ofReply{err: fmt.Errorf("%s: multipart reply exceeds %d bytes", p.op, c.opts.maxMultipartBytes)})
-			return true
+			err := fmt.Errorf("%s: multipart reply exceeds its bound (%d parts, %d bytes so far; at most %d parts and %d bytes): closing the connection",
+				p.op, len(p.parts)+1, p.size, p.maxN, p.maxB)
+			ofSend(p, ofReply{err: err})
+			return true, err
 		}
 		p.parts = append(p.parts, msg[16:])
 		if flags&OFPMPFReplyMore == 0 {
@@ -629,7 +707,7 @@ func (c *OFConn) deliver(h ofHeader, msg []byte) bool {
 			ofSend(p, ofReply{})
 		}
 	}
-	return true
+	return true, nil
 }
 
 func ofSend(p *ofPending, r ofReply) {
@@ -870,11 +948,21 @@ func (c *OFConn) roundTrip(ctx context.Context, op string, xid uint32, msg []byt
 	return r.msg, r.err
 }
 
+// mpPending is a pending multipart request bounded by maxBytes (whole
+// messages) and maxParts.
+func (c *OFConn) mpPending(op string, mpType uint16, maxBytes, maxParts int) *ofPending {
+	return &ofPending{kind: ofPendMultipart, op: op, mpType: mpType, ch: make(chan ofReply, 1), maxB: maxBytes, maxN: maxParts}
+}
+
 // multipart sends a multipart request and returns the bodies of all reply
-// parts (REPLY_MORE reassembled).
+// parts (REPLY_MORE reassembled), within the connection's multipart bounds.
 func (c *OFConn) multipart(ctx context.Context, op string, mpType uint16, body []byte) ([][]byte, error) {
+	return c.multipartWith(ctx, c.mpPending(op, mpType, c.opts.maxMultipartBytes, c.opts.maxMultipartParts), body)
+}
+
+func (c *OFConn) multipartWith(ctx context.Context, p *ofPending, body []byte) ([][]byte, error) {
 	xid := c.nextXid()
-	p := &ofPending{kind: ofPendMultipart, op: op, mpType: mpType, ch: make(chan ofReply, 1)}
+	mpType := p.mpType
 	if err := c.register(xid, p); err != nil {
 		return nil, err
 	}
@@ -1138,7 +1226,7 @@ func (c *OFConn) bundle(ctx context.Context, msgs [][]byte, dumps [][]byte) ([][
 	pend := make([]*ofPending, len(dumps))
 	for i, body := range dumps {
 		dx := c.nextXid()
-		pend[i] = &ofPending{kind: ofPendMultipart, op: "flow stats request", mpType: OFPMPFlow, ch: make(chan ofReply, 1)}
+		pend[i] = c.mpPending("flow stats request", OFPMPFlow, c.opts.maxMultipartBytes, c.opts.maxMultipartParts)
 		if err := c.register(dx, pend[i]); err != nil {
 			return nil, err
 		}

@@ -91,6 +91,7 @@ func runController(args []string) int {
 	drift := fs.Duration("drift-interval", 30*time.Second, "re-read installed flows and repair drift this often")
 	fullReconciles := fs.Int("full-reconciles", 0, "bridges reconciled in full (table dump + diff) at once (0 = 64)")
 	noPeerFetch := fs.Bool("cluster-no-fetch", false, "replica mode: never take a newer blueprint from a peer (each replica reads only its own file; stand by while a peer enforces a newer one)")
+	maxHandshakes := fs.Int("max-handshakes", 128, "switch connections allowed between accept and a completed handshake (TLS, OpenFlow, identity check); more are closed at once")
 	reloadGather := fs.Duration("reload-gather", 100*time.Millisecond, "how long a reload's bridges wait for each other to write their deltas together (0 = no waiting)")
 	dropLog := fs.Bool("drop-log", false, "log packets dropped by the security rules (spoofing, management guard, tunnel allowlist) via rate-limited packet-ins")
 	dropLogRate := fs.Uint("drop-log-rate", 20, "drop logging: packets/s per bridge the switch sends at most (OpenFlow meter)")
@@ -134,6 +135,11 @@ func runController(args []string) int {
 	}
 	opts := controller.Options{BlueprintPath: *bpPath, Listen: *listen, HTTP: *httpAddr,
 		DriftInterval: *drift, FullReconciles: *fullReconciles, ReloadGather: gatherOption(*reloadGather), Provision: *provision, DropLog: *dropLog, DropLogRate: uint32(*dropLogRate), NoPeerFetch: *noPeerFetch, Log: log}
+	if *maxHandshakes < 1 {
+		fmt.Fprintf(os.Stderr, "vpcflow controller: --max-handshakes %d: must be at least 1 (default 128)\n", *maxHandshakes)
+		return 2
+	}
+	opts.MaxHandshakes = *maxHandshakes
 	if *tlsCert != "" || *tlsKey != "" || *tlsCA != "" || strings.HasPrefix(*listen, "ssl:") {
 		if opts.TLS, err = pki.ServerConfig(*tlsCert, *tlsKey, *tlsCA); err != nil {
 			fmt.Fprintln(os.Stderr, "vpcflow controller:", err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -17,14 +18,17 @@ func init() {
 
 func runPKI(args []string) int {
 	if len(args) == 0 || (args[0] != "init" && args[0] != "sign") {
-		fmt.Fprintln(os.Stderr, "usage: vpcflow pki init --dir DIR\n       vpcflow pki sign --dir DIR --name NAME [--ip IP,...]\n\n"+
-			"init creates DIR/ca.pem and DIR/ca.key; sign issues DIR/NAME.pem and DIR/NAME.key (CommonName NAME: use the\n"+
-			"blueprint host name for a hypervisor — the controller refuses a switch whose certificate names another host).")
+		fmt.Fprintln(os.Stderr, "usage: vpcflow pki init --dir DIR\n       vpcflow pki sign --dir DIR --type switch|controller --name NAME [--ip IP,...]\n\n"+
+			"init creates two CAs, as ovs-pki does: DIR/controllerca (issues controller certificates; switches trust only it)\n"+
+			"and DIR/switchca (issues hypervisor certificates; controllers trust only it). sign issues DIR/NAME.pem and\n"+
+			"DIR/NAME.key (CommonName NAME: use the blueprint host name for a hypervisor — the controller refuses a switch\n"+
+			"whose certificate names another host) and never overwrites a file.")
 		return 2
 	}
 	fs := flag.NewFlagSet("pki "+args[0], flag.ContinueOnError)
 	dir := fs.String("dir", "", "PKI directory (required)")
 	name := fs.String("name", "", "sign: certificate name (host name or replica name)")
+	kind := fs.String("type", "", "sign: switch (a hypervisor) or controller (a replica)")
 	ips := fs.String("ip", "", "sign: comma-separated IP addresses for the certificate")
 	days := fs.Int("days", 825, "validity in days")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -40,8 +44,19 @@ func runPKI(args []string) int {
 			fmt.Fprintln(os.Stderr, "vpcflow pki init:", err)
 			return 1
 		}
-		fmt.Printf("CA created: %s/%s (keep %s/%s secret)\n", *dir, pki.CACert, *dir, pki.CAKey)
+		fmt.Printf("CAs created in %s: switches trust %s (ovs-vsctl set-ssl HOST.key HOST.pem %s), controllers trust %s (--tls-ca); keep %s and %s secret\n",
+			*dir, pki.TrustFor(*dir, pki.Controller), pki.TrustFor(*dir, pki.Controller), pki.TrustFor(*dir, pki.Switch),
+			filepath.Join(*dir, pki.ControllerCA, pki.CAKey), filepath.Join(*dir, pki.SwitchCA, pki.CAKey))
 		return 0
+	}
+	k, err := pki.ParseKind(*kind)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vpcflow pki sign: --type:", err)
+		return 2
+	}
+	if err := pki.CheckName(*name); err != nil {
+		fmt.Fprintln(os.Stderr, "vpcflow pki sign:", err)
+		return 2
 	}
 	var addrs []net.IP
 	for _, s := range strings.Split(*ips, ",") {
@@ -55,11 +70,11 @@ func runPKI(args []string) int {
 		}
 		addrs = append(addrs, ip)
 	}
-	cert, key, err := pki.Sign(*dir, *name, addrs, validity)
+	cert, key, err := pki.Sign(*dir, *name, k, addrs, validity)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vpcflow pki sign:", err)
 		return 1
 	}
-	fmt.Printf("certificate %s, key %s (CommonName %s)\n", cert, key, *name)
+	fmt.Printf("%s certificate %s, key %s (CommonName %s); its peers trust %s\n", k, cert, key, *name, pki.TrustFor(*dir, k))
 	return 0
 }

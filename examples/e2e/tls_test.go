@@ -17,9 +17,9 @@ import (
 // rogueSwitchPy speaks just enough OpenFlow 1.3 to claim a datapath id:
 // HELLO, FEATURES_REPLY, an empty PORT_DESC reply, echo replies. It prints
 // "closed" when the controller hangs up (refused) or "open" if the
-// connection is still up after a few seconds.
+// connection is still up after ROGUE_HOLD seconds (default 6).
 const rogueSwitchPy = `
-import socket, ssl, struct, sys, time
+import os, socket, ssl, struct, sys, time
 host, port, dpid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3], 16)
 cert, key, ca = (sys.argv[4:7] + [None, None, None])[:3]
 s = socket.create_connection((host, port), timeout=5)
@@ -39,7 +39,7 @@ try:
     send(0, 1)
 except Exception as e:
     print("closed (%s)" % e); sys.exit(0)
-deadline = time.time() + 6
+deadline = time.time() + float(os.environ.get("ROGUE_HOLD", "6"))
 buf = b""
 try:
     while time.time() < deadline:
@@ -66,10 +66,13 @@ except Exception as e:
 print("open")
 `
 
-// TestTLSLab runs the whole lab on mutual TLS: every switch authenticates
-// with a certificate naming its host, the controller with its own; switches
-// without a valid certificate, with a certificate naming another host, or
-// claiming a connected datapath id from another address get no connection.
+// TestTLSLab runs the whole lab on mutual TLS with separate controller and
+// switch CAs: every switch authenticates with a switch certificate naming
+// its host, the controller with a controller certificate; switches without
+// a valid certificate, with a controller's certificate, with a certificate
+// naming another host, or claiming a connected datapath id from another
+// address get no connection; and a connection whose certificate a reload
+// no longer matches (its datapath id given to a new host) is closed.
 func TestTLSLab(t *testing.T) {
 	skipIfDisabled(t)
 	dir := filepath.Join(t.TempDir(), "lab")
@@ -81,20 +84,22 @@ func TestTLSLab(t *testing.T) {
 		}
 	}
 	run("pki", "init", "--dir", pkiDir)
-	for _, n := range []string{"kvm1", "kvm2", "kvm3"} {
-		run("pki", "sign", "--dir", pkiDir, "--name", n)
+	for _, n := range []string{"kvm1", "kvm2", "kvm3", "kvm4"} {
+		run("pki", "sign", "--dir", pkiDir, "--type", "switch", "--name", n)
 	}
-	run("pki", "sign", "--dir", pkiDir, "--name", "controller", "--ip", "192.0.2.250")
+	run("pki", "sign", "--dir", pkiDir, "--type", "controller", "--name", "controller", "--ip", "192.0.2.250")
 	foreign := filepath.Join(filepath.Dir(dir), "foreign-pki")
 	run("pki", "init", "--dir", foreign)
-	run("pki", "sign", "--dir", foreign, "--name", "kvm1")
+	run("pki", "sign", "--dir", foreign, "--type", "switch", "--name", "kvm1")
+	controllerCA := filepath.Join(pkiDir, "controllerca", "ca.pem") // switches trust it
+	switchCA := filepath.Join(pkiDir, "switchca", "ca.pem")         // the controller trusts it
 
 	bp := demoBlueprint(t, func(s string) string {
 		return strings.Replace(s, "controllers: [tcp:192.0.2.250:6653]", "controllers: [ssl:192.0.2.250:6653]", 1)
 	})
 	e := startEnvWith(t, bp, dir, func(l *lab.Lab, host string) error {
 		p := func(f string) string { return filepath.Join(pkiDir, f) }
-		if _, err := l.OVS(context.Background(), host, "ovs-vsctl", "set-ssl", p(host+".key"), p(host+".pem"), p("ca.pem")); err != nil {
+		if _, err := l.OVS(context.Background(), host, "ovs-vsctl", "set-ssl", p(host+".key"), p(host+".pem"), controllerCA); err != nil {
 			return err
 		}
 		h := l.Blueprint().HostByName(host)
@@ -102,7 +107,7 @@ func TestTLSLab(t *testing.T) {
 	})
 	e.startController("--listen", "ssl:192.0.2.250:6653",
 		"--tls-cert", filepath.Join(pkiDir, "controller.pem"), "--tls-key", filepath.Join(pkiDir, "controller.key"),
-		"--tls-ca", filepath.Join(pkiDir, "ca.pem"))
+		"--tls-ca", switchCA)
 	start := time.Now()
 	if _, err := e.lab.WaitConverged(e.ctx, 60*time.Second, 0); err != nil {
 		t.Fatal(err)
@@ -121,10 +126,12 @@ func TestTLSLab(t *testing.T) {
 	if err := os.WriteFile(script, []byte(rogueSwitchPy), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	rogue := func(dpid string, args ...string) string {
-		out, _ := e.lab.Exec(e.ctx, e.lab.RogueNS(), append([]string{"/usr/bin/python3", script, "192.0.2.250", "6653", dpid}, args...)...)
+	rogueHold := func(hold, dpid string, args ...string) string {
+		argv := append([]string{"/usr/bin/env", "ROGUE_HOLD=" + hold, "/usr/bin/python3", script, "192.0.2.250", "6653", dpid}, args...)
+		out, _ := e.lab.Exec(e.ctx, e.lab.RogueNS(), argv...)
 		return strings.TrimSpace(out)
 	}
+	rogue := func(dpid string, args ...string) string { return rogueHold("6", dpid, args...) }
 	p := func(d, f string) string { return filepath.Join(d, f) }
 	cases := []struct {
 		name, dpid string
@@ -132,9 +139,10 @@ func TestTLSLab(t *testing.T) {
 		reason     string
 	}{
 		{"no certificate", "00000000000000f1", []string{"tls-nocert"}, "tls handshake failed"},
-		{"certificate from a foreign CA", "00000000000000f2", []string{p(foreign, "kvm1.pem"), p(foreign, "kvm1.key"), p(foreign, "ca.pem")}, "tls handshake failed"},
-		{"valid certificate naming another host", "00000000000000a1", []string{p(pkiDir, "kvm2.pem"), p(pkiDir, "kvm2.key"), p(pkiDir, "ca.pem")}, `certificate names "kvm2"`},
-		{"kvm1's own certificate from another address", "00000000000000a1", []string{p(pkiDir, "kvm1.pem"), p(pkiDir, "kvm1.key"), p(pkiDir, "ca.pem")}, "already connected"},
+		{"certificate from a foreign CA", "00000000000000f2", []string{p(foreign, "kvm1.pem"), p(foreign, "kvm1.key"), p(foreign, "controllerca/ca.pem")}, "tls handshake failed"},
+		{"the controller's certificate presented by a switch", "00000000000000f3", []string{p(pkiDir, "controller.pem"), p(pkiDir, "controller.key"), controllerCA}, "tls handshake failed"},
+		{"valid certificate naming another host", "00000000000000a1", []string{p(pkiDir, "kvm2.pem"), p(pkiDir, "kvm2.key"), controllerCA}, `certificate names "kvm2"`},
+		{"kvm1's own certificate from another address", "00000000000000a1", []string{p(pkiDir, "kvm1.pem"), p(pkiDir, "kvm1.key"), controllerCA}, "already connected"},
 	}
 	for _, tc := range cases {
 		out := rogue(tc.dpid, tc.args...)
@@ -151,9 +159,64 @@ func TestTLSLab(t *testing.T) {
 			return false, fmt.Sprintf("%+v", st.Rejected)
 		})
 	}
-	// The genuine kvm1 bridge was never disturbed.
+	// A reload that gives a datapath id to a new host closes a connection
+	// certified for another host that held it: kvm4 (not in the blueprint)
+	// connects as datapath b5, which is unknown (no flows); then kvm5 is
+	// added with datapath b5.
+	held := make(chan string, 1)
+	go func() {
+		held <- rogueHold("30", "00000000000000b5", p(pkiDir, "kvm4.pem"), p(pkiDir, "kvm4.key"), controllerCA)
+	}()
+	eventually(t, 10*time.Second, "kvm4's certificate connected as unknown datapath b5", func() (bool, string) {
+		st := e.status()
+		for _, b := range st.Bridges {
+			if b.DatapathID == "00000000000000b5" && b.Connected && !b.Known {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%+v", st.Bridges)
+	})
+	grown := strings.Replace(readFile(e.bpPath), "revision: 1", "revision: 2", 1)
+	grown = strings.Replace(grown, "\nvpcs:", "\n  - name: kvm5\n    datapath_id: \"00000000000000b5\"\n    tunnel_ip: 192.0.2.15\n    uplink: eth0\nvpcs:", 1)
+	if err := os.WriteFile(e.bpPath, []byte(grown), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case out := <-held:
+		if !strings.HasPrefix(out, "closed") {
+			t.Errorf("reload adding kvm5 (datapath b5): the connection certified for kvm4 kept it (%q)", out)
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("rogue switch did not finish")
+	}
+	eventually(t, 5*time.Second, "reload refusal reported in /status", func() (bool, string) {
+		st := e.status()
+		if st.Revision != 2 {
+			return false, fmt.Sprintf("revision %d", st.Revision)
+		}
+		for _, r := range st.Rejected {
+			if r.DatapathID == "00000000000000b5" && strings.Contains(r.Reason, `after blueprint reload: certificate names "kvm4" but datapath id 00000000000000b5 belongs to host kvm5`) {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%+v", st.Rejected)
+	})
+	// kvm5 has no switch now; the lab's bridges converge on revision 2.
+	eventually(t, 60*time.Second, "kvm1..kvm3 converged on revision 2", func() (bool, string) {
+		for _, b := range e.status().Bridges {
+			if b.Host != "kvm5" && b.Known && (!b.Connected || !b.Converged || b.Revision != 2) {
+				return false, fmt.Sprintf("%+v", b)
+			}
+		}
+		return true, ""
+	})
+
+	// The genuine bridges were never disturbed.
 	st := e.status()
 	for _, b := range st.Bridges {
+		if b.Host == "kvm5" {
+			continue
+		}
 		if b.Known && (!b.Connected || !b.Converged) {
 			t.Errorf("%s disturbed by the rogue connections: %+v", b.Host, b)
 		}
