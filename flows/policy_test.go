@@ -212,7 +212,11 @@ func TestPolicyValidateCodeBuilt(t *testing.T) {
 		{"icmpv6", func(b *Blueprint) { b.VPCs[0].ACLs[0].Rules[0].Protocol = "58"; b.VPCs[0].ACLs[0].Rules[0].Ports = "" }, "vpcs[0].acls[0].rules[0].protocol", "IPv6 is not supported yet"},
 		{"unknown group ref", func(b *Blueprint) { b.SecurityGroups[0].Ingress[0].Groups = []string{"h"} }, "security_groups[0].ingress[0].groups[0]", `"h" is not defined`},
 		{"no remote", func(b *Blueprint) { b.SecurityGroups[0].Ingress[0].Groups = nil }, "security_groups[0].ingress[0].cidrs", "or name security groups"},
-		{"sg name", func(b *Blueprint) { b.SecurityGroups[0].Name = "-g"; b.VPCs[0].Tiers[0].VMs[0].SecurityGroups = nil; b.SecurityGroups[0].Ingress[0].Groups = []string{"-g"} }, "security_groups[0].name", "must start with a letter"},
+		{"sg name", func(b *Blueprint) {
+			b.SecurityGroups[0].Name = "-g"
+			b.VPCs[0].Tiers[0].VMs[0].SecurityGroups = nil
+			b.SecurityGroups[0].Ingress[0].Groups = []string{"-g"}
+		}, "security_groups[0].name", "must start with a letter"},
 	} {
 		b := base()
 		tc.mutate(b)
