@@ -358,3 +358,36 @@ func canonSGs(gs []SecurityGroup) []canonSG {
 	}
 	return out
 }
+
+// PortMask is one value/mask match on a 16-bit transport port
+// (tp_dst=Value/Mask): the ports p with p&Mask == Value.
+type PortMask struct{ Value, Mask uint16 }
+
+func (m PortMask) String() string {
+	if m.Mask == 0xffff {
+		return strconv.Itoa(int(m.Value))
+	}
+	return fmt.Sprintf("0x%04x/0x%04x", m.Value, m.Mask)
+}
+
+// Contains reports whether port p matches.
+func (m PortMask) Contains(p uint16) bool { return p&m.Mask == m.Value }
+
+// Prefixes covers the range with the fewest value/mask matches, each an
+// aligned power-of-two block (a bit prefix), disjoint, in ascending order:
+// a range compiles to at most 2*16-2 matches (1-65535 to 16), never one
+// flow per port.
+func (r PortRange) Prefixes() []PortMask {
+	var out []PortMask
+	lo, hi := uint32(r.Lo), uint32(r.Hi)
+	for lo <= hi {
+		// The largest aligned block starting at lo that stays inside.
+		size := uint32(1)
+		for lo%(size*2) == 0 && lo+size*2-1 <= hi && size < 1<<16 {
+			size *= 2
+		}
+		out = append(out, PortMask{Value: uint16(lo), Mask: uint16(^(size - 1))})
+		lo += size
+	}
+	return out
+}

@@ -237,3 +237,56 @@ func TestPolicyValidateCodeBuilt(t *testing.T) {
 		}
 	}
 }
+
+// TestPortRangePrefixes: the value/mask matches of a range cover exactly
+// its ports, are disjoint, and number at most 2*16-2 (16 for 1-65535).
+func TestPortRangePrefixes(t *testing.T) {
+	check := func(r PortRange) []PortMask {
+		t.Helper()
+		ms := r.Prefixes()
+		if len(ms) > 30 {
+			t.Fatalf("%v: %d matches, more than 2*16-2", r, len(ms))
+		}
+		for p := 0; p <= 65535; p++ {
+			n := 0
+			for _, m := range ms {
+				if m.Contains(uint16(p)) {
+					n++
+				}
+			}
+			if want := map[bool]int{true: 1, false: 0}[r.Contains(uint16(p))]; n != want {
+				t.Fatalf("%v: port %d matched by %d of %v, want %d", r, p, n, ms, want)
+			}
+		}
+		return ms
+	}
+	if ms := check(AllPorts); len(ms) != 16 {
+		t.Errorf("1-65535: %d matches %v, want 16", len(ms), ms)
+	}
+	if ms := check(PortRange{80, 80}); len(ms) != 1 || ms[0].String() != "80" {
+		t.Errorf("80: %v", ms)
+	}
+	if ms := check(PortRange{1024, 2047}); len(ms) != 1 || ms[0].String() != "0x0400/0xfc00" {
+		t.Errorf("1024-2047: %v", ms)
+	}
+	if ms := check(PortRange{1, 1023}); len(ms) != 10 {
+		t.Errorf("1-1023: %d matches %v, want 10", len(ms), ms)
+	}
+	check(PortRange{2, 65534})
+	check(PortRange{65535, 65535})
+	check(PortRange{7000, 7010})
+	seed := uint32(12345)
+	for i := 0; i < 40; i++ {
+		seed = seed*1103515245 + 12345
+		a := uint16(seed>>8) | 1
+		seed = seed*1103515245 + 12345
+		b := uint16(seed >> 8)
+		if a > b {
+			a, b = b, a
+		}
+		if a == 0 {
+			a = 1
+		}
+		check(PortRange{a, b})
+	}
+}
