@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -288,5 +289,69 @@ func TestPortRangePrefixes(t *testing.T) {
 			a = 1
 		}
 		check(PortRange{a, b})
+	}
+}
+
+// TestPolicyCookies: every policy rule has its own cookie object, and a
+// cookie maps back to the rule's name.
+func TestPolicyCookies(t *testing.T) {
+	enforcePolicy(t)
+	bp, err := Load(policyExample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	bp.policyObjects(func(obj uint32, name, _ string) {
+		n++
+		cat := CatACLRule
+		if strings.HasPrefix(name, "sg ") {
+			cat = CatSGRule
+		}
+		if got := DescribeRule(bp, MakeCookie(cat, obj, 7)); got != name {
+			t.Errorf("DescribeRule(%#x) = %q, want %q", obj, got, name)
+		}
+	})
+	if n != 4+4+1+2+1+2 {
+		t.Errorf("%d policy rules visited", n)
+	}
+	if got := DescribeRule(bp, MakeCookie(CatACLRule, 1, 0)); !strings.Contains(got, "not in this blueprint") {
+		t.Errorf("unknown rule: %q", got)
+	}
+	if c, ok := CategoryByName("acl"); !ok || c != CatACLRule || CatSGRule.String() != "sg" {
+		t.Errorf("category names")
+	}
+	if ACLRuleObject("blue", "web-acl", 20) == ACLRuleObject("blue", "web-acl", 2) || SGRuleObject("a", DirIngress, 0) == SGRuleObject("a", DirEgress, 0) {
+		t.Error("objects collide")
+	}
+}
+
+// TestPolicyCookieCollisionRefused finds two security group names whose
+// first ingress rules hash to the same cookie object and checks the
+// validator refuses them.
+func TestPolicyCookieCollisionRefused(t *testing.T) {
+	enforcePolicy(t)
+	seen := map[uint32]string{}
+	var a, b string
+	x := uint64(88172645463325252)
+	for i := 0; i < 1<<20 && a == ""; i++ {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		n := "g" + strconv.FormatUint(x, 36)
+		o := SGRuleObject(n, DirIngress, 0)
+		if other, ok := seen[o]; ok {
+			a, b = other, n
+		}
+		seen[o] = n
+	}
+	if a == "" {
+		t.Skip("no collision found")
+	}
+	bp := goodBlueprint()
+	rule := []SGRule{{Protocol: "tcp", CIDRs: []string{"10.0.0.0/8"}}}
+	bp.SecurityGroups = []SecurityGroup{{Name: a, Ingress: rule}, {Name: b, Ingress: rule}}
+	err := bp.Validate()
+	if err == nil || !strings.Contains(err.Error(), "security_groups[1].ingress[0]: sg "+b+" ingress[0] hashes to the same flow cookie object") {
+		t.Errorf("colliding groups %s and %s: err = %v", a, b, err)
 	}
 }

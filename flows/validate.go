@@ -121,6 +121,9 @@ func (b *Blueprint) validate() []FieldError {
 	v.checkVPCs()
 	v.checkPolicy()
 	if len(v.errs) == 0 {
+		v.checkPolicyObjects()
+	}
+	if len(v.errs) == 0 {
 		v.policyGate()
 	}
 	if len(v.errs) > 0 {
