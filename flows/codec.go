@@ -601,11 +601,15 @@ func matchOf(fields []MatchField) Match {
 			full := mf.Field.fullMask()
 			mf.Mask &= full
 			if mf.Mask == full {
+				// A full mask is an exact match of the value (a /32
+				// prefix): keep the value.
 				mf.Masked, mf.Mask = false, 0
+				mf.Value &= full
 			} else if mf.Mask == 0 {
 				continue
+			} else {
+				mf.Value &= mf.Mask | ^full
 			}
-			mf.Value &= mf.Mask | ^full
 		}
 		replaced := false
 		for i := range out {
