@@ -35,6 +35,9 @@ type Blueprint struct {
 	Controllers   []string      `yaml:"controllers"`   // OpenFlow targets, e.g. tcp:192.0.2.250:6653
 	Hosts         []Host        `yaml:"hosts"`
 	VPCs          []VPC         `yaml:"vpcs"`
+	// SecurityGroups are the blueprint's security groups (docs/policy.md);
+	// VMs join them with vms[].security_groups.
+	SecurityGroups []SecurityGroup `yaml:"security_groups,omitempty"`
 
 	// Filled by Load/Parse (not YAML).
 	Source string `yaml:"-"` // file name the blueprint came from
@@ -167,7 +170,10 @@ type VPC struct {
 	// traffic never hair-pins through the router. Every tier then needs a
 	// gateway (its router NIC, or `gateway:`).
 	Routing string `yaml:"routing,omitempty"`
-	Tiers   []Tier `yaml:"tiers"`
+	// ACLs are the VPC's network ACL lists; a tier names one with acl:
+	// (docs/policy.md).
+	ACLs  []ACLList `yaml:"acls,omitempty"`
+	Tiers []Tier    `yaml:"tiers"`
 
 	// ID is the VPC's distributed-routing id (VPCObject(Name)), filled by
 	// Validate.
@@ -200,7 +206,11 @@ type Tier struct {
 	// the tier has no router NIC (the switch answers ARP for it with
 	// GatewayMAC). With a router NIC the gateway is the router's IP and MAC.
 	Gateway string `yaml:"gateway,omitempty"`
-	VMs     []VM   `yaml:"vms"`
+	// ACL names the network ACL list that judges traffic entering and
+	// leaving the tier: one of its VPC's acls, or the built-in
+	// default_allow / default_deny. Empty: no ACL (today's behaviour).
+	ACL string `yaml:"acl,omitempty"`
+	VMs []VM   `yaml:"vms"`
 
 	// Filled by Validate.
 	Prefix netip.Prefix `yaml:"-"`
@@ -255,6 +265,9 @@ type VM struct {
 	// send DHCP server replies; it still never reaches management or
 	// another VPC.
 	Role string `yaml:"role,omitempty"`
+	// SecurityGroups names the security groups of this NIC (top-level
+	// security_groups); empty: no security group (today's behaviour).
+	SecurityGroups []string `yaml:"security_groups,omitempty"`
 
 	HW   MAC        `yaml:"-"`
 	Addr netip.Addr `yaml:"-"`

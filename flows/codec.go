@@ -300,6 +300,11 @@ func appendActions(buf []byte, acts []Action, ports PortMap) ([]byte, error) {
 			b[11] = x.NClauses
 			binary.BigEndian.PutUint32(b[12:], x.ID)
 			buf = append(buf, b[:]...)
+		case CT:
+			var err error
+			if buf, err = appendCT(buf, x); err != nil {
+				return nil, err
+			}
 		default:
 			return nil, fmt.Errorf("cannot encode action %T", a)
 		}
@@ -548,6 +553,13 @@ func decodeActions(b []byte, names map[uint32]string) ([]Action, []string, error
 					SrcOfs: binary.BigEndian.Uint16(a[12:]), DstOfs: binary.BigEndian.Uint16(a[14:])})
 			case ofp.NXAST_CONJUNCTION:
 				acts = append(acts, Conjunction{ID: binary.BigEndian.Uint32(a[12:]), Clause: a[10] + 1, NClauses: a[11]})
+			case nxastCT:
+				c, ok := decodeCT(a, names)
+				if !ok {
+					unknown = append(unknown, "ct action vpcflow cannot represent")
+					continue
+				}
+				acts = append(acts, c)
 			case nxastBundle:
 				b, ok := decodeBundle(a, names)
 				if !ok {
@@ -601,11 +613,15 @@ func matchOf(fields []MatchField) Match {
 			full := mf.Field.fullMask()
 			mf.Mask &= full
 			if mf.Mask == full {
+				// A full mask is an exact match of the value (a /32
+				// prefix): keep the value.
 				mf.Masked, mf.Mask = false, 0
+				mf.Value &= full
 			} else if mf.Mask == 0 {
 				continue
+			} else {
+				mf.Value &= mf.Mask | ^full
 			}
-			mf.Value &= mf.Mask | ^full
 		}
 		replaced := false
 		for i := range out {

@@ -48,6 +48,8 @@ const (
 	CatGatewayARP             // [tier key] ARP for a tier's virtual gateway answered in the switch (distributed routing)
 	CatRouteEntry             // [tier key] guest traffic to its gateway MAC for another tier of its VPC: to routing
 	CatRoute                  // [VM id] distributed routing to a VM: MAC rewrite, TTL decrement, delivery
+	CatACLRule                // [ACLRuleObject] one rule of a network ACL list (docs/policy.md)
+	CatSGRule                 // [SGRuleObject] one rule of a security group (docs/policy.md)
 	numCategories
 )
 
@@ -78,6 +80,8 @@ var categoryNames = [numCategories]string{
 	CatGatewayARP:    "gateway-arp",
 	CatRouteEntry:    "route-entry",
 	CatRoute:         "route",
+	CatACLRule:       "acl",
+	CatSGRule:        "sg",
 }
 
 func (c Category) String() string {

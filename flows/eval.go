@@ -43,6 +43,12 @@ type Packet struct {
 	TunSrc  netip.Addr // outer source of a decapsulated packet
 	TunDst  netip.Addr // outer destination (set before a tunnel output)
 	Regs    [4]uint32  // reg0..reg3; zero when a packet enters a switch
+	// ICMP type and code (IPProto ICMP).
+	ICMPType, ICMPCode uint8
+	// Conntrack state after a ct action (zero: not tracked, -trk).
+	CtState uint32
+	CtZone  uint16
+	CtMark  uint32
 }
 
 // IPv4Packet builds an IPv4 packet with the given protocol (ports zero).
@@ -154,6 +160,16 @@ func (p *Packet) field(f Field, conjID uint32) (uint64, bool) {
 		return uint64(p.Regs[f-FReg0]), true
 	case FConjID:
 		return uint64(conjID), true
+	case FICMPType:
+		return uint64(p.ICMPType), ip && p.IPProto == ProtoICMP
+	case FICMPCode:
+		return uint64(p.ICMPCode), ip && p.IPProto == ProtoICMP
+	case FCtState:
+		return uint64(p.CtState), true
+	case FCtZone:
+		return uint64(p.CtZone), true
+	case FCtMark:
+		return uint64(p.CtMark), true
 	}
 	return 0, false
 }

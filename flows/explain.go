@@ -666,6 +666,8 @@ func DescribeRule(bp *Blueprint, c Cookie) string {
 		return "peer " + addr.String() + " (not in this blueprint)"
 	}
 	switch c.Category() {
+	case CatACLRule, CatSGRule:
+		return describePolicyRule(bp, c)
 	case CatClassify:
 		switch obj {
 		case objUplink:

@@ -33,6 +33,11 @@ const (
 	FReg2
 	FReg3
 	FConjID
+	FICMPType // icmp_type (ICMPv4)
+	FICMPCode // icmp_code (ICMPv4)
+	FCtState  // ct_state: CtNew, CtEst, ... (conntrack.go)
+	FCtZone   // ct_zone
+	FCtMark   // ct_mark
 	numFields
 )
 
@@ -112,31 +117,36 @@ const (
 )
 
 var fieldInfos = [numFields]fieldInfo{
-	FInPort:  {name: "in_port", kind: kindPort, size: 4, class: oxmClassOpenflw, field: 0, altClass: oxmClassNXM0, altField: 0, altSize: 2},
-	FEthSrc:  {name: "dl_src", kind: kindMAC, size: 6, class: oxmClassOpenflw, field: 4, altClass: oxmClassNXM0, altField: 2, altSize: 6, maskable: true},
-	FEthDst:  {name: "dl_dst", kind: kindMAC, size: 6, class: oxmClassOpenflw, field: 3, altClass: oxmClassNXM0, altField: 1, altSize: 6, maskable: true},
-	FEthType: {name: "dl_type", kind: kindInt, size: 2, class: oxmClassOpenflw, field: 5, altClass: oxmClassNXM0, altField: 3, altSize: 2},
-	FVLANVID: {name: "vlan_vid", kind: kindInt, size: 2, class: oxmClassOpenflw, field: 6, maskable: true},
-	FIPProto: {name: "nw_proto", kind: kindInt, size: 1, class: oxmClassOpenflw, field: 10, altClass: oxmClassNXM0, altField: 6, altSize: 1},
-	FIPv4Src: {name: "nw_src", kind: kindIPv4, size: 4, class: oxmClassOpenflw, field: 11, altClass: oxmClassNXM0, altField: 7, altSize: 4, maskable: true},
-	FIPv4Dst: {name: "nw_dst", kind: kindIPv4, size: 4, class: oxmClassOpenflw, field: 12, altClass: oxmClassNXM0, altField: 8, altSize: 4, maskable: true},
-	FTCPSrc:  {name: "tcp_src", kind: kindInt, size: 2, class: oxmClassOpenflw, field: 13, altClass: oxmClassNXM0, altField: 9, altSize: 2},
-	FTCPDst:  {name: "tcp_dst", kind: kindInt, size: 2, class: oxmClassOpenflw, field: 14, altClass: oxmClassNXM0, altField: 10, altSize: 2},
-	FUDPSrc:  {name: "udp_src", kind: kindInt, size: 2, class: oxmClassOpenflw, field: 15, altClass: oxmClassNXM0, altField: 11, altSize: 2},
-	FUDPDst:  {name: "udp_dst", kind: kindInt, size: 2, class: oxmClassOpenflw, field: 16, altClass: oxmClassNXM0, altField: 12, altSize: 2},
-	FARPOp:   {name: "arp_op", kind: kindInt, size: 2, class: oxmClassOpenflw, field: 21, altClass: oxmClassNXM0, altField: 15, altSize: 2},
-	FARPSpa:  {name: "arp_spa", kind: kindIPv4, size: 4, class: oxmClassOpenflw, field: 22, altClass: oxmClassNXM0, altField: 16, altSize: 4, maskable: true},
-	FARPTpa:  {name: "arp_tpa", kind: kindIPv4, size: 4, class: oxmClassOpenflw, field: 23, altClass: oxmClassNXM0, altField: 17, altSize: 4, maskable: true},
-	FARPSha:  {name: "arp_sha", kind: kindMAC, size: 6, class: oxmClassOpenflw, field: 24, altClass: oxmClassNXM1, altField: 17, altSize: 6},
-	FARPTha:  {name: "arp_tha", kind: kindMAC, size: 6, class: oxmClassOpenflw, field: 25, altClass: oxmClassNXM1, altField: 18, altSize: 6},
-	FTunID:   {name: "tun_id", kind: kindInt, size: 8, class: oxmClassOpenflw, field: 38, altClass: oxmClassNXM1, altField: 16, altSize: 8},
-	FTunSrc:  {name: "tun_src", kind: kindIPv4, size: 4, class: oxmClassNXM1, field: 31, maskable: true},
-	FTunDst:  {name: "tun_dst", kind: kindIPv4, size: 4, class: oxmClassNXM1, field: 32, maskable: true},
-	FReg0:    {name: "reg0", kind: kindInt, size: 4, class: oxmClassNXM1, field: 0, maskable: true},
-	FReg1:    {name: "reg1", kind: kindInt, size: 4, class: oxmClassNXM1, field: 1, maskable: true},
-	FReg2:    {name: "reg2", kind: kindInt, size: 4, class: oxmClassNXM1, field: 2, maskable: true},
-	FReg3:    {name: "reg3", kind: kindInt, size: 4, class: oxmClassNXM1, field: 3, maskable: true},
-	FConjID:  {name: "conj_id", kind: kindInt, size: 4, class: oxmClassNXM1, field: 37},
+	FInPort:   {name: "in_port", kind: kindPort, size: 4, class: oxmClassOpenflw, field: 0, altClass: oxmClassNXM0, altField: 0, altSize: 2},
+	FEthSrc:   {name: "dl_src", kind: kindMAC, size: 6, class: oxmClassOpenflw, field: 4, altClass: oxmClassNXM0, altField: 2, altSize: 6, maskable: true},
+	FEthDst:   {name: "dl_dst", kind: kindMAC, size: 6, class: oxmClassOpenflw, field: 3, altClass: oxmClassNXM0, altField: 1, altSize: 6, maskable: true},
+	FEthType:  {name: "dl_type", kind: kindInt, size: 2, class: oxmClassOpenflw, field: 5, altClass: oxmClassNXM0, altField: 3, altSize: 2},
+	FVLANVID:  {name: "vlan_vid", kind: kindInt, size: 2, class: oxmClassOpenflw, field: 6, maskable: true},
+	FIPProto:  {name: "nw_proto", kind: kindInt, size: 1, class: oxmClassOpenflw, field: 10, altClass: oxmClassNXM0, altField: 6, altSize: 1},
+	FIPv4Src:  {name: "nw_src", kind: kindIPv4, size: 4, class: oxmClassOpenflw, field: 11, altClass: oxmClassNXM0, altField: 7, altSize: 4, maskable: true},
+	FIPv4Dst:  {name: "nw_dst", kind: kindIPv4, size: 4, class: oxmClassOpenflw, field: 12, altClass: oxmClassNXM0, altField: 8, altSize: 4, maskable: true},
+	FTCPSrc:   {name: "tcp_src", kind: kindInt, size: 2, class: oxmClassOpenflw, field: 13, altClass: oxmClassNXM0, altField: 9, altSize: 2},
+	FTCPDst:   {name: "tcp_dst", kind: kindInt, size: 2, class: oxmClassOpenflw, field: 14, altClass: oxmClassNXM0, altField: 10, altSize: 2},
+	FUDPSrc:   {name: "udp_src", kind: kindInt, size: 2, class: oxmClassOpenflw, field: 15, altClass: oxmClassNXM0, altField: 11, altSize: 2},
+	FUDPDst:   {name: "udp_dst", kind: kindInt, size: 2, class: oxmClassOpenflw, field: 16, altClass: oxmClassNXM0, altField: 12, altSize: 2},
+	FARPOp:    {name: "arp_op", kind: kindInt, size: 2, class: oxmClassOpenflw, field: 21, altClass: oxmClassNXM0, altField: 15, altSize: 2},
+	FARPSpa:   {name: "arp_spa", kind: kindIPv4, size: 4, class: oxmClassOpenflw, field: 22, altClass: oxmClassNXM0, altField: 16, altSize: 4, maskable: true},
+	FARPTpa:   {name: "arp_tpa", kind: kindIPv4, size: 4, class: oxmClassOpenflw, field: 23, altClass: oxmClassNXM0, altField: 17, altSize: 4, maskable: true},
+	FARPSha:   {name: "arp_sha", kind: kindMAC, size: 6, class: oxmClassOpenflw, field: 24, altClass: oxmClassNXM1, altField: 17, altSize: 6},
+	FARPTha:   {name: "arp_tha", kind: kindMAC, size: 6, class: oxmClassOpenflw, field: 25, altClass: oxmClassNXM1, altField: 18, altSize: 6},
+	FTunID:    {name: "tun_id", kind: kindInt, size: 8, class: oxmClassOpenflw, field: 38, altClass: oxmClassNXM1, altField: 16, altSize: 8},
+	FTunSrc:   {name: "tun_src", kind: kindIPv4, size: 4, class: oxmClassNXM1, field: 31, maskable: true},
+	FTunDst:   {name: "tun_dst", kind: kindIPv4, size: 4, class: oxmClassNXM1, field: 32, maskable: true},
+	FReg0:     {name: "reg0", kind: kindInt, size: 4, class: oxmClassNXM1, field: 0, maskable: true},
+	FReg1:     {name: "reg1", kind: kindInt, size: 4, class: oxmClassNXM1, field: 1, maskable: true},
+	FReg2:     {name: "reg2", kind: kindInt, size: 4, class: oxmClassNXM1, field: 2, maskable: true},
+	FReg3:     {name: "reg3", kind: kindInt, size: 4, class: oxmClassNXM1, field: 3, maskable: true},
+	FConjID:   {name: "conj_id", kind: kindInt, size: 4, class: oxmClassNXM1, field: 37},
+	FICMPType: {name: "icmp_type", kind: kindInt, size: 1, class: oxmClassOpenflw, field: 19, altClass: oxmClassNXM0, altField: 13, altSize: 1},
+	FICMPCode: {name: "icmp_code", kind: kindInt, size: 1, class: oxmClassOpenflw, field: 20, altClass: oxmClassNXM0, altField: 14, altSize: 1},
+	FCtState:  {name: "ct_state", kind: kindInt, size: 4, class: oxmClassNXM1, field: 105, maskable: true},
+	FCtZone:   {name: "ct_zone", kind: kindInt, size: 2, class: oxmClassNXM1, field: 106},
+	FCtMark:   {name: "ct_mark", kind: kindInt, size: 4, class: oxmClassNXM1, field: 107, maskable: true},
 }
 
 func (f Field) info() *fieldInfo { return &fieldInfos[f] }

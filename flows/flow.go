@@ -368,6 +368,13 @@ func (x MatchField) String() string {
 	if x.Field == FInPort {
 		return name + "=" + quotePort(x.Port)
 	}
+	if x.Field == FCtState {
+		m := x.Mask
+		if !x.Masked {
+			m = 0xffffffff
+		}
+		return name + "=" + ctStateString(x.Value, m)
+	}
 	if x.Field == FVLANVID {
 		switch {
 		case !x.Masked && x.Value&VIDPresent != 0:
@@ -414,7 +421,7 @@ func formatValue(f Field, v uint64) string {
 		return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}).String()
 	}
 	switch f {
-	case FEthType, FTunID, FReg0, FReg1, FReg2, FReg3:
+	case FEthType, FTunID, FReg0, FReg1, FReg2, FReg3, FCtMark:
 		return "0x" + strconv.FormatUint(v, 16)
 	}
 	return strconv.FormatUint(v, 10)

@@ -327,6 +327,13 @@ func (d *nodeDecoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		d.decodeStruct(n, v, path)
+	case reflect.Pointer: // optional scalars (icmp type/code): nil when absent or null
+		if isNull {
+			return
+		}
+		e := reflect.New(v.Type().Elem())
+		d.decode(n, e.Elem(), path)
+		v.Set(e)
 	case reflect.Slice:
 		if isNull {
 			return
@@ -346,6 +353,10 @@ func (d *nodeDecoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		if isNull {
 			return
 		}
+		if n.Kind != yaml.ScalarNode && strings.HasSuffix(path, ".ports") {
+			d.errorf(n, path, "ports is one port (80) or a range (1024-65535), got %s: write one rule per range", kindName(n))
+			return
+		}
 		if n.Kind != yaml.ScalarNode {
 			d.errorf(n, path, "want a string, got %s", kindName(n))
 			return
@@ -353,6 +364,10 @@ func (d *nodeDecoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		if strings.HasSuffix(path, "datapath_id") && n.ShortTag() != "!!str" {
 			d.errorf(n, path, "datapath_id %s is unquoted, so YAML reads it as a %s: quote it (datapath_id: \"%s\")",
 				n.Value, tagWord(n), n.Value)
+			return
+		}
+		if strings.HasSuffix(path, ".ports") && n.ShortTag() != "!!str" && n.ShortTag() != "!!int" {
+			d.errorf(n, path, "ports is one port (80) or a range (1024-65535), got %s", kindName(n))
 			return
 		}
 		var s string
@@ -382,7 +397,7 @@ func (d *nodeDecoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		lo, hi := intRange(v.Kind())
-		if i < lo || (hi >= 0 && uint64(i) > uint64(hi)) {
+		if i < lo || (v.CanInt() && i > hi) || (!v.CanInt() && uint64(i) > uint64(hi)) {
 			d.errorf(n, path, "number %s is out of range%s", n.Value, hintFor(path))
 			return
 		}
@@ -653,7 +668,8 @@ func (b *Blueprint) HostByDPID(dpid uint64) *Host {
 func (b *Blueprint) Hash() string {
 	type vm struct {
 		Name, Host, Port, MAC, IP string
-		Router                    bool `json:",omitempty"` // omitted for guests: hashes of role-less blueprints are unchanged
+		Router                    bool     `json:",omitempty"` // omitted for guests: hashes of role-less blueprints are unchanged
+		SGs                       []string `json:",omitempty"` // policy keys: omitted when unused, so hashes of policy-free blueprints are unchanged
 	}
 	type tier struct {
 		Name    string
@@ -662,11 +678,13 @@ func (b *Blueprint) Hash() string {
 		VLAN    uint16 `json:",omitempty"`
 		CIDR    string
 		Gateway string `json:",omitempty"`
+		ACL     string `json:",omitempty"`
 		VMs     []vm
 	}
 	type vpc struct {
 		Name    string
-		Routing string `json:",omitempty"`
+		Routing string     `json:",omitempty"`
+		ACLs    []canonACL `json:",omitempty"`
 		Tiers   []tier
 	}
 	type host struct {
@@ -677,17 +695,18 @@ func (b *Blueprint) Hash() string {
 		LACP, Mode string   `json:",omitempty"`
 	}
 	type canon struct {
-		Schema        string
-		Version       int
-		Revision      uint32
-		Encapsulation string
-		MgmtCIDRs     []string
-		HostPorts     []uint16
-		HostPortsSet  bool
-		TrustedPeers  []string
-		Controllers   []string
-		Hosts         []host
-		VPCs          []vpc
+		Schema         string
+		Version        int
+		Revision       uint32
+		Encapsulation  string
+		MgmtCIDRs      []string
+		HostPorts      []uint16
+		HostPortsSet   bool
+		TrustedPeers   []string
+		Controllers    []string
+		Hosts          []host
+		VPCs           []vpc
+		SecurityGroups []canonSG `json:",omitempty"`
 	}
 	c := canon{
 		Schema:        "vpcflow-blueprint-hash/1",
@@ -709,16 +728,17 @@ func (b *Blueprint) Hash() string {
 			h.UplinkSpec.Members, h.UplinkSpec.LACP, h.UplinkSpec.Mode})
 	}
 	for _, p := range b.VPCs {
-		cv := vpc{Name: p.Name, Routing: p.Routing}
+		cv := vpc{Name: p.Name, Routing: p.Routing, ACLs: canonACLs(p.ACLs)}
 		for _, t := range p.Tiers {
-			ct := tier{Name: t.Name, Type: t.Type, VNI: t.VNI, VLAN: t.VLAN, CIDR: t.CIDR, Gateway: t.Gateway}
+			ct := tier{Name: t.Name, Type: t.Type, VNI: t.VNI, VLAN: t.VLAN, CIDR: t.CIDR, Gateway: t.Gateway, ACL: t.ACL}
 			for _, m := range t.VMs {
-				ct.VMs = append(ct.VMs, vm{m.Name, m.Host, m.Port, m.MAC, m.IP, m.IsRouter()})
+				ct.VMs = append(ct.VMs, vm{m.Name, m.Host, m.Port, m.MAC, m.IP, m.IsRouter(), m.SecurityGroups})
 			}
 			cv.Tiers = append(cv.Tiers, ct)
 		}
 		c.VPCs = append(c.VPCs, cv)
 	}
+	c.SecurityGroups = canonSGs(b.SecurityGroups)
 	// Only strings, numbers and bools: Marshal cannot fail.
 	data, _ := json.Marshal(c)
 	sum := sha256.Sum256(data)

@@ -52,9 +52,14 @@ func parseWants(t *testing.T, data []byte) []want {
 
 func fixtures(t testing.TB, pattern string) []string {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(fixtureDir, pattern))
+	return fixturesIn(t, fixtureDir, pattern)
+}
+
+func fixturesIn(t testing.TB, dir, pattern string) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, pattern))
 	if err != nil || len(files) == 0 {
-		t.Fatalf("no fixtures %s in %s (err %v)", pattern, fixtureDir, err)
+		t.Fatalf("no fixtures %s in %s (err %v)", pattern, dir, err)
 	}
 	return files
 }
@@ -428,6 +433,16 @@ func FuzzParse(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(demo)
+	// The policy keys (acls, acl, security_groups): seeds, and the gate
+	// lifted so mutations of valid policy blueprints reach commit and Hash.
+	for _, file := range fixturesIn(f, "testdata/policy", "*.yaml") {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	enforcePolicy(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		bp, err := Parse("fuzz.yaml", data)
 		if err != nil {

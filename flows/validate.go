@@ -119,10 +119,18 @@ func (b *Blueprint) validate() []FieldError {
 	v.checkHosts()
 	v.trustedPeers()
 	v.checkVPCs()
+	v.checkPolicy()
+	if len(v.errs) == 0 {
+		v.checkPolicyObjects()
+	}
+	if len(v.errs) == 0 {
+		v.policyGate()
+	}
 	if len(v.errs) > 0 {
 		return v.errs
 	}
 	v.commit()
+	v.commitPolicy()
 	return nil
 }
 
