@@ -233,9 +233,29 @@ func (t *fsTransport) DialAddressTimeout(a memberlist.Address, timeout time.Dura
 
 func (t *fsTransport) StreamCh() <-chan net.Conn { return t.streamCh }
 
+// Shutdown stops the pumps first, then keeps draining the inner transport
+// while it shuts down: memberlist's NetTransport listeners block on their
+// unbuffered channels, and its Shutdown waits for them (a wrapper that
+// stops reading before the inner Shutdown returns can hang it forever).
 func (t *fsTransport) Shutdown() error {
-	err := t.inner.Shutdown()
 	t.once.Do(func() { close(t.done) })
 	t.wg.Wait()
+	stop := make(chan struct{})
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for {
+			select {
+			case <-t.inner.PacketCh():
+			case c := <-t.inner.StreamCh():
+				_ = c.Close()
+			case <-stop:
+				return
+			}
+		}
+	}()
+	err := t.inner.Shutdown()
+	close(stop)
+	<-drained
 	return err
 }

@@ -48,6 +48,8 @@ import (
 type fsObserver interface {
 	logf(format string, a ...any)
 	violation(inv string, format string, a ...any)
+	// policyRevision is the blueprint revision replica enforces now.
+	policyRevision(replica string) uint32
 }
 
 // fsFlow is one installed flow, kept as the bytes the controller sent.
@@ -79,7 +81,11 @@ type fsSwitch struct {
 	periodGen    uint64
 	periodWriter string
 	writes       int // accepted write batches
-	closed       bool
+	// highWater is the newest blueprint revision any accepted writer
+	// enforced, or any written cookie carried: a revision that only
+	// deleted flows leaves no cookie behind, but must not be undone either.
+	highWater uint32
+	closed    bool
 }
 
 type fsConn struct {
@@ -573,9 +579,17 @@ func (sw *fsSwitch) applyLocked(c *fsConn, msgs [][]byte) {
 			}
 		}
 	}
+	wr := sw.obs.policyRevision(c.replica)
 	if len(regress) > 0 {
 		sw.obs.violation(invRevision, "switch %s: %s (gen %d) wrote revision %d over a table holding revision %d: %s",
 			sw.name, c.replica, sw.electionID, minRev, maxRev, strings.Join(regress, "; "))
+	} else if wr < sw.highWater {
+		sw.obs.violation(invRevision, "switch %s: %s (gen %d), enforcing revision %d, wrote (%d adds, %d deletes) after a writer of revision %d (whose changes may have left no cookie: e.g. a removed VM)",
+			sw.name, c.replica, sw.electionID, wr, adds, dels, sw.highWater)
+	}
+	sw.highWater = max(sw.highWater, wr)
+	if adds > 0 {
+		sw.highWater = max(sw.highWater, minRev)
 	}
 	revNote := ""
 	if adds > 0 {

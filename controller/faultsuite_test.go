@@ -40,7 +40,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"runtime/pprof"
 	"slices"
 	"sort"
@@ -102,7 +101,11 @@ var fsNeeds = map[string]string{
 // today's main. A seed whose only violations are of listed invariants is
 // reported as SKIP "known defect", never as passed. Remove an entry when
 // its fix lands (VPCFLOW_FAULT_STRICT=1 fails on them today).
-var fsKnownDefects = map[string]string{}
+var fsKnownDefects = map[string]string{
+	invStuck: "issue 13 defect 1 (deadlock on join: cluster.aliveRemotes holds heardMu while calling ml.Members; NotifyJoin -> touch takes heardMu under memberlist's nodeLock)",
+	invRevision: "issue 13 defects 2 and 10 (an older policy overwrites a newer one: a replica restarted with a stale file, or survivors " +
+		"that never loaded the newest revision, write it over the switch; gossip of a dead or partitioned replica's revision is forgotten)",
+}
 
 // Suite parameters (env overrides, see the file comment).
 func fsEnvInt(name string, def int) int {
@@ -333,7 +336,6 @@ type fsViolation struct {
 }
 
 type fsRun struct {
-	t       testing.TB
 	seed    uint64
 	label   string
 	start   time.Time
@@ -350,6 +352,7 @@ type fsRun struct {
 	newest     uint32
 	stopped    bool
 	stuck      bool
+	stuckCh    chan struct{} // closed when stuck
 
 	wg sync.WaitGroup // dial loops, timers
 }
@@ -361,6 +364,21 @@ func (r *fsRun) logf(format string, a ...any) {
 	r.mu.Lock()
 	fmt.Fprintf(&r.log, "%8s  %s\n", r.since(), line)
 	r.mu.Unlock()
+}
+
+func (r *fsRun) policyRevision(name string) uint32 {
+	var ctrl *Controller
+	r.mu.Lock()
+	for _, rep := range r.replicas {
+		if rep.name == name {
+			ctrl = rep.ctrl
+		}
+	}
+	r.mu.Unlock()
+	if ctrl == nil {
+		return 0
+	}
+	return ctrl.Blueprint().Revision
 }
 
 func (r *fsRun) violation(inv, format string, a ...any) {
@@ -503,7 +521,15 @@ func (r *fsRun) stopReplica(rep *fsReplica, abrupt bool) {
 		for _, sw := range r.switches {
 			sw.dropReplica(rep.name)
 		}
-		_ = cl.Shutdown()
+		shut := make(chan struct{})
+		go func() { _ = cl.Shutdown(); close(shut) }()
+		select {
+		case <-shut:
+		case <-time.After(fsStuckAfter + 5*time.Second):
+			r.violation(invStuck, "%s: cluster Shutdown did not return within %s", rep.name, fsStuckAfter+5*time.Second)
+			r.dumpGoroutines()
+			return
+		}
 	}
 	cancel()
 	select {
@@ -511,6 +537,7 @@ func (r *fsRun) stopReplica(rep *fsReplica, abrupt bool) {
 	case <-time.After(fsStuckAfter + 10*time.Second):
 		r.violation(invStuck, "%s did not stop within %s", rep.name, fsStuckAfter+10*time.Second)
 		r.dumpGoroutines()
+		return
 	}
 	for _, sw := range r.switches {
 		sw.dropReplica(rep.name)
@@ -538,12 +565,19 @@ func (r *fsRun) dialLoop(sw *fsSwitch, rep *fsReplica) {
 	}
 }
 
+// dumpGoroutines writes every goroutine of this run (they carry its pprof
+// label) into the event log, marks the run stuck and wakes the runner.
 func (r *fsRun) dumpGoroutines() {
-	buf := make([]byte, 8<<20)
-	n := runtime.Stack(buf, true)
+	_, stacks := fsGoroutines(r.label)
+	if strings.Contains(stacks, "aliveRemotes") && strings.Contains(stacks, "NotifyJoin") {
+		r.violation(invStuck, "the stacks match issue 13 defect 1: aliveRemotes holds heardMu while calling ml.Members (memberlist nodeLock) and NotifyJoin, holding nodeLock, waits in touch for heardMu")
+	}
 	r.mu.Lock()
-	r.stuck = true
-	fmt.Fprintf(&r.log, "%8s  ALL GOROUTINES:\n%s\n", r.since(), buf[:n])
+	fmt.Fprintf(&r.log, "%8s  ALL GOROUTINES OF THIS RUN:\n%s\n", r.since(), stacks)
+	if !r.stuck {
+		r.stuck = true
+		close(r.stuckCh)
+	}
 	r.mu.Unlock()
 }
 
@@ -824,8 +858,13 @@ func fsGoroutines(label string) (int, string) {
 }
 
 // fsRunSeed runs one seed and returns its violations and event log.
-func fsRunSeed(t testing.TB, seed uint64, label string, enabled map[string]bool) (vs []fsViolation, log string) {
-	r := &fsRun{t: t, seed: seed, label: label, net: newFSNet(seed), dir: t.TempDir(), enabled: enabled, newest: 1}
+func fsRunSeed(seed uint64, label string, enabled map[string]bool) (vs []fsViolation, log string) {
+	dir, err := os.MkdirTemp("", "vpcflow-fault-")
+	if err != nil {
+		return []fsViolation{{inv: invHarness, text: err.Error()}}, ""
+	}
+	defer os.RemoveAll(dir)
+	r := &fsRun{seed: seed, label: label, net: newFSNet(seed), dir: dir, enabled: enabled, newest: 1, stuckCh: make(chan struct{})}
 	sched := fsSchedule(seed, enabled)
 	fmt.Fprintf(&r.log, "seed %d, schedule:\n", seed)
 	for _, e := range sched {
@@ -841,7 +880,7 @@ func fsRunSeed(t testing.TB, seed uint64, label string, enabled map[string]bool)
 	}
 	bp, err := flows.Parse("fault-suite.yaml", fsBlueprint(1))
 	if err != nil {
-		t.Fatal(err)
+		return []fsViolation{{inv: invHarness, text: err.Error()}}, ""
 	}
 	for _, h := range bp.Hosts {
 		ports := map[uint32]string{1: h.Uplink, 2: flows.TunnelPortVXLAN, OFPPLocal: "cloudbr0"}
@@ -861,6 +900,65 @@ func fsRunSeed(t testing.TB, seed uint64, label string, enabled map[string]bool)
 	wctx, wcancel := context.WithCancel(context.Background())
 	r.wg.Add(1)
 	go r.watchdog(wctx)
+	body := make(chan struct{})
+	go func() {
+		defer close(body)
+		r.scenario(sched, enabled)
+	}()
+	select {
+	case <-body:
+	case <-r.stuckCh:
+		// A replica is stuck: abandon the run (its goroutines stay blocked;
+		// they use this run's addresses only, so other runs are not
+		// affected), after a grace period for the scenario to notice.
+		select {
+		case <-body:
+		case <-time.After(2 * time.Second):
+			r.logf("run abandoned: a replica is stuck")
+		}
+	}
+	// Teardown.
+	stuck := r.isStuck()
+	if !stuck {
+		for _, rep := range r.replicas {
+			r.stopReplica(rep, false)
+		}
+		stuck = r.isStuck()
+	}
+	r.mu.Lock()
+	r.stopped = true
+	extra := r.extra
+	r.mu.Unlock()
+	for _, x := range extra {
+		if x.cl != nil {
+			_ = x.cl.Shutdown()
+		}
+	}
+	for _, sw := range r.switches {
+		sw.close()
+	}
+	wcancel()
+	if !stuck {
+		r.wg.Wait()
+		deadline := time.Now().Add(10 * time.Second)
+		n, stacks := fsGoroutines(label)
+		for n > 1 && time.Now().Before(deadline) { // 1: this goroutine
+			time.Sleep(50 * time.Millisecond)
+			n, stacks = fsGoroutines(label)
+		}
+		if n > 1 {
+			r.violation(invLeak, "%d goroutines of this run outlive it:\n%s", n-1, stacks)
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.violations), r.log.String()
+}
+
+// scenario starts the cluster, applies the schedule, heals and checks
+// convergence.
+func (r *fsRun) scenario(sched []fsEvent, enabled map[string]bool) {
+	var err error
 	for _, rep := range r.replicas {
 		if err := r.startReplica(rep, fsReplicas); err != nil {
 			r.violation(invHarness, "%v", err)
@@ -919,7 +1017,7 @@ func fsRunSeed(t testing.TB, seed uint64, label string, enabled map[string]bool)
 		want := make([]map[string]fsFlow, len(r.switches))
 		for i, sw := range r.switches {
 			if want[i], err = fsIntended(newest, sw); err != nil {
-				t.Fatal(err)
+				r.violation(invHarness, "compiling revision %d: %v", newest, err)
 			}
 		}
 		deadline := time.Now().Add(fsConvergeMax)
@@ -934,41 +1032,6 @@ func fsRunSeed(t testing.TB, seed uint64, label string, enabled map[string]bool)
 			r.logf("CONVERGED on revision %d", newest)
 		}
 	}
-	// Teardown.
-	stuck := r.isStuck()
-	if !stuck {
-		for _, rep := range r.replicas {
-			r.stopReplica(rep, false)
-		}
-	}
-	r.mu.Lock()
-	r.stopped = true
-	extra := r.extra
-	r.mu.Unlock()
-	for _, x := range extra {
-		if x.cl != nil {
-			_ = x.cl.Shutdown()
-		}
-	}
-	for _, sw := range r.switches {
-		sw.close()
-	}
-	wcancel()
-	if !stuck {
-		r.wg.Wait()
-		deadline := time.Now().Add(10 * time.Second)
-		n, stacks := fsGoroutines(label)
-		for n > 1 && time.Now().Before(deadline) { // 1: this goroutine
-			time.Sleep(50 * time.Millisecond)
-			n, stacks = fsGoroutines(label)
-		}
-		if n > 1 {
-			r.violation(invLeak, "%d goroutines of this run outlive it:\n%s", n-1, stacks)
-		}
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.violations), r.log.String()
 }
 
 func (r *fsRun) isStuck() bool {
@@ -1023,69 +1086,93 @@ func TestFaultSuite(t *testing.T) {
 	t.Logf("fault suite: seeds %d..%d x%d, %d in parallel; not scheduled until their feature lands: %s",
 		first, first+uint64(seeds)-1, repeat, parallel, strings.Join(disabled, "; "))
 
-	sem := make(chan struct{}, parallel)
-	var mu sync.Mutex
-	var outcomes []fsOutcome
-	var runs atomic.Int64
+	type result struct {
+		vs   []fsViolation
+		log  string
+		took time.Duration
+	}
+	type job struct {
+		seed uint64
+		run  int
+	}
+	var jobs []job
+	for s := first; s < first+uint64(seeds); s++ {
+		for k := range repeat {
+			jobs = append(jobs, job{s, k})
+		}
+	}
+	// The runs go in parallel on our own workers (independent of go test's
+	// -parallel); the results are reported as subtests in seed order.
+	results := make([]result, len(jobs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
 	start := time.Now()
-	t.Run("seeds", func(t *testing.T) {
-		for s := first; s < first+uint64(seeds); s++ {
-			for rep := range repeat {
-				name := fmt.Sprintf("seed=%d", s)
-				if repeat > 1 {
-					name += fmt.Sprintf("/run=%d", rep)
+	for range min(parallel, len(jobs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(jobs) {
+					return
 				}
-				t.Run(name, func(t *testing.T) {
-					t.Parallel()
-					sem <- struct{}{}
-					defer func() { <-sem }()
-					label := fmt.Sprintf("%d.%d", s, runs.Add(1))
-					var vs []fsViolation
-					var log string
-					pprof.Do(context.Background(), pprof.Labels("fault.seed", label), func(context.Context) {
-						vs, log = fsRunSeed(t, s, label, enabled)
-					})
-					known := len(vs) > 0
-					for _, v := range vs {
-						if _, ok := fsKnownDefects[v.inv]; !ok || strict {
-							known = false
-						}
-					}
-					mu.Lock()
-					outcomes = append(outcomes, fsOutcome{seed: s, violations: vs, known: known})
-					mu.Unlock()
-					if len(vs) > 0 || logAll {
-						_ = os.MkdirAll(logDir, 0o755)
-						path := filepath.Join(logDir, fmt.Sprintf("seed-%d-%s.log", s, strings.ReplaceAll(label, ".", "-")))
-						if err := os.WriteFile(path, []byte(log), 0o644); err == nil {
-							t.Logf("event log: %s", path)
-						}
-					}
-					if len(vs) == 0 {
-						return
-					}
-					var b strings.Builder
-					fmt.Fprintf(&b, "seed %d: %d violations (replay: VPCFLOW_FAULT_SEED=%d go test ./controller/ -run TestFaultSuite -v)\n", s, len(vs), s)
-					for _, v := range vs {
-						text := v.text
-						if len(text) > 2000 {
-							text = text[:2000] + "…"
-						}
-						fmt.Fprintf(&b, "  %s [%s] %s\n", v.at, v.inv, text)
-						if d, ok := fsKnownDefects[v.inv]; ok {
-							fmt.Fprintf(&b, "      known: %s\n", d)
-						}
-					}
-					b.WriteString("schedule:\n")
-					for _, e := range fsSchedule(s, enabled) {
-						fmt.Fprintf(&b, "  %s\n", e)
-					}
-					if known {
-						t.Skipf("KNOWN DEFECT (not a pass; remove from fsKnownDefects when fixed):\n%s", b.String())
-					}
-					t.Errorf("%s", b.String())
+				label := fmt.Sprintf("%d.%d", jobs[i].seed, i)
+				t0 := time.Now()
+				pprof.Do(context.Background(), pprof.Labels("fault.seed", label), func(context.Context) {
+					results[i].vs, results[i].log = fsRunSeed(jobs[i].seed, label, enabled)
 				})
+				results[i].took = time.Since(t0)
 			}
+		}()
+	}
+	wg.Wait()
+	var outcomes []fsOutcome
+	t.Run("seeds", func(t *testing.T) {
+		for i, j := range jobs {
+			s, vs := j.seed, results[i].vs
+			name := fmt.Sprintf("seed=%d", s)
+			if repeat > 1 {
+				name += fmt.Sprintf("/run=%d", j.run)
+			}
+			known := len(vs) > 0
+			for _, v := range vs {
+				if _, ok := fsKnownDefects[v.inv]; !ok || strict {
+					known = false
+				}
+			}
+			outcomes = append(outcomes, fsOutcome{seed: s, violations: vs, known: known})
+			t.Run(name, func(t *testing.T) {
+				if len(vs) > 0 || logAll {
+					_ = os.MkdirAll(logDir, 0o755)
+					path := filepath.Join(logDir, fmt.Sprintf("seed-%d-run-%d.log", s, i))
+					if err := os.WriteFile(path, []byte(results[i].log), 0o644); err == nil {
+						t.Logf("event log: %s", path)
+					}
+				}
+				if len(vs) == 0 {
+					return
+				}
+				var b strings.Builder
+				fmt.Fprintf(&b, "seed %d: %d violations (replay: VPCFLOW_FAULT_SEED=%d go test ./controller/ -run TestFaultSuite -v)\n", s, len(vs), s)
+				for _, v := range vs {
+					text := v.text
+					if len(text) > 2000 {
+						text = text[:2000] + "…"
+					}
+					fmt.Fprintf(&b, "  %s [%s] %s\n", v.at, v.inv, text)
+					if d, ok := fsKnownDefects[v.inv]; ok {
+						fmt.Fprintf(&b, "      known: %s\n", d)
+					}
+				}
+				b.WriteString("schedule:\n")
+				for _, e := range fsSchedule(s, enabled) {
+					fmt.Fprintf(&b, "  %s\n", e)
+				}
+				if known {
+					t.Skipf("KNOWN DEFECT (not a pass; remove from fsKnownDefects when fixed):\n%s", b.String())
+				}
+				t.Errorf("%s", b.String())
+			})
 		}
 	})
 	// Summary per invariant.
