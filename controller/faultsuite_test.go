@@ -102,7 +102,7 @@ var fsNeeds = map[string]string{
 // reported as SKIP "known defect", never as passed. Remove an entry when
 // its fix lands (VPCFLOW_FAULT_STRICT=1 fails on them today).
 var fsKnownDefects = map[string]string{
-	invStuck: "issue 13 defect 1 (deadlock on join: cluster.aliveRemotes holds heardMu while calling ml.Members; NotifyJoin -> touch takes heardMu under memberlist's nodeLock)",
+	invStuck:    "issue 13 defect 1 (deadlock on join: cluster.aliveRemotes holds heardMu while calling ml.Members; NotifyJoin -> touch takes heardMu under memberlist's nodeLock)",
 	invGenReuse: "issue 13 defect 9 (start-up without a master: one generation id granted MASTER to several replicas; ids must strictly grow per claim)",
 	invRevision: "issue 13 defects 2 and 10 (an older policy overwrites a newer one: a replica restarted with a stale file, or survivors " +
 		"that never loaded the newest revision, write it over the switch; gossip of a dead or partitioned replica's revision is forgotten)",
