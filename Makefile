@@ -4,7 +4,7 @@ GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 BIN := bin/vpcflow
 
-.PHONY: all build deps test unit fuzz e2e lint demo clean
+.PHONY: all build deps test unit fuzz e2e lint demo clean soak
 
 all: build
 
@@ -22,9 +22,19 @@ lint:
 	$(GO) mod tidy -diff
 
 # unit: pure logic, fake switches, race detector on the concurrent packages.
+# The race run includes a few seeds of the cluster fault suite
+# (VPCFLOW_FAULT_SEEDS_RACE, default 16); the 200 CI seeds run without the
+# race detector (about 1.5 min on 2 cores; controller/faultsuite_test.go).
 unit:
 	$(GO) test -count=1 ./flows/... ./cmd/...
 	$(GO) test -count=1 -race ./controller/... ./tunnel/... ./cluster/... ./cloudstack/...
+	$(GO) test -count=1 -timeout 15m -run '^TestFaultSuite$$' ./controller/
+
+# soak: the cluster fault suite over many more seeds (SOAK_SEEDS, default
+# 2000; failing seeds' event logs in $$TMPDIR/vpcflow-faultsuite).
+SOAK_SEEDS ?= 2000
+soak:
+	VPCFLOW_FAULT_SEEDS=$(SOAK_SEEDS) $(GO) test -count=1 -timeout 3h -run '^TestFaultSuite$$' -v ./controller/ 2>&1 | grep -E '^(=== RUN|--- FAIL|--- SKIP|ok|FAIL|panic)|faultsuite_test.go' ; exit $${PIPESTATUS[0]}
 
 # fuzz: every fuzz target for a bounded time (hostile input: blueprint
 # parsing, the OpenFlow reader, flow-stats decoding). Regression inputs live

@@ -169,6 +169,9 @@ func Start(cfg Config) (*Cluster, error) {
 	if cfg.RestrictCIDRs || cfg.testPeerFilter != nil {
 		transport = newFilterTransport(nt, cfg.RestrictCIDRs, allowed, cfg.testPeerFilter, func(f string, a ...any) { lg.Debugf(f, a...) })
 	}
+	if cfg.TestTransport != nil {
+		transport = cfg.TestTransport(transport)
+	}
 
 	mlc := memberlist.DefaultLANConfig()
 	mlc.Name = name

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/sirupsen/logrus"
 )
 
@@ -142,6 +143,13 @@ type Config struct {
 	// testPeerFilter (tests only) drops traffic to/from peers "IP:PORT" for
 	// which it returns false, to simulate partitions.
 	testPeerFilter func(addr string) bool
+
+	// TestTransport is for tests only: never set it in production. When
+	// set, it wraps memberlist's transport (after the CIDR allowlist) and
+	// the wrapper sees every gossip packet and stream, so a test can
+	// partition replicas (symmetric or one-way), delay and drop gossip. The
+	// seeded fault suite (controller/faultsuite_test.go) uses it.
+	TestTransport func(memberlist.Transport) memberlist.Transport
 }
 
 // DefaultConfig returns a Config with every default set (Name, BindAddr,

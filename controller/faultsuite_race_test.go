@@ -1,0 +1,6 @@
+//go:build race
+
+package controller
+
+// fsRace: the fault suite runs fewer seeds under the race detector.
+const fsRace = true
