@@ -93,7 +93,6 @@ const (
 // 13), with what they need. They are not scheduled until enabled.
 var fsNeeds = map[string]string{
 	evHostileOuts: "defect 4: only replicas listed in controllers: count or own; an unknown member is refused",
-	evReloadOne:   "defect 3: blueprint distribution between replicas (a reload on one replica reaches the others)",
 	evReplicaSet:  "defect 4: the documented replica-set change procedure (each replica takes the set size from its own blueprint today)",
 }
 
@@ -104,8 +103,6 @@ var fsNeeds = map[string]string{
 var fsKnownDefects = map[string]string{
 	invStuck:    "issue 13 defect 1 (deadlock on join: cluster.aliveRemotes holds heardMu while calling ml.Members; NotifyJoin -> touch takes heardMu under memberlist's nodeLock)",
 	invGenReuse: "issue 13 defect 9 (start-up without a master: one generation id granted MASTER to several replicas; ids must strictly grow per claim)",
-	invRevision: "issue 13 defects 2 and 10 (an older policy overwrites a newer one: a replica restarted with a stale file, or survivors " +
-		"that never loaded the newest revision, write it over the switch; gossip of a dead or partitioned replica's revision is forgotten)",
 }
 
 // Suite parameters (env overrides, see the file comment).
