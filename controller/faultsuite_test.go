@@ -1011,6 +1011,19 @@ func (r *fsRun) scenario(sched []fsEvent, enabled map[string]bool) {
 				}
 			}
 			r.reload(all, newest, 0)
+		} else {
+			// Distribution: the operator changes one file. If the newest
+			// revision survives in no replica's file (it went to a dead
+			// replica whose file a stale start then replaced), write it to
+			// one replica again, as an operator would; the others fetch it.
+			have := false
+			for i := range fsReplicas {
+				have = have || r.replica(i).fileRv == newest
+			}
+			if !have {
+				r.logf("revision %d is in no replica's file: written to r0 only", newest)
+				r.reload([]int{0}, newest, 0)
+			}
 		}
 		want := make([]map[string]fsFlow, len(r.switches))
 		for i, sw := range r.switches {
