@@ -178,10 +178,30 @@ func (t *filterTransport) DialAddressTimeout(a memberlist.Address, timeout time.
 // StreamCh implements memberlist.Transport.
 func (t *filterTransport) StreamCh() <-chan net.Conn { return t.streamCh }
 
-// Shutdown implements memberlist.Transport.
+// Shutdown implements memberlist.Transport. The pumps stop first; then,
+// while the inner transport stops its listeners, whatever they still
+// deliver is drained: memberlist's NetTransport listeners send on
+// unbuffered channels and its Shutdown waits for them, so a packet arriving
+// during shutdown with nobody reading would hang it for ever.
 func (t *filterTransport) Shutdown() error {
-	err := t.inner.Shutdown()
 	t.once.Do(func() { close(t.done) })
 	t.wg.Wait()
+	stop := make(chan struct{})
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for {
+			select {
+			case <-t.inner.PacketCh():
+			case c := <-t.inner.StreamCh():
+				_ = c.Close()
+			case <-stop:
+				return
+			}
+		}
+	}()
+	err := t.inner.Shutdown()
+	close(stop)
+	<-drained
 	return err
 }
