@@ -207,6 +207,7 @@ func TestClusterPartition(t *testing.T) {
 	for _, i := range majority {
 		majorityAddrs = append(majorityAddrs, ce.lab.ReplicaAddr(i))
 	}
+	masters := startMasterSampler(ce.ctx, ce.lab, hostNames(ce.bp), 250*time.Millisecond)
 	ce.pingDuring("a partition of the owner of kvm1 and its healing", func() {
 		grantsBefore := strings.Count(ce.procs[minority].Log(), "role=MASTER")
 		if err := ce.lab.Partition(ce.ctx, minority, majorityAddrs); err != nil {
@@ -258,6 +259,7 @@ func TestClusterPartition(t *testing.T) {
 		}
 		t.Logf("healed: %s", v.Ownership())
 	})
+	masters.finish(t, "partition and healing")
 	checkMatrix(t, ce.env)
 }
 
