@@ -14,13 +14,14 @@ import (
 //	push/pull:   wireVersion count entry×count
 //	entry:       name epoch seq revision hash maxGeneration openflow
 //	             nConnected delta-encoded-sorted-dpids×nConnected
+//	             nMaster delta-encoded-sorted-dpids×nMaster   (version 2)
 //
 // (epoch, seq) orders the states of one replica: epoch is the replica's
 // start time in nanoseconds, so a restarted replica's state supersedes its
 // previous life's even though seq restarts at 1.
 const (
 	msgState    byte = 0x01
-	wireVersion byte = 1
+	wireVersion byte = 2 // 2: entries carry Master
 )
 
 // stateEntry is one replica's versioned state.
@@ -51,9 +52,15 @@ func appendEntry(b []byte, e *stateEntry) []byte {
 	b = appendString(b, e.State.Hash)
 	b = binary.AppendUvarint(b, e.State.MaxGeneration)
 	b = appendString(b, e.State.OpenFlow)
-	b = binary.AppendUvarint(b, uint64(len(e.State.Connected)))
+	b = appendDpids(b, e.State.Connected)
+	return appendDpids(b, e.State.Master)
+}
+
+// appendDpids appends a count and the sorted, unique dpids delta-encoded.
+func appendDpids(b []byte, ds []uint64) []byte {
+	b = binary.AppendUvarint(b, uint64(len(ds)))
 	prev := uint64(0)
-	for _, d := range e.State.Connected { // sorted, unique
+	for _, d := range ds {
 		b = binary.AppendUvarint(b, d-prev)
 		prev = d
 	}
@@ -105,21 +112,8 @@ func (r *reader) entry() *stateEntry {
 	e.State.Hash = r.string()
 	e.State.MaxGeneration = r.uvarint()
 	e.State.OpenFlow = r.string()
-	n := r.uvarint()
-	if r.err == nil && n > uint64(len(r.b)) { // each dpid takes ≥ 1 byte
-		r.err = fmt.Errorf("connected count %d exceeds message", n)
-	}
-	if r.err != nil {
-		return nil
-	}
-	if n > 0 {
-		e.State.Connected = make([]uint64, 0, n)
-	}
-	prev := uint64(0)
-	for i := uint64(0); i < n && r.err == nil; i++ {
-		prev += r.uvarint()
-		e.State.Connected = append(e.State.Connected, prev)
-	}
+	e.State.Connected = r.dpids()
+	e.State.Master = r.dpids()
 	if r.err != nil {
 		return nil
 	}
@@ -128,6 +122,27 @@ func (r *reader) entry() *stateEntry {
 		return nil
 	}
 	return e
+}
+
+// dpids reads appendDpids output.
+func (r *reader) dpids() []uint64 {
+	n := r.uvarint()
+	if r.err == nil && n > uint64(len(r.b)) { // each dpid takes ≥ 1 byte
+		r.err = fmt.Errorf("dpid count %d exceeds message", n)
+	}
+	if r.err != nil || n == 0 {
+		return nil
+	}
+	out := make([]uint64, 0, n)
+	prev := uint64(0)
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		prev += r.uvarint()
+		out = append(out, prev)
+	}
+	if r.err != nil {
+		return nil
+	}
+	return out
 }
 
 // encodeStateMsg encodes one entry as a user message (broadcast or
