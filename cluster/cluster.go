@@ -113,13 +113,13 @@ type Cluster struct {
 	mu sync.RWMutex
 	// heard: last evidence per peer that it is alive and reaches us (probe
 	// ack, state message): the quorum lease.
-	heard    map[string]time.Time
-	quorum   int
-	replicas int
-	open     bool           // tests only: no replica set, every member counts
-	set      map[string]int // replica name → index in the replica set
-	setNames []string       // the replica set in order
-	refused  map[string]*Refused
+	heard       map[string]time.Time
+	quorum      int
+	replicas    int
+	open        bool           // tests only: no replica set, every member counts
+	set         map[string]int // replica name → index in the replica set
+	setNames    []string       // the replica set in order
+	refused     map[string]*Refused
 	self        stateEntry                     // our own versioned state
 	observedGen uint64                         // max generation ever seen (local or gossiped)
 	states      map[string]*stateEntry         // remote states by replica name
