@@ -360,6 +360,8 @@ func (c *Controller) apply(bp *flows.Blueprint, err error, reason string) error 
 			err = fmt.Errorf("%s: revision %d is older than the enforced revision %d: raise revision to apply it", c.sourceName(), bp.Revision, cur.Revision)
 		case bp.Revision == cur.Revision && bp.Revision != 0:
 			err = fmt.Errorf("%s: revision %d has different content than the enforced blueprint with the same revision: raise revision to apply it", c.sourceName(), bp.Revision)
+		default:
+			err = c.checkReplicaSetChange(cur, bp)
 		}
 	}
 	if err != nil {
@@ -372,6 +374,7 @@ func (c *Controller) apply(bp *flows.Blueprint, err error, reason string) error 
 	}
 	c.reloadErr = ""
 	c.setPolicy(bp)
+	c.applyReplicaSet(bp)
 	brs := make([]*bridge, 0, len(c.bridges))
 	dpids := make([]uint64, 0, len(c.bridges))
 	for _, b := range c.bridges {
