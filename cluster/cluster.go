@@ -11,6 +11,15 @@
 // minority must not claim anything. The OpenFlow generation id arbitration on
 // the switch is the final fence (see DESIGN.md §6).
 //
+// # Membership
+//
+// Only the replicas named in Config.ReplicaSet (the blueprint's
+// controllers:, updated with SetReplicaSet) count toward the quorum, may own
+// a bridge, and have their gossiped state heard. Any other member is refused
+// at the membership level (memberlist's AliveDelegate and MergeDelegate) and
+// reported by Refused. The cluster key authenticates the members; the
+// replica set authorizes their names.
+//
 // # Concurrency
 //
 // All methods are safe for concurrent use. Name, Owner, IsOwner, HasQuorum,
@@ -23,6 +32,18 @@
 // goroutines have stopped (at most about TCPTimeout, when a background
 // re-join is in flight). memberlist's goroutines only ever take the
 // package's own mutex briefly and never block on the Changes channel.
+//
+// Lock order: memberlist's node lock → Cluster.mu. memberlist calls
+// NotifyJoin, NotifyLeave, NotifyUpdate, NotifyAlive (AliveDelegate),
+// NotifyConflict and, via mergeState, NotifyAlive again with its node lock
+// held (NotifyJoin with it held for writing); NotifyMsg, MergeRemoteState,
+// LocalState, NotifyMerge, GetBroadcasts and NotifyPingComplete run
+// without it. Every one of those callbacks takes at most Cluster.mu (and
+// the broadcast queue's own lock, a leaf), briefly. So no code of this
+// package may call into memberlist (Members, Join, Leave, SendReliable,
+// Shutdown…) while it holds Cluster.mu: the quorum is computed from the
+// package's own view (live, heard), never from memberlist.Members. publishMu
+// is taken before Cluster.mu and never inside a callback.
 package cluster
 
 import (
@@ -46,6 +67,7 @@ type LocalState struct {
 	Revision      uint32   // blueprint revision it enforces
 	Hash          string   // blueprint hash (hex)
 	Connected     []uint64 // datapath ids of bridges connected to this replica
+	Master        []uint64 // datapath ids of bridges that granted this replica MASTER
 	MaxGeneration uint64   // highest OpenFlow role generation id this replica has seen or used
 	OpenFlow      string   // its OpenFlow listen address, informational
 	// Version and Origin order policies with equal revisions (distribute.go):
@@ -80,15 +102,12 @@ type liveMember struct {
 
 // Cluster is one replica's membership in the controller cluster.
 type Cluster struct {
-	cfg      Config
-	heardMu  sync.Mutex           // guards heard (never held with c.mu)
-	heard    map[string]time.Time // last probe ack per peer (quorum lease)
-	name     string
-	log      logrus.FieldLogger
-	quorum   int
-	replicas int
-	peers    []string
-	epoch    uint64
+	cfg   Config
+	name  string
+	log   logrus.FieldLogger
+	peers []string
+	epoch uint64
+	lease time.Duration // quorum lease (LeaseFor unless configured)
 
 	ml *memberlist.Memberlist
 	bq *memberlist.TransmitLimitedQueue
@@ -97,7 +116,16 @@ type Cluster struct {
 
 	dist *distributor // blueprint transfers between replicas (distribute.go)
 
-	mu          sync.RWMutex
+	mu sync.RWMutex
+	// heard: last evidence per peer that it is alive and reaches us (probe
+	// ack, state message): the quorum lease.
+	heard       map[string]time.Time
+	quorum      int
+	replicas    int
+	open        bool           // tests only: no replica set, every member counts
+	set         map[string]int // replica name → index in the replica set
+	setNames    []string       // the replica set in order
+	refused     map[string]*Refused
 	self        stateEntry                     // our own versioned state
 	observedGen uint64                         // max generation ever seen (local or gossiped)
 	states      map[string]*stateEntry         // remote states by replica name
@@ -141,12 +169,20 @@ func Start(cfg Config) (*Cluster, error) {
 	name := cfg.replicaName(port)
 	lg := cfg.Log.WithFields(logrus.Fields{"component": "cluster", "replica": name})
 
+	lease := cfg.QuorumLease
+	if lease == 0 {
+		lease = LeaseFor(cfg.ProbeInterval, cfg.ProbeTimeout, replicas)
+	}
 	c := &Cluster{
 		cfg:      cfg,
 		name:     name,
 		log:      lg,
+		lease:    lease,
+		heard:    map[string]time.Time{},
+		refused:  map[string]*Refused{},
 		replicas: replicas,
 		quorum:   replicas/2 + 1,
+		open:     len(cfg.ReplicaSet) == 0,
 		peers:    peers,
 		epoch:    uint64(time.Now().UnixNano()),
 		states:   map[string]*stateEntry{},
@@ -157,6 +193,7 @@ func Start(cfg Config) (*Cluster, error) {
 		sendWake: make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 	}
+	c.setReplicaSetLocked(cfg.ReplicaSet)
 	c.self = stateEntry{Name: name, Epoch: c.epoch, Seq: 1}
 	c.dist = newDistributor(c)
 	c.numNodes.Store(1)
@@ -200,6 +237,8 @@ func Start(cfg Config) (*Cluster, error) {
 	mlc.Events = &events{c}
 	mlc.Ping = &pingDelegate{c}
 	mlc.Conflict = &events{c}
+	mlc.Alive = &admission{c}
+	mlc.Merge = &admission{c}
 	if len(cfg.SecretKey) > 0 {
 		kr, err := memberlist.NewKeyring(cfg.AcceptKeys, slices.Clone(cfg.SecretKey))
 		if err != nil {
@@ -241,7 +280,7 @@ func Start(cfg Config) (*Cluster, error) {
 	if len(peers) > 0 {
 		c.join(peers, true)
 	}
-	lg.WithFields(logrus.Fields{"addr": c.selfAddr, "replicas": replicas, "quorum": c.quorum,
+	lg.WithFields(logrus.Fields{"addr": c.selfAddr, "replicas": replicas, "quorum": c.quorum, "quorum_lease": lease,
 		"encrypted": len(cfg.SecretKey) > 0, "restrict_cidrs": cfg.RestrictCIDRs}).Info("cluster replica started")
 	return c, nil
 }
@@ -296,7 +335,7 @@ func (c *Cluster) rejoinLoop() {
 		case <-t.C:
 		}
 		c.mu.RLock()
-		if c.left || c.closed || len(c.live)+1 >= c.replicas {
+		if c.left || c.closed || len(c.liveNamesLocked()) >= c.replicas {
 			c.mu.RUnlock()
 			continue
 		}
@@ -342,6 +381,7 @@ func (c *Cluster) signal() {
 // the network.
 func (c *Cluster) SetLocal(s LocalState) {
 	s.Connected = normalizeConnected(s.Connected)
+	s.Master = normalizeConnected(s.Master)
 	c.mu.Lock()
 	if s.MaxGeneration < c.observedGen {
 		s.MaxGeneration = c.observedGen
@@ -453,18 +493,31 @@ func (c *Cluster) Owner(dpid uint64) (string, bool) {
 	return o, o != ""
 }
 
+// liveNamesLocked returns the live members of the replica set (this one
+// included unless it left).
 func (c *Cluster) liveNamesLocked() []string {
 	if c.closed {
 		return nil
 	}
 	names := make([]string, 0, len(c.live)+1)
-	if !c.left {
+	if !c.left && c.memberLocked(c.name) {
 		names = append(names, c.name)
 	}
 	for n := range c.live {
-		names = append(names, n)
+		if c.memberLocked(n) {
+			names = append(names, n)
+		}
 	}
 	return names
+}
+
+// memberLocked reports whether name is in the replica set.
+func (c *Cluster) memberLocked(name string) bool {
+	if c.open {
+		return true
+	}
+	_, ok := c.set[name]
+	return ok
 }
 
 func (c *Cluster) ownerLocked(dpid uint64) string {
@@ -489,84 +542,87 @@ func (c *Cluster) ownerLocked(dpid uint64) string {
 // IsOwner reports whether this replica owns dpid and may act on it:
 // Owner(dpid) is this replica AND HasQuorum().
 func (c *Cluster) IsOwner(dpid uint64) bool {
-	alive := c.aliveRemotes()
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return c.hasQuorumLocked(alive) && c.ownerLocked(dpid) == c.name
+	return c.hasQuorumLocked(time.Now()) && c.ownerLocked(dpid) == c.name
 }
 
 // HasQuorum reports whether this replica sees a strict majority of the
-// replica set alive (itself included): alive >= Replicas/2+1. Only peers in
-// memberlist's alive state count: a peer that is merely suspected (no
-// answer to the last probe) does not, so a replica cut off by a partition
-// loses its quorum after one failed probe round instead of after the whole
-// suspicion timeout — it must not claim bridges in that window. Always false
-// after Leave or Shutdown.
+// replica set alive (itself included, if it is in the set): alive >=
+// Replicas/2+1. A peer counts while it is a live member of the replica set
+// and evidence from it (a probe ack, a state message) arrived within the
+// quorum lease (QuorumLease): a replica cut off by a partition loses its
+// quorum at most lease + ProbeInterval after the cut. (memberlist v0.7.0
+// never sets Node.State, so a "suspect" state cannot be read from it.)
+// Always false after Leave or Shutdown.
 func (c *Cluster) HasQuorum() bool {
-	alive := c.aliveRemotes()
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return c.hasQuorumLocked(alive)
+	return c.hasQuorumLocked(time.Now())
 }
 
-// aliveRemotes counts remote members in memberlist's alive state. It must
-// not be called with c.mu held: memberlist calls our event delegate (which
-// takes c.mu) while holding its own node lock.
-func (c *Cluster) aliveRemotes() int {
-	c.mu.RLock()
-	ml, closed := c.ml, c.closed
-	c.mu.RUnlock()
-	if ml == nil || closed {
-		return 0
+// hasQuorumLocked: the memberlist view is never consulted here (lock order,
+// see the package doc).
+func (c *Cluster) hasQuorumLocked(now time.Time) bool {
+	if c.closed || c.left {
+		return false
 	}
-	lease := c.cfg.QuorumLease
-	if lease <= 0 {
-		lease = DefaultQuorumLease
-	}
-	now := time.Now()
-	c.heardMu.Lock()
-	defer c.heardMu.Unlock()
 	n := 0
-	for _, m := range ml.Members() {
-		if m.Name != c.name && m.State == memberlist.StateAlive && now.Sub(c.heard[m.Name]) <= lease {
+	for _, name := range c.liveNamesLocked() {
+		if name == c.name || now.Sub(c.heard[name]) <= c.lease {
 			n++
 		}
 	}
-	return n
+	return n >= c.quorum
 }
 
-// touch records that a peer answered us (probe ack) or joined.
-func (c *Cluster) touch(name string) {
-	c.heardMu.Lock()
-	if c.heard == nil {
-		c.heard = map[string]time.Time{}
+// HeardFromQuorumSince reports whether, counting this replica, a quorum of
+// the replica set has given evidence of life after t (a probe ack or a
+// state message): a replica that is cut off cannot, so it cannot lift a
+// re-claim back-off early (see the controller).
+func (c *Cluster) HeardFromQuorumSince(t time.Time) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if !c.hasQuorumLocked(time.Now()) {
+		return false
 	}
-	c.heard[name] = time.Now()
-	c.heardMu.Unlock()
+	n := 0
+	for _, name := range c.liveNamesLocked() {
+		if name == c.name || c.heard[name].After(t) {
+			n++
+		}
+	}
+	return n >= c.quorum
+}
+
+// QuorumLease is how long a peer counts as alive after the last evidence.
+func (c *Cluster) QuorumLease() time.Duration { return c.lease }
+
+// touchLocked records evidence that a peer is alive and reaches us.
+func (c *Cluster) touchLocked(name string) {
+	if name != c.name {
+		c.heard[name] = time.Now()
+	}
 }
 
 // pingDelegate records every successful probe of a peer (the quorum lease).
+// NotifyPingComplete runs without memberlist's node lock.
 type pingDelegate struct{ c *Cluster }
 
 func (p *pingDelegate) AckPayload() []byte { return nil }
 
 func (p *pingDelegate) NotifyPingComplete(other *memberlist.Node, rtt time.Duration, payload []byte) {
-	p.c.touch(other.Name)
-}
-
-func (c *Cluster) hasQuorumLocked(aliveRemotes int) bool {
-	if c.closed || c.left {
-		return false
-	}
-	live := len(c.live)
-	if aliveRemotes < live {
-		live = aliveRemotes
-	}
-	return live+1 >= c.quorum
+	p.c.mu.Lock()
+	p.c.touchLocked(other.Name)
+	p.c.mu.Unlock()
 }
 
 // Quorum returns the quorum size and the replica-set size it derives from.
-func (c *Cluster) Quorum() (quorum, replicas int) { return c.quorum, c.replicas }
+func (c *Cluster) Quorum() (quorum, replicas int) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.quorum, c.replicas
+}
 
 // MaxGeneration returns the highest OpenFlow role generation id this
 // replica has observed locally or seen gossiped by any member (including
@@ -629,6 +685,7 @@ func (c *Cluster) Members() []Member {
 		if s := c.stateLocked(n); s != nil {
 			m.State = *s
 			m.State.Connected = slices.Clone(s.Connected)
+			m.State.Master = slices.Clone(s.Master)
 		}
 		for d := range c.connSets[n] {
 			all[d] = struct{}{}
@@ -692,7 +749,9 @@ func (c *Cluster) Shutdown() error {
 // mergeEntry applies a remote state if newer; it returns whether anything
 // observable changed. Caller holds c.mu.
 func (c *Cluster) mergeEntryLocked(e *stateEntry) bool {
-	if e.Name == c.name {
+	if e.Name == c.name || !c.memberLocked(e.Name) {
+		// A non-member's state influences nothing: not the generation,
+		// the ownership or the newest revision.
 		return false
 	}
 	changed := false
@@ -705,6 +764,7 @@ func (c *Cluster) mergeEntryLocked(e *stateEntry) bool {
 		return changed
 	}
 	e.State.Connected = normalizeConnected(e.State.Connected)
+	e.State.Master = normalizeConnected(e.State.Master)
 	c.states[e.Name] = e
 	c.connSets[e.Name] = toSet(e.State.Connected)
 	if _, live := c.live[e.Name]; live && (old == nil || !stateEqual(&old.State, &e.State)) {
@@ -715,7 +775,8 @@ func (c *Cluster) mergeEntryLocked(e *stateEntry) bool {
 
 func stateEqual(a, b *LocalState) bool {
 	return a.Revision == b.Revision && a.Hash == b.Hash && a.MaxGeneration == b.MaxGeneration &&
-		a.OpenFlow == b.OpenFlow && slices.Equal(a.Connected, b.Connected) && a.Version == b.Version && a.Origin == b.Origin
+		a.OpenFlow == b.OpenFlow && slices.Equal(a.Connected, b.Connected) && a.Version == b.Version && a.Origin == b.Origin &&
+		slices.Equal(a.Master, b.Master)
 }
 
 func toSet(ds []uint64) map[uint64]struct{} {
@@ -747,6 +808,9 @@ func (d *delegate) NotifyMsg(b []byte) {
 		return
 	}
 	d.c.mu.Lock()
+	if _, live := d.c.live[e.Name]; live && d.c.memberLocked(e.Name) {
+		d.c.touchLocked(e.Name) // a state message comes from its replica itself
+	}
 	changed := d.c.mergeEntryLocked(e)
 	d.c.mu.Unlock()
 	if changed {
@@ -780,6 +844,11 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool) {
 	}
 	changed := false
 	d.c.mu.Lock()
+	if len(es) > 0 {
+		if _, live := d.c.live[es[0].Name]; live && d.c.memberLocked(es[0].Name) {
+			d.c.touchLocked(es[0].Name) // the sender's own state comes first
+		}
+	}
 	for _, e := range es {
 		if d.c.mergeEntryLocked(e) {
 			changed = true
@@ -800,12 +869,12 @@ func (ev *events) NotifyJoin(n *memberlist.Node) {
 	if n.Name == c.name {
 		return
 	}
-	c.touch(n.Name)
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return
 	}
+	c.touchLocked(n.Name)
 	c.live[n.Name] = liveMember{node: *n, addr: nodeAddr(n)}
 	c.numNodes.Store(int32(len(c.live) + 1))
 	c.sendTo[n.Name] = true // give the newcomer our state right away
@@ -825,6 +894,7 @@ func (ev *events) NotifyLeave(n *memberlist.Node) {
 	delete(c.live, n.Name)
 	delete(c.states, n.Name)
 	delete(c.connSets, n.Name)
+	delete(c.heard, n.Name)
 	c.numNodes.Store(int32(len(c.live) + 1))
 	c.mu.Unlock()
 	if was {

@@ -35,6 +35,7 @@ func testConfig(name string, replicas int, join ...string) Config {
 	cfg.BindAddr = "127.0.0.1"
 	cfg.BindPort = 0
 	cfg.Replicas = replicas
+	cfg.testOpen = true // any name counts; replica-set tests set ReplicaSet
 	cfg.Join = join
 	cfg.Log = testLogger()
 	return cfg
@@ -565,6 +566,7 @@ func TestValidate(t *testing.T) {
 	ok.BindAddr = "192.0.2.10"
 	ok.Join = []string{"192.0.2.11", "192.0.2.12:7000", "192.0.2.10"} // self ignored
 	ok.Replicas = 3
+	ok.testOpen = true
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("valid config rejected: %v", err)
 	}
@@ -588,7 +590,14 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.BindPort = 0; c.Join = []string{"192.0.2.11"} }, "no port given"},
 		{func(c *Config) { c.Replicas = 2 }, "Replicas=2 but Join lists 2"},
 		{func(c *Config) { c.Replicas = -1 }, "negative"},
-		{func(c *Config) { c.ProbeInterval = 0 }, "ProbeInterval must be > 0"},
+		{func(c *Config) { c.ProbeInterval = 0 }, "ProbeInterval (--probe-interval) 0s out of range"},
+		{func(c *Config) { c.ProbeInterval = 5 * time.Millisecond }, "out of range 20ms-10s"},
+		{func(c *Config) { c.SuspicionMult = 50 }, "SuspicionMult (--suspicion-mult) 50 out of range"},
+		{func(c *Config) { c.QuorumLease = 500 * time.Millisecond }, "shorter than one worst-case probe round"},
+		{func(c *Config) { c.testOpen = false }, "ReplicaSet is empty"},
+		{func(c *Config) { c.ReplicaSet = []string{"a:1", "b:1", "c:1"} }, "Replicas and ReplicaSet are both set"},
+		{func(c *Config) { c.Replicas = 0; c.Name = "x:1"; c.ReplicaSet = []string{"a:1", "b:1", "c:1"} }, `name "x:1" is not in the replica set`},
+		{func(c *Config) { c.Replicas = 0; c.ReplicaSet = []string{"a:1", "a:1", "c:1"} }, `lists "a:1" twice`},
 		{func(c *Config) { c.ProbeTimeout = c.ProbeInterval }, "shorter than ProbeInterval"},
 		{func(c *Config) { c.SuspicionMult = 0 }, "SuspicionMult"},
 		{func(c *Config) { c.SuspicionMaxTimeoutMult = 0 }, "SuspicionMaxTimeoutMult"},
@@ -621,7 +630,7 @@ func TestValidate(t *testing.T) {
 func TestCodecRoundTrip(t *testing.T) {
 	e := &stateEntry{Name: "r1", Epoch: 1 << 62, Seq: 5, State: LocalState{
 		Revision: 1<<32 - 1, Hash: "abcdef", MaxGeneration: 1<<64 - 1, OpenFlow: "tcp:192.0.2.1:6653",
-		Connected: []uint64{0, 1, 1 << 47, 1<<64 - 1}, Version: 1<<64 - 1, Origin: "r2",
+		Connected: []uint64{0, 1, 1 << 47, 1<<64 - 1}, Version: 1<<64 - 1, Origin: "r2", Master: []uint64{1, 1 << 47},
 	}}
 	got, err := decodeStateMsg(encodeStateMsg(e))
 	if err != nil {

@@ -22,10 +22,13 @@ import (
 //	msgState:    0x01 wireVersion entry ext
 //	push/pull:   wireVersion count entry×count ext×count
 //	ext:         length (bytes that follow) policyVersion policyOrigin
+//	             nMaster delta-encoded-sorted-dpids×nMaster
 //	             [later fields]
 //
-// A state without ext (an older replica) has policy version 0 and origin
-// "" (the member itself). A decoder skips ext fields it does not know.
+// A state without ext (an older replica) has policy version 0, origin ""
+// (the member itself) and no MASTER list (its back-off then lasts the
+// whole ReclaimBackoff, as before). A decoder skips ext fields it does not
+// know.
 //
 // (epoch, seq) orders the states of one replica: epoch is the replica's
 // start time in nanoseconds, so a restarted replica's state supersedes its
@@ -63,9 +66,14 @@ func appendEntry(b []byte, e *stateEntry) []byte {
 	b = appendString(b, e.State.Hash)
 	b = binary.AppendUvarint(b, e.State.MaxGeneration)
 	b = appendString(b, e.State.OpenFlow)
-	b = binary.AppendUvarint(b, uint64(len(e.State.Connected)))
+	return appendDpids(b, e.State.Connected)
+}
+
+// appendDpids appends a count and the sorted, unique dpids delta-encoded.
+func appendDpids(b []byte, ds []uint64) []byte {
+	b = binary.AppendUvarint(b, uint64(len(ds)))
 	prev := uint64(0)
-	for _, d := range e.State.Connected { // sorted, unique
+	for _, d := range ds {
 		b = binary.AppendUvarint(b, d-prev)
 		prev = d
 	}
@@ -117,21 +125,7 @@ func (r *reader) entry() *stateEntry {
 	e.State.Hash = r.string()
 	e.State.MaxGeneration = r.uvarint()
 	e.State.OpenFlow = r.string()
-	n := r.uvarint()
-	if r.err == nil && n > uint64(len(r.b)) { // each dpid takes ≥ 1 byte
-		r.err = fmt.Errorf("connected count %d exceeds message", n)
-	}
-	if r.err != nil {
-		return nil
-	}
-	if n > 0 {
-		e.State.Connected = make([]uint64, 0, n)
-	}
-	prev := uint64(0)
-	for i := uint64(0); i < n && r.err == nil; i++ {
-		prev += r.uvarint()
-		e.State.Connected = append(e.State.Connected, prev)
-	}
+	e.State.Connected = r.dpids()
 	if r.err != nil {
 		return nil
 	}
@@ -140,6 +134,27 @@ func (r *reader) entry() *stateEntry {
 		return nil
 	}
 	return e
+}
+
+// dpids reads appendDpids output.
+func (r *reader) dpids() []uint64 {
+	n := r.uvarint()
+	if r.err == nil && n > uint64(len(r.b)) { // each dpid takes ≥ 1 byte
+		r.err = fmt.Errorf("dpid count %d exceeds message", n)
+	}
+	if r.err != nil || n == 0 {
+		return nil
+	}
+	out := make([]uint64, 0, n)
+	prev := uint64(0)
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		prev += r.uvarint()
+		out = append(out, prev)
+	}
+	if r.err != nil {
+		return nil
+	}
+	return out
 }
 
 // encodeStateMsg encodes one entry as a user message (broadcast or
@@ -153,6 +168,7 @@ func appendExt(b []byte, e *stateEntry) []byte {
 	var x []byte
 	x = binary.AppendUvarint(x, e.State.Version)
 	x = appendString(x, e.State.Origin)
+	x = appendDpids(x, e.State.Master)
 	b = binary.AppendUvarint(b, uint64(len(x)))
 	return append(b, x...)
 }
@@ -176,6 +192,9 @@ func (r *reader) ext(e *stateEntry) {
 	}
 	if len(x.b) > 0 {
 		e.State.Origin = x.string()
+	}
+	if len(x.b) > 0 {
+		e.State.Master = x.dpids()
 	}
 	if x.err != nil {
 		r.err = fmt.Errorf("state extension: %w", x.err)

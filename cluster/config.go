@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -64,9 +65,13 @@ const (
 	// Replicas live members re-joins the Join peers it is not connected to
 	// (this is what heals a partition or a peer that was down at start).
 	DefaultRejoinInterval = 2 * time.Second
-	// DefaultQuorumLease: with 3 replicas each peer is probed every
-	// 2 × ProbeInterval (400 ms), so 1.5 s tolerates three missed acks.
-	DefaultQuorumLease = 1500 * time.Millisecond
+	// MaxReplicas bounds the replica set: the low GenerationBits bits of a
+	// role generation id carry the claiming replica's index in it.
+	MaxReplicas = 1 << GenerationBits
+	// GenerationBits is how many low bits of a MASTER claim's generation id
+	// hold the claiming replica's index in the replica set, so that two
+	// replicas never send the same id (see NextGeneration).
+	GenerationBits = 8
 )
 
 // Config of one replica. DefaultConfig() documents and sets every default;
@@ -89,9 +94,15 @@ type Config struct {
 	// Join lists peers "IP[:PORT]" (port defaults to BindPort). The list may
 	// include this replica's own address; it is ignored.
 	Join []string
-	// Replicas is the size of the replica set (len(blueprint controllers)).
-	// Quorum = Replicas/2+1. 0: number of distinct Join peers (other than
-	// this replica) + 1.
+	// ReplicaSet names the replicas of the set, in the blueprint's
+	// controllers: order (HOST:PORT, the scheme stripped). Required. Only
+	// these members count toward the quorum (len/2+1), own bridges, or have
+	// their gossiped state heard; any other member is refused (Refused). A
+	// replica's index in it is the low bits of its generation ids. Update
+	// it with SetReplicaSet.
+	ReplicaSet []string
+	// Replicas (tests only, with the open test mode): the replica-set size
+	// when ReplicaSet is empty. 0: number of Join peers + 1.
 	Replicas int
 
 	// ProbeInterval, ProbeTimeout, SuspicionMult and SuspicionMaxTimeoutMult
@@ -111,10 +122,12 @@ type Config struct {
 	// Join peers that are not members this often.
 	RejoinInterval time.Duration
 	// QuorumLease: a peer counts toward the quorum only while a probe ack
-	// from it arrived within this window (default 1.5 s). memberlist slows an
-	// isolated node's own probing on purpose, so without a lease a replica
-	// cut off by a partition would keep "seeing" its peers alive for seconds
-	// after the majority took its bridges over.
+	// (or a state message) from it arrived within this window. 0 (default):
+	// derived from the probe settings and the replica-set size, see
+	// LeaseFor. memberlist slows an isolated node's own probing on purpose,
+	// so without a lease a replica cut off by a partition would keep
+	// "seeing" its peers alive for seconds after the majority took its
+	// bridges over.
 	QuorumLease time.Duration
 
 	// SecretKey enables memberlist encryption (AES-GCM) with a keyring
@@ -140,6 +153,9 @@ type Config struct {
 	// to it at debug level. Default: logrus.StandardLogger().
 	Log logrus.FieldLogger
 
+	// testOpen (tests only): without ReplicaSet, every member counts and
+	// Replicas gives the set size.
+	testOpen bool
 	// testPeerFilter (tests only) drops traffic to/from peers "IP:PORT" for
 	// which it returns false, to simulate partitions.
 	testPeerFilter func(addr string) bool
@@ -165,7 +181,6 @@ func DefaultConfig() Config {
 		PushPullInterval:        DefaultPushPullInterval,
 		TCPTimeout:              DefaultTCPTimeout,
 		RejoinInterval:          DefaultRejoinInterval,
-		QuorumLease:             DefaultQuorumLease,
 		Log:                     logrus.StandardLogger(),
 	}
 }
@@ -198,22 +213,42 @@ func (c *Config) Validate() error {
 	for _, e := range perr {
 		errs = append(errs, e)
 	}
+	if len(c.ReplicaSet) == 0 && !c.testOpen {
+		add("ReplicaSet is empty: pass the replica names of the blueprint's controllers: (HOST:PORT); only those replicas may count toward the quorum or own bridges")
+	}
+	if err := checkReplicaSet(c.ReplicaSet); err != nil {
+		errs = append(errs, fmt.Errorf("cluster config: %w", err))
+	}
+	if len(c.ReplicaSet) > 0 && c.Name != "" && !slicesContains(c.ReplicaSet, c.Name) {
+		add("this replica's name %q is not in the replica set %v: name the replica after its entry in the blueprint's controllers: (--cluster-name, default the --listen address)", c.Name, c.ReplicaSet)
+	}
 	if c.Replicas < 0 {
 		add("Replicas %d is negative (0 = number of Join peers + 1)", c.Replicas)
+	} else if c.Replicas > 0 && len(c.ReplicaSet) > 0 {
+		add("Replicas and ReplicaSet are both set: the replica-set size is len(ReplicaSet)")
 	} else if c.Replicas > 0 && c.Replicas < len(peers)+1 {
 		add("Replicas=%d but Join lists %d other replicas: a replica set smaller than the peers would let two sides both have quorum; set Replicas to the number of controllers (at least %d)",
 			c.Replicas, len(peers), len(peers)+1)
 	}
-	if c.ProbeInterval <= 0 {
-		add("ProbeInterval must be > 0 (default %s)", DefaultProbeInterval)
+	if c.ProbeInterval < MinProbeInterval || c.ProbeInterval > MaxProbeInterval {
+		add("ProbeInterval (--probe-interval) %s out of range %s-%s (default %s)", c.ProbeInterval, MinProbeInterval, MaxProbeInterval, DefaultProbeInterval)
 	}
 	if c.ProbeTimeout <= 0 {
-		add("ProbeTimeout must be > 0 (default %s)", DefaultProbeTimeout)
+		add("ProbeTimeout (--probe-timeout) must be > 0 (default %s)", DefaultProbeTimeout)
 	} else if c.ProbeInterval > 0 && c.ProbeTimeout >= c.ProbeInterval {
-		add("ProbeTimeout %s must be shorter than ProbeInterval %s (indirect probes need the rest of the interval)", c.ProbeTimeout, c.ProbeInterval)
+		add("ProbeTimeout (--probe-timeout) %s must be shorter than ProbeInterval (--probe-interval) %s (indirect probes need the rest of the interval)", c.ProbeTimeout, c.ProbeInterval)
 	}
-	if c.SuspicionMult < 1 {
-		add("SuspicionMult must be >= 1 (default %d)", DefaultSuspicionMult)
+	if c.SuspicionMult < 1 || c.SuspicionMult > 20 {
+		add("SuspicionMult (--suspicion-mult) %d out of range 1-20 (default %d)", c.SuspicionMult, DefaultSuspicionMult)
+	}
+	if c.QuorumLease < 0 {
+		add("QuorumLease %s is negative (0 = derived from the probe settings)", c.QuorumLease)
+	} else if c.QuorumLease > 0 && c.ProbeInterval > 0 {
+		n := max(c.replicaSetSize(), 2)
+		if minLease := time.Duration(2*(n-1)) * c.ProbeInterval; c.QuorumLease < minLease {
+			add("QuorumLease %s is shorter than one worst-case probe round (2×(N-1)×ProbeInterval = %s with N=%d): a healthy cluster would lose its quorum; leave it 0 (derived: %s)",
+				c.QuorumLease, minLease, n, LeaseFor(c.ProbeInterval, c.ProbeTimeout, n))
+		}
 	}
 	if c.SuspicionMaxTimeoutMult < 1 {
 		add("SuspicionMaxTimeoutMult must be >= 1 (default %d)", DefaultSuspicionMaxTimeoutMult)
@@ -300,8 +335,11 @@ func (c *Config) peers() ([]string, []error) {
 	return out, errs
 }
 
-// quorumSize returns the replica-set size used for quorum.
+// replicaSetSize returns the replica-set size used for quorum.
 func (c *Config) replicaSetSize() int {
+	if len(c.ReplicaSet) > 0 {
+		return len(c.ReplicaSet)
+	}
 	if c.Replicas > 0 {
 		return c.Replicas
 	}
@@ -347,3 +385,110 @@ func parseCIDRs(list []string) ([]*net.IPNet, error) {
 	}
 	return out, errors.Join(errs...)
 }
+
+// Probe interval bounds (--probe-interval).
+const (
+	MinProbeInterval = 20 * time.Millisecond
+	MaxProbeInterval = 10 * time.Second
+)
+
+// LeaseFor is the quorum lease derived from the probe settings and the
+// replica-set size n: how long a peer counts as alive after the last
+// evidence (probe ack or state message) from it.
+//
+// Each replica probes one peer per ProbeInterval, round-robin over its n-1
+// peers in an order reshuffled every round, so two probes of the same peer
+// are at most 2(n-1)-1 intervals apart; a lost ack (memberlist then probes
+// indirectly, which does not count) adds up to n-1 more. The lease allows
+// for two missed acks in a row in the worst alignment:
+//
+//	lease = 4 × (n-1) × ProbeInterval + ProbeTimeout
+//
+// n = 3: 1.7 s with the defaults (200 ms / 100 ms), 8.5 s with
+// --probe-interval 1s --probe-timeout 500ms. A replica cut off from its
+// peers loses its quorum at most lease + ProbeInterval after the cut.
+func LeaseFor(probeInterval, probeTimeout time.Duration, n int) time.Duration {
+	n = max(n, 2)
+	return time.Duration(4*(n-1))*probeInterval + probeTimeout
+}
+
+// checkReplicaSet rejects an unusable replica set.
+func checkReplicaSet(names []string) error {
+	if len(names) > MaxReplicas {
+		return fmt.Errorf("replica set has %d replicas: at most %d", len(names), MaxReplicas)
+	}
+	seen := map[string]bool{}
+	for _, n := range names {
+		if strings.TrimSpace(n) == "" {
+			return errors.New("replica set has an empty name")
+		}
+		if seen[n] {
+			return fmt.Errorf("replica set lists %q twice", n)
+		}
+		seen[n] = true
+	}
+	return nil
+}
+
+func slicesContains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// CheckReplicaSetChange reports whether a replica set may change from old
+// to next in one step: at most one replica added or removed. Any majority of
+// a set and any majority of a set that differs from it by one member
+// intersect (|Q1|+|Q2| > |old ∪ next|), so replicas that briefly enforce
+// different sets can never both have a quorum. A bigger change (3 → 5, or
+// replacing a replica, which is one removal plus one addition) could: do it
+// one replica at a time (docs/cluster.md, "Changing the replica set").
+func CheckReplicaSetChange(old, next []string) error {
+	in := func(s []string) map[string]bool {
+		m := map[string]bool{}
+		for _, x := range s {
+			m[x] = true
+		}
+		return m
+	}
+	o, n := in(old), in(next)
+	var added, removed []string
+	for x := range n {
+		if !o[x] {
+			added = append(added, x)
+		}
+	}
+	for x := range o {
+		if !n[x] {
+			removed = append(removed, x)
+		}
+	}
+	if len(added)+len(removed) <= 1 {
+		return nil
+	}
+	sortStrings(added)
+	sortStrings(removed)
+	return fmt.Errorf("controllers: changes the replica set by more than one replica (added %v, removed %v): two replicas enforcing the old and the new list could both have a quorum; change it one replica at a time (add or remove one controller, reload every replica, wait until all report the new set, then the next; docs/cluster.md \"Changing the replica set\")", added, removed)
+}
+
+// Quorate reports whether alive (names) holds a strict majority of set.
+func Quorate(set, alive []string) bool {
+	in := map[string]bool{}
+	for _, x := range set {
+		in[x] = true
+	}
+	n := 0
+	seen := map[string]bool{}
+	for _, a := range alive {
+		if in[a] && !seen[a] {
+			seen[a] = true
+			n++
+		}
+	}
+	return len(set) > 0 && n >= len(set)/2+1
+}
+
+func sortStrings(s []string) { sort.Strings(s) }

@@ -174,17 +174,38 @@ func (b *bridge) run(ctx context.Context) {
 	b.log.Info("switch connected")
 	go b.logDrops(ctx)
 	master := false
-	// After the switch demoted us, do not re-claim for ReclaimBackoff unless
-	// the cluster membership changed since (e.g. the replica that took the
-	// bridge died): then a claim is failover, not a fight.
-	var claimBlockedUntil time.Time
+	// After the switch demoted us, do not re-claim while another live
+	// replica reports MASTER of this bridge, for at most reclaimBackoff. The
+	// back-off lifts early when the membership changed since (e.g. the
+	// replica that took the bridge died: a claim is then failover, not a
+	// fight), or when nobody reports MASTER of the bridge once reclaimGrace
+	// has passed (time for the new master's gossip to arrive) and a quorum
+	// has been heard from since the demotion (a replica cut off by a
+	// partition cannot hear one, so it never lifts early). Without the
+	// early lift an owner demoted at start-up by a replica whose view was
+	// not settled left the bridge without master for the whole back-off.
+	var claimBlockedUntil, blockedAt time.Time
 	var blockedMembers string
 	blocked := func() bool {
-		return time.Now().Before(claimBlockedUntil) && b.c.memberKey() == blockedMembers
+		now := time.Now()
+		if !now.Before(claimBlockedUntil) || b.c.memberKey() != blockedMembers {
+			return false
+		}
+		if _, ok := b.c.masterElsewhere(b.dpid); ok {
+			return true
+		}
+		return now.Sub(blockedAt) < reclaimGrace || !b.c.heardFromQuorumSince(blockedAt)
 	}
 	block := func() {
-		claimBlockedUntil = time.Now().Add(b.c.opts.ReclaimBackoff)
+		blockedAt = time.Now()
+		claimBlockedUntil = blockedAt.Add(b.c.reclaimBackoff())
 		blockedMembers = b.c.memberKey()
+	}
+	// blockedRetry is when a blocked claim is reconsidered (cluster changes
+	// also kick the loop).
+	blockedRetry := func() <-chan time.Time {
+		d := min(time.Until(claimBlockedUntil), reclaimGrace)
+		return time.After(max(d, 10*time.Millisecond))
 	}
 	// Drift checks re-read whole tables: jitter each bridge's period by
 	// ±10 % so bridges that connected together do not all dump at once.
@@ -219,7 +240,7 @@ func (b *bridge) run(ctx context.Context) {
 				want, why := b.c.wantMaster(b.dpid, p)
 				b.update(func(s *BridgeStatus) { s.Standby = why })
 				err = nil
-				if want && !blocked() {
+				if want && !blocked() && b.c.unsettled() == "" {
 					if err = b.claimMaster(ctx); err == nil {
 						master = true
 						err = b.reconcileOrphan(ctx, p, master, reason)
@@ -248,7 +269,18 @@ func (b *bridge) run(ctx context.Context) {
 			b.update(func(s *BridgeStatus) { s.Owner = b.c.ownerOf(b.dpid) })
 			switch {
 			case want && !master && blocked():
-				retry = time.After(time.Until(claimBlockedUntil))
+				retry = blockedRetry()
+				if who, ok := b.c.masterElsewhere(b.dpid); ok {
+					b.update(func(s *BridgeStatus) { s.Standby = "demoted by the switch: replica " + who + " holds MASTER" })
+				}
+			case want && !master && b.c.unsettled() != "":
+				// No claim before the state of every live replica is known:
+				// ownership computed from a partial view may be wrong, and a
+				// wrong claim demotes the real owner. A cluster change kicks
+				// the loop when the state arrives.
+				who := b.c.unsettled()
+				b.update(func(s *BridgeStatus) { s.Standby = "waiting for the state of replica " + who })
+				retry = time.After(b.c.opts.RetryInterval)
 			case want && !master:
 				if err := b.claimMaster(ctx); err != nil {
 					if errors.Is(err, ErrStaleGeneration) {
@@ -342,6 +374,7 @@ func (b *bridge) run(ctx context.Context) {
 				// Do not fight: another replica claimed the bridge. Re-claim only
 				// after a back-off, and only if we still own it then.
 				block()
+				b.c.publishState()
 			}
 			reason = "role change"
 		case <-drift.C:
@@ -352,6 +385,10 @@ func (b *bridge) run(ctx context.Context) {
 		}
 	}
 }
+
+// reclaimGrace is how long a demoted replica waits, at least, for the new
+// master's gossip before it may lift its re-claim back-off early.
+const reclaimGrace = 300 * time.Millisecond
 
 // portSettle is how long a port change must be quiet before the bridge
 // reconciles; portSettleMax bounds the wait under a stream of changes.
@@ -415,6 +452,7 @@ func (b *bridge) claimMaster(ctx context.Context) error {
 		b.claimedGen = gen
 		b.c.metrics.roles.WithLabelValues(b.label(), "MASTER").Inc()
 	}
+	b.c.publishState() // gossip the MASTER role (other replicas' back-off)
 	b.update(func(s *BridgeStatus) { s.Role, s.GenerationID = role.String(), gen })
 	b.log.WithFields(logrus.Fields{"role": role.String(), "generation": gen}).Info("role granted")
 	if role != OFRoleMaster {
@@ -442,6 +480,7 @@ func (b *bridge) becomeSlave(ctx context.Context, why string) error {
 	}
 	b.update(func(s *BridgeStatus) { s.Role, s.GenerationID = role.String(), gen })
 	b.c.metrics.roles.WithLabelValues(b.label(), "SLAVE").Inc()
+	b.c.publishState()
 	b.log.WithFields(logrus.Fields{"role": role.String(), "generation": gen, "why": why}).Info("standing by as SLAVE")
 	return nil
 }

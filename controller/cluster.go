@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/vpcflow/vpcflow/cluster"
 	"github.com/vpcflow/vpcflow/flows"
@@ -48,17 +49,102 @@ func (c *Controller) observeGeneration(g uint64) {
 	}
 }
 
-// nextGeneration is the id of a MASTER claim: one above both the switch's
-// current id and every id gossiped in the cluster.
+// nextGeneration is the id of a MASTER claim: newer than both the switch's
+// current id and every id gossiped in the cluster. In replica mode its low
+// bits are this replica's index in controllers: (cluster.ClaimGeneration),
+// so two replicas claiming at once never send the same id: the switch
+// accepts an equal id, and each such claim would demote the previous one.
 func (c *Controller) nextGeneration(switchGen uint64) uint64 {
 	g := c.maxGeneration()
 	if switchGen != undefinedGeneration && generationNewer(switchGen, g) {
 		g = switchGen
 	}
+	if cl := c.opts.Cluster; cl != nil {
+		return cluster.ClaimGeneration(g, cl.ReplicaIndex())
+	}
 	if switchGen == undefinedGeneration && g == 0 {
 		return 1
 	}
 	return g + 1
+}
+
+// ReplicaNames turns the blueprint's controllers: into replica names:
+// HOST:PORT without the tcp:/ssl: scheme (a replica's default name is its
+// --listen address the same way).
+func ReplicaNames(controllers []string) []string {
+	out := make([]string, 0, len(controllers))
+	for _, s := range controllers {
+		out = append(out, ReplicaName(s))
+	}
+	return out
+}
+
+// ReplicaName is one controllers: entry (or --listen address) as a replica
+// name.
+func ReplicaName(target string) string {
+	for _, p := range []string{"tcp:", "ssl:"} {
+		if strings.HasPrefix(target, p) {
+			return strings.TrimPrefix(target, p)
+		}
+	}
+	return target
+}
+
+// checkReplicaSetChange rejects, in replica mode, a blueprint whose
+// controllers: differ from the enforced ones by more than one replica.
+func (c *Controller) checkReplicaSetChange(cur, next *flows.Blueprint) error {
+	if c.opts.Cluster == nil {
+		return nil
+	}
+	if err := cluster.CheckReplicaSetChange(ReplicaNames(cur.Controllers), ReplicaNames(next.Controllers)); err != nil {
+		return fmt.Errorf("%s: %w", c.sourceName(), err)
+	}
+	return nil
+}
+
+// applyReplicaSet makes the cluster follow the controllers: of the
+// blueprint just loaded.
+func (c *Controller) applyReplicaSet(bp *flows.Blueprint) {
+	if cl := c.opts.Cluster; cl != nil {
+		if err := cl.SetReplicaSet(ReplicaNames(bp.Controllers)); err != nil {
+			c.log.WithError(err).Error("cannot apply the replica set of the new blueprint")
+		}
+	}
+}
+
+// masterElsewhere reports a live replica that gossips MASTER of dpid.
+func (c *Controller) masterElsewhere(dpid uint64) (string, bool) {
+	if cl := c.opts.Cluster; cl != nil {
+		return cl.MasterElsewhere(dpid)
+	}
+	return "", false
+}
+
+// unsettled names a live replica whose state this one has not received.
+func (c *Controller) unsettled() string {
+	if cl := c.opts.Cluster; cl != nil {
+		return cl.Unsettled()
+	}
+	return ""
+}
+
+// heardFromQuorumSince: without a cluster, trivially true.
+func (c *Controller) heardFromQuorumSince(t time.Time) bool {
+	if cl := c.opts.Cluster; cl != nil {
+		return cl.HeardFromQuorumSince(t)
+	}
+	return true
+}
+
+// reclaimBackoff is the longest a demoted replica waits before it claims a
+// bridge again: Options.ReclaimBackoff, at least twice the quorum lease (a
+// replica whose view lags believes in its quorum for up to a lease).
+func (c *Controller) reclaimBackoff() time.Duration {
+	d := c.opts.ReclaimBackoff
+	if cl := c.opts.Cluster; cl != nil && 2*cl.QuorumLease() > d {
+		d = 2 * cl.QuorumLease()
+	}
+	return d
 }
 
 // memberKey identifies the current set of live replicas ("" without a
@@ -146,15 +232,19 @@ func (c *Controller) publishState() {
 	c.mu.Lock()
 	p := c.pol
 	dpids := make([]uint64, 0, len(c.bridges))
+	var masters []uint64
 	for d, b := range c.bridges {
 		if b.status().Known {
 			dpids = append(dpids, d)
+		}
+		if b.conn.Role() == OFRoleMaster {
+			masters = append(masters, d)
 		}
 	}
 	c.mu.Unlock()
 	sort.Slice(dpids, func(i, j int) bool { return dpids[i] < dpids[j] })
 	k := p.key(cl.Name())
-	cl.SetLocal(cluster.LocalState{Revision: p.bp.Revision, Hash: p.hash, Connected: dpids,
+	cl.SetLocal(cluster.LocalState{Revision: p.bp.Revision, Hash: p.hash, Connected: dpids, Master: masters,
 		MaxGeneration: cl.MaxGeneration(), OpenFlow: c.opts.Listen, Version: k.Version, Origin: k.Origin})
 }
 
@@ -163,6 +253,10 @@ type ClusterStatus struct {
 	Self    string          `json:"self"`
 	Quorum  bool            `json:"quorum"`
 	Members []ClusterMember `json:"members"`
+	// Replicas is the replica set in force (the blueprint's controllers:).
+	Replicas []string `json:"replicas"`
+	// Refused are members refused because they are not in Replicas.
+	Refused []cluster.Refused `json:"refused"`
 }
 
 // ClusterMember is one live replica in /status.
@@ -174,6 +268,7 @@ type ClusterMember struct {
 	Hash          string   `json:"blueprint_hash"`
 	Connected     int      `json:"bridges_connected"`
 	Owned         []string `json:"bridges_owned"`
+	Master        []string `json:"bridges_master"`
 	MaxGeneration uint64   `json:"max_generation"`
 	// PolicyVersion and PolicyOrigin: the member's policy key with Revision
 	// (docs/cluster.md#blueprint-distribution).
@@ -186,13 +281,16 @@ func (c *Controller) clusterStatus() *ClusterStatus {
 	if cl == nil {
 		return nil
 	}
-	cs := &ClusterStatus{Self: cl.Name(), Quorum: cl.HasQuorum()}
+	cs := &ClusterStatus{Self: cl.Name(), Quorum: cl.HasQuorum(), Replicas: cl.ReplicaSet(), Refused: cl.Refused()}
 	for _, m := range cl.Members() {
 		cm := ClusterMember{Name: m.Name, Addr: m.Addr, Self: m.Self, Revision: m.State.Revision, Hash: m.State.Hash,
 			Connected: len(m.State.Connected), MaxGeneration: m.State.MaxGeneration, Owned: []string{},
 			PolicyVersion: m.State.Version, PolicyOrigin: cluster.KeyOf(m.Name, &m.State).Origin}
 		for _, d := range m.Owned {
 			cm.Owned = append(cm.Owned, fmt.Sprintf("%016x", d))
+		}
+		for _, d := range m.State.Master {
+			cm.Master = append(cm.Master, fmt.Sprintf("%016x", d))
 		}
 		cs.Members = append(cs.Members, cm)
 	}

@@ -404,6 +404,8 @@ func (c *Controller) apply(bp *flows.Blueprint, err error, reason string, in inc
 			err = c.checkPeerKey(in)
 		case bp.Revision == cur.Revision && bp.Revision != 0:
 			err = fmt.Errorf("%s: revision %d has different content than the enforced blueprint with the same revision: raise revision to apply it", c.sourceName(), bp.Revision)
+		default:
+			err = c.checkReplicaSetChange(cur, bp)
 		}
 	}
 	if err != nil {
@@ -422,6 +424,7 @@ func (c *Controller) apply(bp *flows.Blueprint, err error, reason string, in inc
 	prev := c.pol
 	c.setPolicy(bp)
 	c.stampPolicy(prev, in)
+	c.applyReplicaSet(bp)
 	// Certificates are checked against the new policy before any bridge can
 	// read it (same critical section): see handshake.go.
 	refused := c.recheckIdentities()

@@ -84,6 +84,7 @@ var (
 	descMembers   = prometheus.NewDesc("vpcflow_cluster_members", "Live replicas seen by this replica (cluster mode).", nil, nil)
 	descQuorum    = prometheus.NewDesc("vpcflow_cluster_quorum", "1 when this replica sees a quorum (cluster mode).", nil, nil)
 	descOwned     = prometheus.NewDesc("vpcflow_bridges_owned", "Bridges this replica owns (cluster mode).", nil, nil)
+	descRefused   = prometheus.NewDesc("vpcflow_cluster_refused", "Cluster members refused because their name is not in the blueprint's controllers: (cluster mode; at most 64 names are tracked).", nil, nil)
 	descUnknown   = prometheus.NewDesc("vpcflow_unknown_datapaths", "Connected datapaths not in the blueprint (given no flows).", nil, nil)
 	descFenced    = prometheus.NewDesc("vpcflow_bridge_fenced", "1 when the bridge holds flows of a newer blueprint revision than the one in force: this controller writes nothing to it (revision fence).", []string{"bridge", "host"}, nil)
 	descInstRev   = prometheus.NewDesc("vpcflow_bridge_installed_revision", "Highest blueprint revision carried by the bridge's flow cookies at this controller's last read.", []string{"bridge", "host"}, nil)
@@ -91,7 +92,7 @@ var (
 
 func (s *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnected, descConverged, descIntended, descInstalled, descRulePkts, descRevision,
-		descReloadErr, descMembers, descQuorum, descOwned, descUnknown, descFenced, descInstRev} {
+		descReloadErr, descMembers, descQuorum, descOwned, descUnknown, descFenced, descInstRev, descRefused} {
 		ch <- d
 	}
 }
@@ -158,6 +159,7 @@ func (s *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if cs := st.Cluster; cs != nil {
 		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(len(cs.Members)))
+		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.GaugeValue, float64(len(cs.Refused)))
 		q := 0.0
 		if cs.Quorum {
 			q = 1

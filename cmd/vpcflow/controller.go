@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -98,10 +99,11 @@ func runController(args []string) int {
 	provision := fs.Bool("provision", false, "provision hosts that have an ovsdb: endpoint (cloudbr0 settings, controller targets, tunnel port); in replica mode only each host's owner does")
 	clusterBind := fs.String("cluster-bind", "", "replica mode: memberlist bind address IP[:PORT] (port default 7946); use the management address")
 	join := fs.String("join", "", "replica mode: comma-separated peers IP[:PORT] to join")
-	clusterName := fs.String("cluster-name", "", "this replica's name (default: the --listen address)")
-	probeInterval := fs.Duration("probe-interval", 0, "memberlist probe interval (default: cluster.DefaultConfig)")
-	probeTimeout := fs.Duration("probe-timeout", 0, "memberlist probe timeout (default: cluster.DefaultConfig)")
-	suspicionMult := fs.Int("suspicion-mult", 0, "memberlist suspicion multiplier (default: cluster.DefaultConfig)")
+	clusterName := fs.String("cluster-name", "", "this replica's name: its entry in the blueprint's controllers: as HOST:PORT (default: the --listen address without tcp:/ssl:)")
+	probeInterval := fs.Duration("probe-interval", 0, "memberlist probe interval, 20ms-10s (default 200ms); the quorum lease is derived from it")
+	probeTimeout := fs.Duration("probe-timeout", 0, "memberlist probe timeout, shorter than --probe-interval (default 100ms)")
+	suspicionMult := fs.Int("suspicion-mult", 0, "memberlist suspicion multiplier, 1-20 (default 3)")
+	clusterInsecure := fs.Bool("cluster-insecure", false, "replica mode: run without --cluster-key-file (unauthenticated, unencrypted gossip: anyone who reaches --cluster-bind can forge replica state); for labs only")
 	tlsCert := fs.String("tls-cert", "", "ssl: listener and ssl: OVSDB endpoints: this controller's certificate (vpcflow pki sign)")
 	tlsKey := fs.String("tls-key", "", "ssl: this controller's key")
 	tlsCA := fs.String("tls-ca", "", "ssl: the CA that switch (and ovsdb-server) certificates must chain to")
@@ -178,12 +180,16 @@ func runController(args []string) int {
 		cfg.BindAddr, cfg.BindPort = host, port
 		cfg.Name = *clusterName
 		if cfg.Name == "" {
-			cfg.Name = strings.TrimPrefix(*listen, "tcp:")
+			cfg.Name = controller.ReplicaName(*listen)
+		}
+		cfg.ReplicaSet = controller.ReplicaNames(c.Blueprint().Controllers)
+		if !slices.Contains(cfg.ReplicaSet, cfg.Name) {
+			fmt.Fprintf(os.Stderr, "vpcflow controller: this replica's name %q is not in the blueprint's controllers: %v: only listed replicas may count toward the quorum or own bridges; set --listen (or --cluster-name) to this replica's entry there (HOST:PORT)\n", cfg.Name, cfg.ReplicaSet)
+			return 2
 		}
 		if *join != "" {
 			cfg.Join = strings.Split(*join, ",")
 		}
-		cfg.Replicas = len(c.Blueprint().Controllers)
 		if *probeInterval != 0 {
 			cfg.ProbeInterval = *probeInterval
 		}
@@ -194,6 +200,13 @@ func runController(args []string) int {
 			cfg.SuspicionMult = *suspicionMult
 		}
 		cfg.Log = log.WithField("component", "cluster")
+		if *clusterKeyFile == "" && !*clusterInsecure {
+			fmt.Fprintln(os.Stderr, "vpcflow controller: replica mode needs --cluster-key-file: without a key any host that reaches --cluster-bind can join and forge replica state. Make a key once and give every replica the same file: head -c 32 /dev/urandom | base64 > key (or pass --cluster-insecure for a lab)")
+			return 2
+		}
+		if *clusterInsecure && *clusterKeyFile == "" {
+			log.Warn("replica mode without a cluster key (--cluster-insecure): gossip is unauthenticated and unencrypted")
+		}
 		if *clusterKeyFile != "" {
 			key, accept, err := readClusterKey(*clusterKeyFile)
 			if err != nil {
@@ -218,7 +231,7 @@ func runController(args []string) int {
 			return 1
 		}
 		c.SetCluster(cl)
-		log.WithFields(map[string]interface{}{"name": cl.Name(), "bind": *clusterBind, "join": *join, "replicas": cfg.Replicas}).Info("replica mode")
+		log.WithFields(map[string]interface{}{"name": cl.Name(), "bind": *clusterBind, "join": *join, "replicas": cfg.ReplicaSet}).Info("replica mode")
 	} else if *join != "" {
 		fmt.Fprintln(os.Stderr, "vpcflow controller: --join needs --cluster-bind")
 		return 2

@@ -44,3 +44,17 @@ func TestReadClusterKey(t *testing.T) {
 		}
 	}
 }
+
+// TestReplicaModeNeedsKey: replica mode without --cluster-key-file refuses
+// to start (exit 2) unless --cluster-insecure is given.
+func TestReplicaModeNeedsKey(t *testing.T) {
+	bp := "../../examples/demo/blueprint.yaml"
+	args := []string{"--blueprint", bp, "--listen", "tcp:192.0.2.250:6653", "--http", "off", "--cluster-bind", "127.0.0.1:0"}
+	if rc := runController(args); rc != 2 {
+		t.Fatalf("replica mode without a key: exit %d, want 2", rc)
+	}
+	// A name outside controllers: is refused too, before anything starts.
+	if rc := runController(append(args, "--cluster-insecure", "--cluster-name", "192.0.2.99:6653")); rc != 2 {
+		t.Fatalf("replica name outside controllers: exit %d, want 2", rc)
+	}
+}

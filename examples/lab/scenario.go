@@ -2,8 +2,13 @@ package lab
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -37,8 +42,34 @@ func (l *Lab) ReplicaArgs(i int, extra ...string) []string {
 			}
 		}
 		args = append(args, "--cluster-bind", a+":7946", "--join", strings.Join(peers, ","))
+		if !slices.Contains(extra, "--cluster-key-file") && !slices.Contains(extra, "--cluster-insecure") {
+			if key, err := l.ClusterKeyFile(); err == nil {
+				args = append(args, "--cluster-key-file", key)
+			} else {
+				// The controller then refuses to start, naming the flag.
+				args = append(args, "--cluster-key-file", filepath.Join(l.dir, "cluster.key"))
+			}
+		}
 	}
 	return append(args, extra...)
+}
+
+// ClusterKeyFile returns the lab's shared cluster key file (Dir/cluster.key),
+// making it on first use: replica mode refuses to start without a key.
+func (l *Lab) ClusterKeyFile() (string, error) {
+	p := filepath.Join(l.dir, "cluster.key")
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
+	}
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return "", err
+	}
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, []byte(base64.StdEncoding.EncodeToString(k)+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return p, os.Rename(tmp, p)
 }
 
 // ControllerStatus reads the controller's /status from inside the management
