@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,13 +31,30 @@ type csReplica struct {
 
 func (r *csReplica) polls() int { return r.srv.Requests()["listHosts"] }
 
+// csBase is testdata/base.yaml with three controllers (the replica set).
+func csBase(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("testdata/base.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(b), "controllers: [tcp:192.0.2.250:6653]",
+		"controllers: [tcp:192.0.2.250:6653, tcp:192.0.2.251:6653, tcp:192.0.2.252:6653]", 1)
+	p := filepath.Join(t.TempDir(), "base.yaml")
+	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func startCSReplica(t *testing.T, name, join string) *csReplica {
 	t.Helper()
 	r := &csReplica{name: name, srv: cstest.New(t, "testdata/cloud", testAPIKey, testSecret)}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	cfg := cluster.DefaultConfig()
-	cfg.Name, cfg.BindAddr, cfg.BindPort, cfg.Replicas, cfg.Log = name, "127.0.0.1", 0, 3, log
+	cfg.Name, cfg.BindAddr, cfg.BindPort, cfg.Log = name, "127.0.0.1", 0, log
+	cfg.ReplicaSet = []string{"192.0.2.250:6653", "192.0.2.251:6653", "192.0.2.252:6653"}
 	if join != "" {
 		cfg.Join = []string{join}
 	}
@@ -42,7 +62,7 @@ func startCSReplica(t *testing.T, name, join string) *csReplica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := NewSource(newTestClient(t, r.srv, nil), "testdata/base.yaml", nil, log)
+	src := NewSource(newTestClient(t, r.srv, nil), csBase(t), nil, log)
 	c, err := controller.New(controller.Options{Source: src, Listen: "tcp:127.0.0.1:0", HTTP: "off",
 		SourceInterval: 50 * time.Millisecond, DriftInterval: time.Hour, Log: log})
 	if err != nil {
@@ -110,8 +130,9 @@ func agreed(rs []*csReplica, min uint32) (bool, string, controller.Status) {
 // follow it. When the fetcher goes, another takes over and the revisions
 // keep growing.
 func TestCloudStackOneFetcher(t *testing.T) {
-	rs := []*csReplica{startCSReplica(t, "r0", "")}
-	rs = append(rs, startCSReplica(t, "r1", csAddr(rs[0].cl)), startCSReplica(t, "r2", csAddr(rs[0].cl)))
+	// Replicas are named after the controllers: entries of csBase.
+	rs := []*csReplica{startCSReplica(t, "192.0.2.250:6653", "")}
+	rs = append(rs, startCSReplica(t, "192.0.2.251:6653", csAddr(rs[0].cl)), startCSReplica(t, "192.0.2.252:6653", csAddr(rs[0].cl)))
 	var st controller.Status
 	csWait(t, 20*time.Second, "one numbered policy on every replica", func() (bool, string) {
 		ok, why, s := agreed(rs, 0)

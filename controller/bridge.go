@@ -273,6 +273,15 @@ func (b *bridge) run(ctx context.Context) {
 				if who, ok := b.c.masterElsewhere(b.dpid); ok {
 					b.update(func(s *BridgeStatus) { s.Standby = "demoted by the switch: replica " + who + " holds MASTER" })
 				}
+			case want && !master && b.c.opts.Cluster != nil && b.c.opts.ClaimSettle > 0 &&
+				time.Since(b.status().ConnectedSince) < b.c.opts.ClaimSettle:
+				// A fresh connection: the other replicas may not have heard
+				// of theirs yet, and an owner computed now may be wrong.
+				wait := b.c.opts.ClaimSettle - time.Since(b.status().ConnectedSince)
+				b.update(func(s *BridgeStatus) {
+					s.Standby = "connection settling: claiming in " + wait.Round(time.Millisecond).String()
+				})
+				retry = time.After(wait)
 			case want && !master && b.c.unsettled() != "":
 				// No claim before the state of every live replica is known:
 				// ownership computed from a partial view may be wrong, and a

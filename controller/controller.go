@@ -63,6 +63,13 @@ type Options struct {
 	// ~2.2 s a partitioned replica keeps believing it has a quorum): replicas
 	// never fight over a bridge while their views of the cluster differ.
 	ReclaimBackoff time.Duration
+	// ClaimSettle (replica mode): a bridge is claimed only once its
+	// connection to this replica is this old, so that every replica's
+	// connected set has been gossiped and all compute the same owner: at
+	// start-up, replicas that each saw only their own connection all
+	// claimed every bridge, each claim demoting the previous one (issue 13
+	// defect 9). Default 400 ms (several gossip rounds); negative = off.
+	ClaimSettle time.Duration
 	// Cluster, when set, makes this controller one replica of a cluster:
 	// only the bridge's owner (with a quorum) claims MASTER. nil = a single
 	// replica that masters every bridge.
@@ -136,6 +143,9 @@ func (o *Options) defaults() {
 	}
 	if o.OpTimeout == 0 {
 		o.OpTimeout = 60 * time.Second
+	}
+	if o.ClaimSettle == 0 {
+		o.ClaimSettle = 400 * time.Millisecond
 	}
 	if o.ReclaimBackoff == 0 {
 		o.ReclaimBackoff = 5 * time.Second

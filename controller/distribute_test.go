@@ -60,6 +60,7 @@ func demoText(t *testing.T) string {
 // VMs named in drop.
 func variant(t *testing.T, rev int, drop ...string) string {
 	s := strings.Replace(demoText(t), "revision: 1\n", fmt.Sprintf("revision: %d\n", rev), 1)
+	s = strings.Replace(s, "controllers: [tcp:192.0.2.250:6653]", "controllers: [tcp:"+strings.Join(distReplicaSet, ", tcp:")+"]", 1)
 	var out []string
 	for _, line := range strings.Split(s, "\n") {
 		skip := false
@@ -96,9 +97,22 @@ func writeFile(t *testing.T, path, text string) {
 	}
 }
 
+// distReplicaSet: the controllers: of variant(); replica "rN" of these
+// tests is named after entry N, as a production replica is.
+var distReplicaSet = []string{"192.0.2.250:6653", "192.0.2.251:6653", "192.0.2.252:6653"}
+
+func distName(short string) string {
+	var i int
+	if _, err := fmt.Sscanf(short, "r%d", &i); err == nil && i < len(distReplicaSet) {
+		return distReplicaSet[i]
+	}
+	return short
+}
+
 func testClusterConfig(name string, replicas int, join string) cluster.Config {
 	cfg := cluster.DefaultConfig()
-	cfg.Name, cfg.BindAddr, cfg.BindPort, cfg.Replicas = name, "127.0.0.1", 0, replicas
+	cfg.Name, cfg.BindAddr, cfg.BindPort = distName(name), "127.0.0.1", 0
+	cfg.ReplicaSet = distReplicaSet[:max(replicas, 3)]
 	if join != "" {
 		cfg.Join = []string{join}
 	}
@@ -210,7 +224,7 @@ func TestReloadReachesAllReplicas(t *testing.T) {
 	writeFile(t, rs[1].path, v2) // one file, on one replica
 	waitPolicy(t, rs, 20*time.Second, "reload on r1", 2, hashOf(t, v2))
 	for _, i := range []int{0, 2} {
-		if st := rs[i].c.Status(); !strings.Contains(st.Blueprint, "peer r1 (revision 2)") {
+		if st := rs[i].c.Status(); !strings.Contains(st.Blueprint, "peer "+distName("r1")+" (revision 2)") {
 			t.Errorf("%s: status blueprint %q, want it to name peer r1", rs[i].name, st.Blueprint)
 		}
 		if !strings.Contains(rs[i].log.String(), "applied the newer blueprint fetched from a replica") {

@@ -92,8 +92,7 @@ const (
 // fsNeeds lists the fault kinds that need a feature not built yet (issue
 // 13), with what they need. They are not scheduled until enabled.
 var fsNeeds = map[string]string{
-	evHostileOuts: "defect 4: only replicas listed in controllers: count or own; an unknown member is refused",
-	evReplicaSet:  "defect 4: the documented replica-set change procedure (each replica takes the set size from its own blueprint today)",
+	evReplicaSet: "the harness does not implement a replica-set change yet (the procedure is tested in cluster/TestReplicaSetChangeOneAtATime and controller/TestReloadReplicaSetOneAtATime)",
 }
 
 // fsKnownDefects maps an invariant to the issue-13 defect that breaks it on
@@ -101,8 +100,7 @@ var fsNeeds = map[string]string{
 // reported as SKIP "known defect", never as passed. Remove an entry when
 // its fix lands (VPCFLOW_FAULT_STRICT=1 fails on them today).
 var fsKnownDefects = map[string]string{
-	invStuck:    "issue 13 defect 1 (deadlock on join: cluster.aliveRemotes holds heardMu while calling ml.Members; NotifyJoin -> touch takes heardMu under memberlist's nodeLock)",
-	invGenReuse: "issue 13 defect 9 (start-up without a master: one generation id granted MASTER to several replicas; ids must strictly grow per claim)",
+	// empty: defects 1, 2/10 and 9 have landed (issue 13)
 }
 
 // Suite parameters (env overrides, see the file comment).
@@ -295,6 +293,10 @@ var fsDemo = sync.OnceValues(func() ([]byte, error) { return os.ReadFile("../exa
 // fsBlueprint is the demo blueprint at revision rev: odd revisions carry VM
 // blue-web-2, even ones do not (so every revision changes flows on kvm1 and
 // kvm2, and an older writer would re-add or remove a VM).
+// fsReplicaSet names the replicas r0, r1, r2 by their controllers:
+// entries in fsBlueprint.
+var fsReplicaSet = []string{"192.0.2.250:6653", "192.0.2.251:6653", "192.0.2.252:6653"}
+
 func fsBlueprint(rev uint32) []byte {
 	demo, err := fsDemo()
 	if err != nil {
@@ -409,11 +411,20 @@ func (r *fsRun) logger(name string) logrus.FieldLogger {
 
 func (r *fsRun) clusterConfig(rep *fsReplica, replicas int, join []string) cluster.Config {
 	cfg := cluster.DefaultConfig()
-	cfg.Name = rep.name
+	// Replicas are named after their controllers: entries (fsBlueprint),
+	// as in production; an outsider believes in a set that includes itself
+	// (a stranger with a blueprint of its own): the replicas refuse it.
+	cfg.ReplicaSet = slices.Clone(fsReplicaSet)
+	if rep.file != "" {
+		cfg.Name = fsReplicaSet[rep.idx]
+	} else {
+		cfg.Name = rep.name
+		cfg.ReplicaSet = append(cfg.ReplicaSet, rep.name)
+	}
+	_ = replicas // the set size is len(ReplicaSet)
 	cfg.BindAddr = rep.ip
 	cfg.BindPort = fsGossipPort
 	cfg.Join = join
-	cfg.Replicas = replicas
 	cfg.ProbeInterval = 100 * time.Millisecond
 	cfg.ProbeTimeout = 50 * time.Millisecond
 	cfg.SuspicionMult = 3
@@ -1068,13 +1079,6 @@ func TestFaultSuite(t *testing.T) {
 	}
 	seeds := fsEnvInt("VPCFLOW_FAULT_SEEDS", 200)
 	if fsRace {
-		// Known defect (skip list: remove when fixed): every run trips the
-		// race detector on issue 13 defect 8, the handshake data race
-		// (ofconn.go sets c.dpid and c.log after starting the reader and
-		// keepalive goroutines). VPCFLOW_FAULT_RACE=1 runs it anyway.
-		if os.Getenv("VPCFLOW_FAULT_RACE") != "1" {
-			t.Skip("KNOWN DEFECT: under -race the suite trips issue 13 defect 8 (handshake data race in ofconn.go); set VPCFLOW_FAULT_RACE=1 to run it")
-		}
 		seeds = fsEnvInt("VPCFLOW_FAULT_SEEDS_RACE", 16) // the race detector costs ~10x CPU
 	}
 	first := uint64(fsEnvInt("VPCFLOW_FAULT_FIRST", 1))
