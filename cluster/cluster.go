@@ -64,12 +64,18 @@ import (
 
 // LocalState is what this replica gossips about itself.
 type LocalState struct {
-	Revision      uint32   // blueprint revision it enforces
-	Hash          string   // blueprint hash (hex)
-	Connected     []uint64 // datapath ids of bridges connected to this replica
-	Master        []uint64 // datapath ids of bridges that granted this replica MASTER
-	MaxGeneration uint64   // highest OpenFlow role generation id this replica has seen or used
-	OpenFlow      string   // its OpenFlow listen address, informational
+	Revision  uint32   // blueprint revision it enforces
+	Hash      string   // blueprint hash (hex)
+	Connected []uint64 // datapath ids of bridges connected to this replica
+	Master    []uint64 // datapath ids of bridges that granted this replica MASTER
+	// ReplicaSet is the replica set this member enforces (filled by the
+	// cluster from SetReplicaSet; what callers pass is ignored). A member
+	// counts toward this replica's quorum and ownership only if it lists
+	// this replica too: a replica the others refuse learns it from their
+	// states and cannot gather a quorum of its own.
+	ReplicaSet    []string
+	MaxGeneration uint64 // highest OpenFlow role generation id this replica has seen or used
+	OpenFlow      string // its OpenFlow listen address, informational
 	// Version and Origin order policies with equal revisions (distribute.go):
 	// the newest (Revision, Version, Origin) wins. Origin "" = this member.
 	Version uint64
@@ -194,7 +200,7 @@ func Start(cfg Config) (*Cluster, error) {
 		stop:     make(chan struct{}),
 	}
 	c.setReplicaSetLocked(cfg.ReplicaSet)
-	c.self = stateEntry{Name: name, Epoch: c.epoch, Seq: 1}
+	c.self = stateEntry{Name: name, Epoch: c.epoch, Seq: 1, State: LocalState{ReplicaSet: slices.Clone(c.setNames)}}
 	c.dist = newDistributor(c)
 	c.numNodes.Store(1)
 	c.bq = &memberlist.TransmitLimitedQueue{
@@ -383,6 +389,7 @@ func (c *Cluster) SetLocal(s LocalState) {
 	s.Connected = normalizeConnected(s.Connected)
 	s.Master = normalizeConnected(s.Master)
 	c.mu.Lock()
+	s.ReplicaSet = slices.Clone(c.setNames)
 	if s.MaxGeneration < c.observedGen {
 		s.MaxGeneration = c.observedGen
 	}
@@ -504,11 +511,26 @@ func (c *Cluster) liveNamesLocked() []string {
 		names = append(names, c.name)
 	}
 	for n := range c.live {
-		if c.memberLocked(n) {
+		if c.memberLocked(n) && c.listsMeLocked(n) {
 			names = append(names, n)
 		}
 	}
 	return names
+}
+
+// listsMeLocked reports whether member n, as far as its gossiped state
+// tells, counts this replica in its replica set: a member whose set leaves
+// us out (it refuses us) is not counted by us either. A member whose state
+// has not arrived yet, or that gossips no set (an older vpcflow), counts.
+func (c *Cluster) listsMeLocked(n string) bool {
+	if c.open {
+		return true
+	}
+	e := c.states[n]
+	if e == nil || len(e.State.ReplicaSet) == 0 {
+		return true
+	}
+	return slices.Contains(e.State.ReplicaSet, c.name)
 }
 
 // memberLocked reports whether name is in the replica set.
@@ -776,7 +798,7 @@ func (c *Cluster) mergeEntryLocked(e *stateEntry) bool {
 func stateEqual(a, b *LocalState) bool {
 	return a.Revision == b.Revision && a.Hash == b.Hash && a.MaxGeneration == b.MaxGeneration &&
 		a.OpenFlow == b.OpenFlow && slices.Equal(a.Connected, b.Connected) && a.Version == b.Version && a.Origin == b.Origin &&
-		slices.Equal(a.Master, b.Master)
+		slices.Equal(a.Master, b.Master) && slices.Equal(a.ReplicaSet, b.ReplicaSet)
 }
 
 func toSet(ds []uint64) map[uint64]struct{} {

@@ -23,6 +23,7 @@ import (
 //	push/pull:   wireVersion count entry×count ext×count
 //	ext:         length (bytes that follow) policyVersion policyOrigin
 //	             nMaster delta-encoded-sorted-dpids×nMaster
+//	             nSet name×nSet   (the replica set it enforces)
 //	             [later fields]
 //
 // A state without ext (an older replica) has policy version 0, origin ""
@@ -169,6 +170,10 @@ func appendExt(b []byte, e *stateEntry) []byte {
 	x = binary.AppendUvarint(x, e.State.Version)
 	x = appendString(x, e.State.Origin)
 	x = appendDpids(x, e.State.Master)
+	x = binary.AppendUvarint(x, uint64(len(e.State.ReplicaSet)))
+	for _, n := range e.State.ReplicaSet {
+		x = appendString(x, n)
+	}
 	b = binary.AppendUvarint(b, uint64(len(x)))
 	return append(b, x...)
 }
@@ -195,6 +200,15 @@ func (r *reader) ext(e *stateEntry) {
 	}
 	if len(x.b) > 0 {
 		e.State.Master = x.dpids()
+	}
+	if len(x.b) > 0 {
+		n := x.uvarint()
+		if x.err == nil && n > uint64(len(x.b)) { // each name takes ≥ 1 byte
+			x.err = fmt.Errorf("replica set of %d names exceeds message", n)
+		}
+		for i := uint64(0); i < n && x.err == nil; i++ {
+			e.State.ReplicaSet = append(e.State.ReplicaSet, x.string())
+		}
 	}
 	if x.err != nil {
 		r.err = fmt.Errorf("state extension: %w", x.err)

@@ -44,6 +44,8 @@ func (c *Cluster) SetReplicaSet(names []string) error {
 	}
 	old := slices.Clone(c.setNames)
 	c.setReplicaSetLocked(names)
+	c.self.State.ReplicaSet = slices.Clone(names)
+	c.self.Seq++
 	for n := range c.states {
 		if !c.memberLocked(n) {
 			delete(c.states, n)
@@ -54,6 +56,7 @@ func (c *Cluster) SetReplicaSet(names []string) error {
 	c.mu.Unlock()
 	c.log.WithFields(logrus.Fields{"old": old, "new": names, "replicas": r, "quorum": q}).Warn("cluster replica set changed")
 	c.signal()
+	c.publish()
 	return nil
 }
 

@@ -186,3 +186,39 @@ func TestClaimGeneration(t *testing.T) {
 		t.Fatalf("ClaimGeneration(41, 2) = %d, want 258", g)
 	}
 }
+
+// TestStrangerCannotGatherQuorum: a stranger holding the key and a set of
+// its own that lists the three replicas and itself learns their states
+// (they carry their replica set, which leaves it out) and so counts none
+// of them: it never has a quorum and owns nothing, even though memberlist
+// shows it the replicas alive. Without the check it had quorum 4 of 4.
+func TestStrangerCannotGatherQuorum(t *testing.T) {
+	set := []string{"r0", "r1", "r2"}
+	r0 := start(t, setConfig("r0", set))
+	r1 := start(t, setConfig("r1", set, r0.addr()))
+	r2 := start(t, setConfig("r2", set, r0.addr()))
+	waitMembers(t, 5*time.Second, []*Cluster{r0, r1, r2}, 3)
+	x := start(t, setConfig("x", append(slices.Clone(set), "x"), r0.addr(), r1.addr(), r2.addr()))
+	waitFor(t, 5*time.Second, "the replicas to refuse the stranger", func() bool {
+		return len(r0.Refused()) > 0 && len(r1.Refused()) > 0 && len(r2.Refused()) > 0
+	})
+	waitFor(t, 5*time.Second, "the stranger to learn the replicas' states", func() bool {
+		x.mu.RLock()
+		defer x.mu.RUnlock()
+		return len(x.states) == 3
+	})
+	assertStays(t, 2*time.Second, "the stranger to stay without quorum and own nothing", func() bool {
+		if x.HasQuorum() {
+			return false
+		}
+		for _, d := range dpids(20) {
+			if x.IsOwner(d) {
+				return false
+			}
+		}
+		return true
+	})
+	if !r0.HasQuorum() {
+		t.Fatal("the replicas lost their quorum")
+	}
+}

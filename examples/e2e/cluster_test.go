@@ -188,9 +188,25 @@ func hostNames(bp *flows.Blueprint) []string {
 	return out
 }
 
+// settledView waits until every bridge has exactly one converged MASTER
+// (ownership can still move once after the first convergence, while the
+// switches' connections to the replicas arrive) and returns that view.
+func (ce *clusterEnv) settledView() *lab.ClusterView {
+	ce.t.Helper()
+	var v *lab.ClusterView
+	eventually(ce.t, 20*time.Second, "one converged MASTER per bridge", func() (bool, string) {
+		var err error
+		if v, err = ce.lab.ReadCluster(ce.ctx, allReplicas); err != nil {
+			return false, err.Error()
+		}
+		return v.Converged(hostNames(ce.bp))
+	})
+	return v
+}
+
 func TestClusterGracefulHandover(t *testing.T) {
 	ce := startCluster(t, clusterBlueprint(t))
-	v, _ := ce.lab.ReadCluster(ce.ctx, allReplicas)
+	v := ce.settledView()
 	victim := v.OwnerOf("kvm2")
 	ce.pingDuring("SIGTERM of the owner of kvm2", func() {
 		start := time.Now()
@@ -210,7 +226,7 @@ func TestClusterGracefulHandover(t *testing.T) {
 
 func TestClusterPartition(t *testing.T) {
 	ce := startCluster(t, clusterBlueprint(t))
-	v, _ := ce.lab.ReadCluster(ce.ctx, allReplicas)
+	v := ce.settledView()
 	minority := v.OwnerOf("kvm1")
 	majority := without(allReplicas, minority)
 	var majorityAddrs []string
