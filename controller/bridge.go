@@ -188,8 +188,17 @@ func (b *bridge) run(ctx context.Context) {
 	var blockedMembers string
 	blocked := func() bool {
 		now := time.Now()
-		if !now.Before(claimBlockedUntil) || b.c.memberKey() != blockedMembers {
+		if !now.Before(claimBlockedUntil) {
 			return false
+		}
+		if b.c.memberKey() != blockedMembers {
+			// The membership changed (the replica that took the bridge
+			// died: a claim now is failover, not a fight), but only with
+			// evidence from a quorum since the demotion. A replica cut off
+			// by a partition sees its peers fail one by one while its lease
+			// still counts the others: under load one re-claimed MASTER in
+			// that window (TestClusterPartition).
+			return !b.c.heardFromQuorumSince(blockedAt)
 		}
 		if _, ok := b.c.masterElsewhere(b.dpid); ok {
 			return true
