@@ -8,7 +8,8 @@ package controller
 // connect to every replica and arbitrate roles like OVS 3.1. A schedule that
 // is a pure function of the seed then injects faults (kills, restarts,
 // partitions, delayed and dropped gossip, stale blueprint files, concurrent
-// reloads, an outsider, slow switches), heals everything, and the checker
+// reloads, an outsider, slow switches, a fourth replica joining and leaving
+// through the blueprint's controllers:), heals everything, and the checker
 // verifies:
 //
 //	single-writer   every flow-mod a switch accepted came from its MASTER
