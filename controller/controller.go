@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -323,7 +322,7 @@ func New(opts Options) (*Controller, error) {
 	}
 	c.setPolicy(bp)
 	c.pol.raw = raw
-	c.fileStamp = fileStamp(opts.BlueprintPath)
+	c.fileStamp = flows.FileStamp(opts.BlueprintPath)
 	return c, nil
 }
 
@@ -348,14 +347,6 @@ func (c *Controller) policy() *policy {
 	return c.pol
 }
 
-func fileStamp(path string) string {
-	st, err := os.Stat(path)
-	if err != nil {
-		return "error:" + err.Error()
-	}
-	return fmt.Sprintf("%d/%d", st.ModTime().UnixNano(), st.Size())
-}
-
 // Reload re-reads the blueprint (the file, or a fetch of Options.Source).
 // An invalid blueprint (or an older revision, or the same revision with
 // other content), and with a Source any fetch error, is rejected: its
@@ -368,7 +359,7 @@ func (c *Controller) Reload(reason string) error {
 	if c.opts.Source != nil {
 		return c.reloadSource(reason)
 	}
-	stamp := fileStamp(c.opts.BlueprintPath)
+	stamp := flows.FileStamp(c.opts.BlueprintPath)
 	c.mu.Lock()
 	seen := stamp == c.fileStamp
 	c.mu.Unlock()
@@ -408,14 +399,14 @@ func (c *Controller) apply(bp *flows.Blueprint, err error, reason string, in inc
 				l.Info("blueprint unchanged")
 			}
 			return nil
-		case bp.Revision < cur.Revision:
-			err = fmt.Errorf("%s: revision %d is older than the enforced revision %d: raise revision to apply it", in.name(c), bp.Revision, cur.Revision)
-		case in.peer != nil:
+		case in.peer != nil && bp.Revision >= cur.Revision:
 			err = c.checkPeerKey(in)
-		case bp.Revision == cur.Revision && bp.Revision != 0:
-			err = fmt.Errorf("%s: revision %d has different content than the enforced blueprint with the same revision: raise revision to apply it", c.sourceName(), bp.Revision)
 		default:
-			err = c.checkReplicaSetChange(cur, bp)
+			if err = flows.CheckSuccessor(cur.Revision, c.pol.hash, bp); err != nil {
+				err = fmt.Errorf("%s: %w", in.name(c), err)
+			} else {
+				err = c.checkReplicaSetChange(cur, bp)
+			}
 		}
 	}
 	if err != nil {
@@ -619,7 +610,7 @@ func (c *Controller) Addrs() (openflow, http net.Addr) {
 func (c *Controller) watchFile(ctx context.Context) {
 	every(ctx, c.opts.ReloadPoll, func() {
 		c.mu.Lock()
-		changed := fileStamp(c.opts.BlueprintPath) != c.fileStamp
+		changed := flows.FileStamp(c.opts.BlueprintPath) != c.fileStamp
 		c.mu.Unlock()
 		if changed {
 			_ = c.Reload("file changed")

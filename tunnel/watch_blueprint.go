@@ -72,7 +72,7 @@ func LoadWatchBlueprint(path, host string, bootstrap bool, log logrus.FieldLogge
 		log = logrus.StandardLogger()
 	}
 	b := &WatchBlueprint{path: path, host: host, bootstrap: bootstrap, log: log}
-	b.stamp = watchFileStamp(path)
+	b.stamp = flows.FileStamp(path)
 	bp, err := flows.Load(path)
 	if err != nil {
 		return nil, err
@@ -90,14 +90,6 @@ func (b *WatchBlueprint) Config() WatchConfig {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.cfg
-}
-
-func watchFileStamp(path string) string {
-	st, err := os.Stat(path)
-	if err != nil {
-		return "error:" + err.Error()
-	}
-	return fmt.Sprintf("%d/%d", st.ModTime().UnixNano(), st.Size())
 }
 
 // compile checks that bp can drive this host's watcher and compiles it.
@@ -130,7 +122,7 @@ func (b *WatchBlueprint) compile(bp *flows.Blueprint) (WatchConfig, error) {
 func (b *WatchBlueprint) Reload(reason string) (bool, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	stamp := watchFileStamp(b.path)
+	stamp := flows.FileStamp(b.path)
 	if reason == "file changed" && stamp == b.stamp {
 		return false, nil
 	}
@@ -167,12 +159,8 @@ func (b *WatchBlueprint) load() (WatchConfig, error) {
 	if err != nil {
 		return WatchConfig{}, err
 	}
-	switch cur := b.cfg; {
-	case cfg.Hash == cur.Hash:
-	case cfg.Revision < cur.Revision:
-		return WatchConfig{}, fmt.Errorf("%s: revision %d is older than the revision in force %d: raise revision to apply it", b.path, cfg.Revision, cur.Revision)
-	case cfg.Revision == cur.Revision && cfg.Revision != 0:
-		return WatchConfig{}, fmt.Errorf("%s: revision %d has different content than the blueprint in force with the same revision: raise revision to apply it", b.path, cfg.Revision)
+	if err := flows.CheckSuccessor(b.cfg.Revision, b.cfg.Hash, bp); err != nil {
+		return WatchConfig{}, fmt.Errorf("%s: %w", b.path, err)
 	}
 	return cfg, nil
 }
@@ -192,7 +180,7 @@ func (b *WatchBlueprint) Follow(ctx context.Context, poll time.Duration, hup <-c
 			changed, _ = b.Reload("SIGHUP")
 		case <-t.C:
 			b.mu.Lock()
-			seen := watchFileStamp(b.path) == b.stamp
+			seen := flows.FileStamp(b.path) == b.stamp
 			b.mu.Unlock()
 			if seen {
 				continue
