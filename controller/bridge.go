@@ -318,6 +318,20 @@ func (b *bridge) run(ctx context.Context) {
 				}
 				master = false
 				b.update(func(s *BridgeStatus) { s.Converged = false; s.Standby = why })
+			case !want && b.conn.Role() == OFRoleMaster && b.c.handoverTo(b.dpid, why) != "":
+				// A planned move (a replica that connected later outranks us
+				// in the hash, or ours came back): stop writing at once but
+				// keep the role until the new owner's claim demotes us, so
+				// the switch is never without a master while it settles.
+				to := b.c.handoverTo(b.dpid, why)
+				if master {
+					b.log.WithField("to", to).Info("ownership moved: stopped writing; keeping MASTER until the new owner claims")
+				}
+				master = false
+				b.update(func(s *BridgeStatus) {
+					s.Converged = false
+					s.Standby = "handing over to replica " + to + ": keeping MASTER, not writing, until it claims"
+				})
 			case !want:
 				if master || b.conn.Role() != OFRoleSlave {
 					if err := b.becomeSlave(ctx, why); err != nil {

@@ -3,6 +3,7 @@ package controller
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -302,3 +303,25 @@ func (c *Controller) SetCluster(cl *cluster.Cluster) { c.opts.Cluster = cl }
 
 // Blueprint returns the blueprint in force.
 func (c *Controller) Blueprint() *flows.Blueprint { return c.policy().bp }
+
+// handoverTo names the replica a bridge is being handed over to when why
+// (wantMaster's reason) says another live replica owns it and that replica
+// reports the bridge connected: a planned move, where this replica keeps
+// its MASTER role, without writing, until the new owner's claim demotes it.
+// "" otherwise (no cluster, another reason, or an owner that cannot claim).
+func (c *Controller) handoverTo(dpid uint64, why string) string {
+	cl := c.opts.Cluster
+	if cl == nil {
+		return ""
+	}
+	owner, ok := strings.CutPrefix(why, "owned by replica ")
+	if !ok || owner == "" || owner == cl.Name() {
+		return ""
+	}
+	for _, m := range cl.Members() {
+		if m.Name == owner && slices.Contains(m.State.Connected, dpid) {
+			return owner
+		}
+	}
+	return ""
+}
