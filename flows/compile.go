@@ -181,9 +181,13 @@ func CompileManagementWith(bp *Blueprint, h *Host, opts CompileOptions) []Flow {
 
 // defaultDrops: every table ends in a counted priority-0 drop (the route
 // table only on hosts that route: elsewhere it is never reached).
-func (b *builder) defaultDrops(routes bool) {
+func (b *builder) defaultDrops(routes bool, policy ...bool) {
+	pol := len(policy) > 0 && policy[0]
 	for _, t := range Pipeline {
 		if t.ID == TRoute && !routes {
+			continue
+		}
+		if IsPolicyTable(t.ID) && !pol {
 			continue
 		}
 		b.add(Flow{Table: t.ID, Priority: 0, Cookie: MakeCookie(CatDefaultDrop, uint32(t.ID), 0),
@@ -207,7 +211,11 @@ func (b *builder) classifyMgmt(v *hostView) {
 // the underlay allowlist, host-out, and the guest guards that do not depend
 // on a VM or tier.
 func (b *builder) hostSegment(v *hostView) {
-	b.defaultDrops(len(v.vpcs) > 0)
+	hasPolicy := len(v.ix.pol.hostVPCs[v.host.Name]) > 0
+	b.defaultDrops(len(v.vpcs) > 0, hasPolicy)
+	if hasPolicy {
+		b.policyHostSegment()
+	}
 	b.classifyMgmt(v)
 	b.add(Flow{Table: TClassify, Priority: 100, Cookie: MakeCookie(CatClassify, objTunnel, 0),
 		Match: match(inPort(TunnelPort(v.bp.Encapsulation))), Goto: TTunnelIn,
@@ -252,6 +260,11 @@ func (b *builder) vmSegment(r VMRef) {
 			Match: ipMatch(inPort(port), exact(FEthSrc, mac), exact(FIPProto, ProtoUDP), exact(FUDPSrc, 67), exact(FUDPDst, 68)),
 			Goto:  TL2Forward,
 			Note:  b.notef("router %s DHCP server replies (within its tier)", who)})
+	} else if IsPolicyVM(r.Tier, r.VM) {
+		b.add(Flow{Table: TVMEgress, Priority: 200, Cookie: MakeCookie(CatPortSecurity, obj, 0),
+			Match: ipMatch(inPort(port), exact(FEthSrc, mac), exact(FIPv4Src, ip)), Goto: TPolOut,
+			Note: b.notef("%s sends IPv4 as %s %s: judged by its policy", who, r.VM.HW, r.VM.Addr)})
+		b.policyVMFlows(r)
 	} else {
 		b.add(Flow{Table: TVMEgress, Priority: 200, Cookie: MakeCookie(CatPortSecurity, obj, 0),
 			Match: ipMatch(inPort(port), exact(FEthSrc, mac), exact(FIPv4Src, ip)), Goto: TMgmtGuard,
@@ -282,6 +295,9 @@ func (b *builder) tierSegment(v *hostView, t TierRef) {
 	b.add(Flow{Table: TMgmtGuard, Priority: 200, Cookie: MakeCookie(CatMgmtPass, t.Tier.Key, 0),
 		Match: ipMatch(exact(RegTier, uint64(t.Tier.Key)), masked(FIPv4Dst, val, m)), Goto: TL2Forward,
 		Note: b.notef("tier %s/%s traffic inside %s: on to L2 (service ports between VMs allowed)", t.VPC.Name, t.Tier.Name, t.Tier.Prefix)})
+	if v.ix.pol.tierPolicy[t.Tier.Key] && v.hasLocalPolicyVM(t) {
+		b.policyTierFlows(t)
+	}
 	sh := v.ix.tierFlows(t, b.opts)
 	b.errs = append(b.errs, sh.errs...)
 	b.flows = append(b.flows, sh.arp...)
@@ -537,6 +553,11 @@ func (b *builder) l2Forward(v *hostView, t TierRef, peers []*Host, sh *tierShare
 	b.add(Flow{Table: TL2Forward, Priority: 100, Cookie: MakeCookie(CatFlood, t.Tier.VNI, 0),
 		Match: match(exact(RegTier, vni), exact(RegOrigin, OriginTunnel), bcast), Actions: localOut,
 		Note: b.notef("broadcast/multicast from the tunnel for tier %s/%s: local ports only (split horizon)", t.VPC.Name, t.Tier.Name)})
+	if noSG, ok := withoutSGPorts(v, t, fromVM); ok {
+		b.floodSplit(t, match(exact(RegTier, vni), exact(RegOrigin, OriginVM), bcast), fromVM, noSG, "from a VM")
+		noSGLocal, _ := withoutSGPorts(v, t, localOut)
+		b.floodSplit(t, match(exact(RegTier, vni), exact(RegOrigin, OriginTunnel), bcast), localOut, noSGLocal, "from the tunnel")
+	}
 }
 
 // uplinkOut is the actions that send a packet out of the host's uplink.
@@ -588,6 +609,11 @@ func (b *builder) vlanTier(v *hostView, t TierRef) {
 	b.add(Flow{Table: TL2Forward, Priority: 100, Cookie: MakeCookie(CatFlood, t.Tier.Key, 0),
 		Match: match(exact(RegTier, key), exact(RegOrigin, OriginVM), bcast), Actions: append(append([]Action(nil), localOut...), v.vlanOut(t.Tier)...),
 		Note: b.notef("broadcast/multicast from a VM of %s: to the tier's local ports and tagged to the uplink", who)})
+	if noSG, ok := withoutSGPorts(v, t, localOut); ok {
+		all := append(append([]Action(nil), localOut...), v.vlanOut(t.Tier)...)
+		b.floodSplit(t, match(exact(RegTier, key), exact(RegOrigin, OriginVM), bcast), all, append(append([]Action(nil), noSG...), v.vlanOut(t.Tier)...), "from a VM")
+		b.floodSplit(t, match(exact(RegTier, key), exact(RegOrigin, OriginUplink), bcast), localOut, noSG, "from the VLAN")
+	}
 	b.add(Flow{Table: TL2Forward, Priority: 100, Cookie: MakeCookie(CatFlood, t.Tier.Key, 0),
 		Match: match(exact(RegTier, key), exact(RegOrigin, OriginUplink), bcast), Actions: localOut,
 		Note: b.notef("broadcast/multicast from the VLAN for %s: local ports only (split horizon)", who)})
@@ -640,10 +666,16 @@ func (b *builder) vpcSegment(v *hostView, p *VPC) {
 				src = HostRouteMAC(v.host)
 			}
 			acts := []Action{SetField{FEthSrc, MACValue(src)}, SetField{FEthDst, MACValue(r.VM.HW)}, DecTTL{}}
-			b.add(Flow{Table: TRoute, Priority: 200, Cookie: MakeCookie(CatRoute, VMObject(r.VM.Name), 0),
+			f := Flow{Table: TRoute, Priority: 200, Cookie: MakeCookie(CatRoute, VMObject(r.VM.Name), 0),
 				Match:   ipMatch(exact(RegVPC, id), exact(FIPv4Dst, ipv4(r.VM.Addr))),
 				Actions: append(acts, v.deliverTo(r)...),
-				Note:    b.notef("routed to VM %s (%s, tier %s/%s) on host %s", r.VM.Name, r.VM.Addr, p.Name, t.Name, r.VM.Host)})
+				Note:    b.notef("routed to VM %s (%s, tier %s/%s) on host %s", r.VM.Name, r.VM.Addr, p.Name, t.Name, r.VM.Host)}
+			if r.VM.Host == v.host.Name && IsPolicyVM(t, r.VM) {
+				// Judged before its port, in its own tier's zone.
+				f.Actions, f.Goto = append(acts, SetField{RegTier, uint64(t.Key)}), TPolIn
+				f.Note = b.notef("routed to policy VM %s (%s, tier %s/%s) on this host: judged before its port", r.VM.Name, r.VM.Addr, p.Name, t.Name)
+			}
+			b.add(f)
 		}
 	}
 }

@@ -93,6 +93,9 @@ func TestCompileInvariants(t *testing.T) {
 				if tb.ID == TRoute && !routes(bp, h) {
 					continue // only hosts of a distributed-routing VPC reach the route table
 				}
+				if IsPolicyTable(tb.ID) && !hostHasPolicy(bp, h) {
+					continue // only hosts with a policy VM carry the policy tables
+				}
 				if !misses[tb.ID] {
 					t.Errorf("%s/%s: table %s has no priority-0 drop", bp.Source, h, tb.Name)
 				}
@@ -185,6 +188,11 @@ func expectedCounts(bp *Blueprint, host string) map[TableID]int {
 	}
 	if !routes(bp, host) {
 		c[TRoute] = 0
+	}
+	if !hostHasPolicy(bp, host) {
+		for _, tb := range PolicyTables {
+			c[tb] = 0
+		}
 	}
 	c[TClassify] += 2 + len(h.UplinkPorts()) + local       // uplink (each bond member), LOCAL, tunnel, each VM port
 	c[TUnderlayIn] += others + peers + 2*othersMAC + 2 + 1 // allowlist, ARP guards, 2 tunnel drops, mgmt
@@ -663,6 +671,22 @@ func routes(bp *Blueprint, host string) bool {
 		for _, t := range p.Tiers {
 			for _, m := range t.VMs {
 				if m.Host == host {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// hostHasPolicy reports whether host carries a policy VM (and so the
+// policy tables).
+func hostHasPolicy(bp *Blueprint, host string) bool {
+	for i := range bp.VPCs {
+		for j := range bp.VPCs[i].Tiers {
+			t := &bp.VPCs[i].Tiers[j]
+			for k := range t.VMs {
+				if t.VMs[k].Host == host && IsPolicyVM(t, &t.VMs[k]) {
 					return true
 				}
 			}

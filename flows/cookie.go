@@ -50,6 +50,10 @@ const (
 	CatRoute                  // [VM id] distributed routing to a VM: MAC rewrite, TTL decrement, delivery
 	CatACLRule                // [ACLRuleObject] one rule of a network ACL list (docs/policy.md)
 	CatSGRule                 // [SGRuleObject] one rule of a security group (docs/policy.md)
+	CatACLDefault             // [ACLDefaultObject] an ACL list's no-match verdict (ingress denied, egress allowed)
+	CatSGDefault              // [VM id] a security-group VM's no-match verdict: denied
+	CatPolicyPass             // [tier key, VPC id or 0] policy plumbing: conntrack entry, state, not-judged exemptions, commit
+	CatCtInvalid              // [0] packets conntrack calls invalid: dropped, counted
 	numCategories
 )
 
@@ -82,6 +86,10 @@ var categoryNames = [numCategories]string{
 	CatRoute:         "route",
 	CatACLRule:       "acl",
 	CatSGRule:        "sg",
+	CatACLDefault:    "acl-default",
+	CatSGDefault:     "sg-default",
+	CatPolicyPass:    "policy-pass",
+	CatCtInvalid:     "ct-invalid",
 }
 
 func (c Category) String() string {
@@ -95,7 +103,7 @@ func (c Category) String() string {
 // counters in audit).
 func (c Category) IsDrop() bool {
 	switch c {
-	case CatTunnelDrop, CatSpoofDrop, CatIPv6Drop, CatDHCPGuard, CatMgmtGuard, CatARPDrop, CatDefaultDrop, CatVLANDrop:
+	case CatTunnelDrop, CatSpoofDrop, CatIPv6Drop, CatDHCPGuard, CatMgmtGuard, CatARPDrop, CatDefaultDrop, CatVLANDrop, CatSGDefault, CatCtInvalid:
 		return true
 	}
 	return false

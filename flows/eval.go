@@ -42,13 +42,16 @@ type Packet struct {
 	TunID   uint64     // tunnel key (decapsulated packets; set before a tunnel output)
 	TunSrc  netip.Addr // outer source of a decapsulated packet
 	TunDst  netip.Addr // outer destination (set before a tunnel output)
-	Regs    [4]uint32  // reg0..reg3; zero when a packet enters a switch
+	Regs    [8]uint32  // reg0..reg7; zero when a packet enters a switch
 	// ICMP type and code (IPProto ICMP).
 	ICMPType, ICMPCode uint8
 	// Conntrack state after a ct action (zero: not tracked, -trk).
 	CtState uint32
 	CtZone  uint16
 	CtMark  uint32
+	// Conn is the connection state the packet is in when its switch has no
+	// connection tracker (FlowTable.CT nil): new, established, reply.
+	Conn ConnState
 }
 
 // IPv4Packet builds an IPv4 packet with the given protocol (ports zero).
@@ -156,8 +159,8 @@ func (p *Packet) field(f Field, conjID uint32) (uint64, bool) {
 		return addrValue(p.TunSrc), true
 	case FTunDst:
 		return addrValue(p.TunDst), true
-	case FReg0, FReg1, FReg2, FReg3:
-		return uint64(p.Regs[f-FReg0]), true
+	case FReg0, FReg1, FReg2, FReg3, FReg4, FReg5, FReg6, FReg7:
+		return uint64(p.Regs[regIndex(f)]), true
 	case FConjID:
 		return uint64(conjID), true
 	case FICMPType:
@@ -212,8 +215,8 @@ func (p *Packet) setField(f Field, v uint64) {
 		p.TunSrc = valueAddr(v)
 	case FTunDst:
 		p.TunDst = valueAddr(v)
-	case FReg0, FReg1, FReg2, FReg3:
-		p.Regs[f-FReg0] = uint32(v)
+	case FReg0, FReg1, FReg2, FReg3, FReg4, FReg5, FReg6, FReg7:
+		p.Regs[regIndex(f)] = uint32(v)
 	}
 }
 
@@ -436,6 +439,9 @@ type FlowTable struct {
 	// Down lists ports without link (e.g. a failed bond member): a bundle
 	// action skips them, as the switch does.
 	Down map[string]bool
+	// CT is the switch's connection tracker; nil: a ct lookup returns the
+	// state the packet says it is in (Packet.Conn).
+	CT *ConnTracker
 }
 
 // bundleMember is the member a bundle action sends to: the first live one.
@@ -577,7 +583,7 @@ const maxSteps = 64
 // apply-actions in order, then its goto_table. Registers start at zero, as
 // on a switch. Outputs record the packet as it was at that action.
 func (ft *FlowTable) Evaluate(p Packet) Trace {
-	p.Regs = [4]uint32{}
+	p.Regs = [8]uint32{}
 	tr := Trace{Input: p, Steps: make([]Step, 0, 6)}
 	ingress := p.InPort
 	table := TClassify
@@ -601,8 +607,22 @@ func (ft *FlowTable) Evaluate(p Packet) Trace {
 			step.Ambiguous = append(step.Ambiguous, *a)
 		}
 		tr.Steps = append(tr.Steps, step)
+		recirc := NoGoto
 		for _, a := range f.Actions {
 			switch x := a.(type) {
+			case CT:
+				if x.Commit && ft.CT != nil {
+					ft.CT.commit(x.Zone, &p)
+				}
+				if x.Table != NoGoto {
+					if ft.CT != nil {
+						p.CtState = ft.CT.lookup(x.Zone, &p)
+					} else {
+						p.CtState = assumedState(p.Conn)
+					}
+					p.CtZone = x.Zone
+					recirc = x.Table
+				}
 			case Output:
 				d := Delivery{Port: x.Port, Table: table, Cookie: f.Cookie, Packet: p}
 				switch {
@@ -641,6 +661,11 @@ func (ft *FlowTable) Evaluate(p Packet) Trace {
 					p.TTL = ttl - 1
 				}
 			}
+		}
+		if recirc != NoGoto {
+			// ct(table=N) recirculates (it may go back: not a goto).
+			table = recirc
+			continue
 		}
 		if f.Goto == NoGoto {
 			if len(tr.Outputs) == 0 {
@@ -700,6 +725,24 @@ func NewCloud(bp *Blueprint) (*Cloud, error) {
 		}
 	}
 	return c, nil
+}
+
+// EnableConntrack gives every host's switch a connection tracker, empty:
+// packets sent afterwards open, continue and answer connections.
+func (c *Cloud) EnableConntrack() {
+	for _, ft := range c.tables {
+		ft.CT = NewConnTracker()
+	}
+}
+
+// ConntrackFrom gives every host the connection tracker of the same host
+// in old (a blueprint change keeps the switches' connections).
+func (c *Cloud) ConntrackFrom(old *Cloud) {
+	for h, ft := range c.tables {
+		if o := old.tables[h]; o != nil {
+			ft.CT = o.CT
+		}
+	}
 }
 
 // SetLinkDown marks a port of host as without link (down) or back up: a
@@ -875,7 +918,7 @@ func (c *Cloud) vlanFlood(j *Journey, from string, p Packet) {
 		}
 		q := p
 		q.InPort = c.uplinkIn(h)
-		q.Regs = [4]uint32{}
+		q.Regs = [8]uint32{}
 		q.TunID, q.TunSrc, q.TunDst = 0, netip.Addr{}, netip.Addr{}
 		c.run(j, h.Name, q, "vlan")
 	}
@@ -981,6 +1024,6 @@ func (c *Cloud) receive(j *Journey, dst *Host, outer, inner Packet) {
 	in.InPort = c.tunnelPort()
 	in.TunSrc = outer.IPSrc
 	in.TunDst = dst.Addr
-	in.Regs = [4]uint32{}
+	in.Regs = [8]uint32{}
 	c.run(j, dst.Name, in, "decapsulated")
 }

@@ -38,6 +38,10 @@ const (
 	FCtState  // ct_state: CtNew, CtEst, ... (conntrack.go)
 	FCtZone   // ct_zone
 	FCtMark   // ct_mark
+	FReg4
+	FReg5
+	FReg6
+	FReg7
 	numFields
 )
 
@@ -56,11 +60,36 @@ const (
 // A tier's key (Tier.Key, in reg0 and in cookies) is its VNI for an overlay
 // tier and VLANKeyBase+VLAN id for a VLAN tier: the two ranges never meet,
 // so no packet of one can be marked as the other.
+//
+//	reg3..reg7   the policy stages' registers (policy_compile.go):
+//	reg3 RegPolVPC   the judged VPC's id (VPCObject)
+//	reg4 RegPolSrc   the connection's original source address
+//	reg5 RegPolDst   its original destination address
+//	reg6 RegPolL4    its original destination port (tcp, udp), or
+//	                 ICMP type | code<<8 of the original direction
+//	reg7 RegPolPoint where the judgement runs: PointFromVM, PointToVM
 const (
 	RegTier   = FReg0
 	RegOrigin = FReg1
 	RegVPC    = FReg2
+
+	RegPolVPC   = FReg3
+	RegPolSrc   = FReg4
+	RegPolDst   = FReg5
+	RegPolL4    = FReg6
+	RegPolPoint = FReg7
 )
+
+// regIndex is a register field's number (reg0..reg7), or -1.
+func regIndex(f Field) int {
+	switch f {
+	case FReg0, FReg1, FReg2, FReg3:
+		return int(f - FReg0)
+	case FReg4, FReg5, FReg6, FReg7:
+		return 4 + int(f-FReg4)
+	}
+	return -1
+}
 
 // Values of RegOrigin.
 const (
@@ -147,6 +176,10 @@ var fieldInfos = [numFields]fieldInfo{
 	FCtState:  {name: "ct_state", kind: kindInt, size: 4, class: oxmClassNXM1, field: 105, maskable: true},
 	FCtZone:   {name: "ct_zone", kind: kindInt, size: 2, class: oxmClassNXM1, field: 106},
 	FCtMark:   {name: "ct_mark", kind: kindInt, size: 4, class: oxmClassNXM1, field: 107, maskable: true},
+	FReg4:     {name: "reg4", kind: kindInt, size: 4, class: oxmClassNXM1, field: 4, maskable: true},
+	FReg5:     {name: "reg5", kind: kindInt, size: 4, class: oxmClassNXM1, field: 5, maskable: true},
+	FReg6:     {name: "reg6", kind: kindInt, size: 4, class: oxmClassNXM1, field: 6, maskable: true},
+	FReg7:     {name: "reg7", kind: kindInt, size: 4, class: oxmClassNXM1, field: 7, maskable: true},
 }
 
 func (f Field) info() *fieldInfo { return &fieldInfos[f] }

@@ -198,8 +198,24 @@ func nxmName(f Field) string {
 		return "NXM_NX_ARP_THA"
 	case FTunID:
 		return "NXM_NX_TUN_ID"
-	case FReg0, FReg1, FReg2, FReg3:
-		return fmt.Sprintf("NXM_NX_REG%d", int(f-FReg0))
+	case FReg0, FReg1, FReg2, FReg3, FReg4, FReg5, FReg6, FReg7:
+		return fmt.Sprintf("NXM_NX_REG%d", regIndex(f))
+	case FIPv4Src:
+		return "NXM_OF_IP_SRC"
+	case FIPv4Dst:
+		return "NXM_OF_IP_DST"
+	case FTCPSrc:
+		return "NXM_OF_TCP_SRC"
+	case FTCPDst:
+		return "NXM_OF_TCP_DST"
+	case FUDPSrc:
+		return "NXM_OF_UDP_SRC"
+	case FUDPDst:
+		return "NXM_OF_UDP_DST"
+	case FICMPType:
+		return "NXM_OF_ICMP_TYPE"
+	case FICMPCode:
+		return "NXM_OF_ICMP_CODE"
 	}
 	return strings.ToUpper(f.String())
 }
@@ -421,7 +437,7 @@ func formatValue(f Field, v uint64) string {
 		return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}).String()
 	}
 	switch f {
-	case FEthType, FTunID, FReg0, FReg1, FReg2, FReg3, FCtMark:
+	case FEthType, FTunID, FReg0, FReg1, FReg2, FReg3, FReg4, FReg5, FReg6, FReg7, FCtMark:
 		return "0x" + strconv.FormatUint(v, 16)
 	}
 	return strconv.FormatUint(v, 10)

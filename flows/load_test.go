@@ -433,8 +433,8 @@ func FuzzParse(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(demo)
-	// The policy keys (acls, acl, security_groups): seeds, and the gate
-	// lifted so mutations of valid policy blueprints reach commit and Hash.
+	// The policy keys (acls, acl, security_groups): seeds, so mutations of
+	// valid policy blueprints reach commit, Hash and the policy compile.
 	for _, file := range fixturesIn(f, "testdata/policy", "*.yaml") {
 		data, err := os.ReadFile(file)
 		if err != nil {
@@ -442,7 +442,6 @@ func FuzzParse(f *testing.F) {
 		}
 		f.Add(data)
 	}
-	enforcePolicy(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		bp, err := Parse("fuzz.yaml", data)
 		if err != nil {
@@ -457,5 +456,10 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse accepted a blueprint that Validate rejects: %v", err)
 		}
 		_ = bp.Hash()
+		for _, h := range bp.Hosts { // whatever validates compiles (contracts included)
+			if _, err := Compile(bp, h.Name); err != nil {
+				t.Fatalf("a valid blueprint does not compile for %s: %v", h.Name, err)
+			}
+		}
 	})
 }

@@ -1,6 +1,9 @@
 package flows
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // TableID is an OpenFlow table number. Raw table numbers appear only in this
 // file: everything else uses the named constants.
@@ -14,12 +17,34 @@ const (
 	TUnderlayIn   TableID = 10 // from the uplink
 	THostOut      TableID = 20 // from LOCAL (host stack, encapsulated tunnel traffic)
 	TVMEgress     TableID = 30 // from a VM port: port security
+	TPolOut       TableID = 32 // policy: a policy VM's IPv4 into conntrack (its tier's zone)
+	TPolState     TableID = 33 // policy: conntrack state; the original direction into registers
+	TSGOut        TableID = 34 // policy: the source VM's security groups (egress)
+	TACLOut       TableID = 35 // policy: the source tier's ACL (egress)
+	TACLIn        TableID = 36 // policy: the destination tier's ACL (ingress)
+	TSGIn         TableID = 37 // policy: the destination VM's security groups (ingress)
+	TPolCommit    TableID = 39 // policy: commit a new connection, then on
 	TMgmtGuard    TableID = 40 // guest IP traffic: management separation
 	TARPResponder TableID = 50 // guest ARP
 	TTunnelIn     TableID = 60 // from the tunnel port: key + source allowlist
 	TRoute        TableID = 65 // distributed routing between a VPC's tiers
 	TL2Forward    TableID = 70 // per-tier L2 delivery
+	TPolIn        TableID = 75 // policy: IPv4 to a local policy VM into conntrack (its tier's zone)
 )
+
+// PolicyTables are the tables only a host with a policy port carries
+// (policy_compile.go): a policy-free host's flows are unchanged by them.
+var PolicyTables = []TableID{TPolOut, TPolState, TSGOut, TACLOut, TACLIn, TSGIn, TPolCommit, TPolIn}
+
+// IsPolicyTable reports whether id is one of PolicyTables.
+func IsPolicyTable(id TableID) bool {
+	for _, t := range PolicyTables {
+		if t == id {
+			return true
+		}
+	}
+	return false
+}
 
 // Table is one stage of the pipeline with its contract: the fields its flows
 // may match, the tables they may go to, and its miss behaviour (always a
@@ -31,6 +56,10 @@ type Table struct {
 	Miss    string
 	Fields  []Field
 	Next    []TableID
+	// Recirc are the tables a ct action of this table may recirculate to
+	// (ct(table=N) is not a goto: it may go back, as the ingress point's
+	// conntrack goes back to the policy checks).
+	Recirc []TableID
 }
 
 // Pipeline is every table, in order. To add a stage: pick an unused ID between
@@ -54,7 +83,42 @@ var Pipeline = []Table{
 		Purpose: "port security: a VM sends only with its own MAC and IP (ARP sha/spa too); DHCP discover allowed; IPv6 and DHCP server replies dropped",
 		Miss:    "drop",
 		Fields:  []Field{FInPort, FEthSrc, FEthType, FIPProto, FIPv4Src, FIPv4Dst, FUDPSrc, FUDPDst, FARPSpa, FARPSha},
-		Next:    []TableID{TMgmtGuard, TARPResponder, TL2Forward}},
+		Next:    []TableID{TPolOut, TMgmtGuard, TARPResponder, TL2Forward}},
+	{ID: TPolOut, Name: "policy_out",
+		Purpose: "IPv4 a policy VM sends (it has security groups or its tier an ACL): VPC id and judging point into registers, then conntrack in the tier's zone",
+		Miss:    "drop",
+		Fields:  []Field{FEthType, RegTier, RegOrigin},
+		Recirc:  []TableID{TPolState}},
+	{ID: TPolState, Name: "policy_state",
+		Purpose: "conntrack invalid: dropped; related: passes; otherwise the connection's original direction (addresses, destination port or ICMP type/code) into registers, the reply direction swapped back, and on to the checks",
+		Miss:    "drop",
+		Fields:  []Field{FEthType, FIPProto, FICMPType, FCtState},
+		Next:    []TableID{TSGOut, TPolCommit}},
+	{ID: TSGOut, Name: "sg_egress",
+		Purpose: "the source VM's security groups, egress: with egress rules, only what they allow; without, everything",
+		Miss:    "drop",
+		Fields:  []Field{FEthType, FIPProto, RegPolVPC, RegPolSrc, RegPolDst, RegPolL4},
+		Next:    []TableID{TACLOut}},
+	{ID: TACLOut, Name: "acl_egress",
+		Purpose: "the source tier's network ACL, egress: first matching rule by number; inside the tier, to or from the router: not judged; no match: allowed",
+		Miss:    "drop",
+		Fields:  []Field{FEthType, FIPProto, RegPolVPC, RegPolSrc, RegPolDst, RegPolL4},
+		Next:    []TableID{TACLIn}},
+	{ID: TACLIn, Name: "acl_ingress",
+		Purpose: "the destination tier's network ACL, ingress: first matching rule by number; inside the tier, to or from the router: not judged; no match: denied",
+		Miss:    "drop",
+		Fields:  []Field{FEthType, FIPProto, RegPolVPC, RegPolSrc, RegPolDst, RegPolL4},
+		Next:    []TableID{TSGIn}},
+	{ID: TSGIn, Name: "sg_ingress",
+		Purpose: "the destination VM's security groups, ingress: only what they allow",
+		Miss:    "drop",
+		Fields:  []Field{FEthType, FIPProto, RegPolVPC, RegPolSrc, RegPolDst, RegPolL4},
+		Next:    []TableID{TPolCommit}},
+	{ID: TPolCommit, Name: "policy_commit",
+		Purpose: "a new connection allowed by every check is committed in the zone; then on: from a VM to management separation, to a VM to its port",
+		Miss:    "drop",
+		Fields:  []Field{FEthType, FEthDst, FCtState, RegTier, RegPolPoint},
+		Next:    []TableID{TMgmtGuard}},
 	{ID: TMgmtGuard, Name: "mgmt_guard",
 		Purpose: "guests never reach management CIDRs, host tunnel IPs or host service ports (except VM-to-VM inside the tier, or between tiers of a distributed-routing VPC)",
 		Miss:    "drop",
@@ -73,11 +137,18 @@ var Pipeline = []Table{
 	{ID: TRoute, Name: "route",
 		Purpose: "distributed routing: a VPC's guest address to its VM: gateway source MAC, the VM's MAC, TTL decrement, delivered to its port or host",
 		Miss:    "drop (no VM has the address)",
-		Fields:  []Field{FEthType, FIPv4Dst, RegVPC}},
+		Fields:  []Field{FEthType, FIPv4Dst, RegVPC},
+		Next:    []TableID{TPolIn}},
 	{ID: TL2Forward, Name: "l2_forward",
 		Purpose: "per-tier L2: known MAC to its port or tunnel, broadcast to the tier (split horizon), unknown unicast dropped (overlay) or sent tagged to the uplink (VLAN tiers, from a VM only)",
 		Miss:    "drop (unknown unicast)",
-		Fields:  []Field{FEthDst, RegTier, RegOrigin}},
+		Fields:  []Field{FEthDst, FEthType, FIPProto, FUDPSrc, FUDPDst, RegTier, RegOrigin},
+		Next:    []TableID{TPolIn}},
+	{ID: TPolIn, Name: "policy_in",
+		Purpose: "IPv4 to a local policy VM: VPC id and judging point into registers, then conntrack in the destination tier's zone (back to policy_state)",
+		Miss:    "drop",
+		Fields:  []Field{FEthType, RegTier},
+		Recirc:  []TableID{TPolState}},
 }
 
 // TableByID returns the table declaration.
@@ -120,6 +191,11 @@ func CheckContract(f *Flow) error {
 		}
 		if !allowed {
 			return fmt.Errorf("flow %s: table %s may not match %s", f, t.Name, m.Field)
+		}
+	}
+	for _, a := range f.Actions {
+		if c, ok := a.(CT); ok && c.Table != NoGoto && !slices.Contains(t.Recirc, c.Table) {
+			return fmt.Errorf("flow %s: table %s may not recirculate to table %s", f, t.Name, TableName(c.Table))
 		}
 	}
 	if f.Goto != NoGoto {

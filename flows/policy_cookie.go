@@ -19,6 +19,14 @@ func ACLRuleObject(vpc, l string, n int) uint32 {
 	return h.Sum32()
 }
 
+// ACLDefaultObject is the cookie object of list l's no-match verdict in
+// direction dir (its flows say "no ingress rule matched").
+func ACLDefaultObject(vpc, l, dir string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte("acl:" + vpc + "/" + l + " default " + dir))
+	return h.Sum32()
+}
+
 // SGRuleObject is the cookie object of rule i of direction dir of security
 // group g.
 func SGRuleObject(g, dir string, i int) uint32 {

@@ -10,7 +10,6 @@ import (
 // loadPolicy parses the policy example with edits (old -> new pairs).
 func loadPolicy(t *testing.T, edits ...string) *Blueprint {
 	t.Helper()
-	enforcePolicy(t)
 	data, err := os.ReadFile(policyExample)
 	if err != nil {
 		t.Fatal(err)

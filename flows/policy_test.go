@@ -14,17 +14,7 @@ import (
 
 const policyExample = "testdata/policy/example.yaml"
 
-// enforcePolicy lifts the "not enforced yet" gate for one test (tests of
-// the flows package that touch it never run in parallel).
-func enforcePolicy(t testing.TB) {
-	t.Helper()
-	old := policyEnforced
-	policyEnforced = true
-	t.Cleanup(func() { policyEnforced = old })
-}
-
 func TestPolicyExampleParses(t *testing.T) {
-	enforcePolicy(t)
 	bp, err := Load(policyExample)
 	if err != nil {
 		t.Fatal(err)
@@ -102,45 +92,7 @@ func TestPolicyExampleParses(t *testing.T) {
 	}
 }
 
-// TestPolicyRefusedUntilEnforced: a valid blueprint that uses policy keys
-// is refused while the compiler does not enforce them (fail closed),
-// pointing at the first key with the fix.
-func TestPolicyRefusedUntilEnforced(t *testing.T) {
-	if policyEnforced {
-		t.Skip("the compiler enforces policy")
-	}
-	_, err := Load(policyExample)
-	if err == nil {
-		t.Fatal("a blueprint with ACLs and security groups was accepted although nothing enforces them")
-	}
-	errs := validationErrors(t, err)
-	if len(errs) != 1 || errs[0].Field != "vpcs[0].acls" || errs[0].Line != 12 || errs[0].Column != 5 || !strings.Contains(errs[0].Msg, "not enforced yet") {
-		t.Errorf("got %v, want one error at %s:12:5 vpcs[0].acls saying not enforced yet", err, policyExample)
-	}
-	// Each key alone is refused too.
-	for _, tc := range []struct{ add, field string }{
-		{"security_groups:\n  - {name: sg, ingress: [], egress: []}\n", "security_groups"},
-	} {
-		if _, err := Parse("a.yaml", []byte(minimal+tc.add)); err == nil || !strings.Contains(err.Error(), tc.field+": network ACLs and security groups are validated but not enforced yet") {
-			t.Errorf("%q: err = %v", tc.add, err)
-		}
-	}
-	b := goodBlueprint()
-	b.VPCs[0].Tiers[0].ACL = ACLDefaultDeny
-	if err := b.Validate(); err == nil || !strings.Contains(err.Error(), "vpcs[0].tiers[0].acl: network ACLs") {
-		t.Errorf("tier acl: err = %v", err)
-	}
-	b = goodBlueprint()
-	b.SecurityGroups = []SecurityGroup{{Name: "sg"}}
-	b.VPCs[1].Tiers[0].VMs[0].SecurityGroups = []string{"sg"}
-	if err := b.Validate(); err == nil || !strings.Contains(err.Error(), "vpcs[1].tiers[0].vms[0].security_groups: network ACLs") {
-		t.Errorf("vm security_groups: err = %v", err)
-	}
-}
-
-// TestPolicyHash: every policy field is content (changes the hash).
 func TestPolicyHash(t *testing.T) {
-	enforcePolicy(t)
 	data, err := os.ReadFile(policyExample)
 	if err != nil {
 		t.Fatal(err)
@@ -182,7 +134,6 @@ func TestPolicyHash(t *testing.T) {
 // TestPolicyValidateCodeBuilt checks the rules on code-built blueprints
 // (no positions): each mutation gives exactly one error on its field.
 func TestPolicyValidateCodeBuilt(t *testing.T) {
-	enforcePolicy(t)
 	i8 := func(v int) *int { return &v }
 	base := func() *Blueprint {
 		b := goodBlueprint()
@@ -295,7 +246,6 @@ func TestPortRangePrefixes(t *testing.T) {
 // TestPolicyCookies: every policy rule has its own cookie object, and a
 // cookie maps back to the rule's name.
 func TestPolicyCookies(t *testing.T) {
-	enforcePolicy(t)
 	bp, err := Load(policyExample)
 	if err != nil {
 		t.Fatal(err)
@@ -329,7 +279,6 @@ func TestPolicyCookies(t *testing.T) {
 // first ingress rules hash to the same cookie object and checks the
 // validator refuses them.
 func TestPolicyCookieCollisionRefused(t *testing.T) {
-	enforcePolicy(t)
 	seen := map[uint32]string{}
 	var a, b string
 	x := uint64(88172645463325252)

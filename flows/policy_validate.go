@@ -7,12 +7,6 @@ import (
 	"strings"
 )
 
-// policyEnforced says whether Compile enforces the policy keys (acls, acl,
-// security_groups). Until it does, Validate refuses a blueprint that uses
-// them: a policy must never be accepted and then not enforced (fail
-// closed). Tests of the model switch it on.
-var policyEnforced = false
-
 // checkPolicy validates the ACL lists, the tiers' acl, the security groups
 // and the VMs' security_groups. With errors elsewhere it still runs, so one
 // pass reports everything.
@@ -271,17 +265,6 @@ func (v *validator) commitPolicy() {
 	}
 }
 
-// policyGate refuses a valid blueprint that uses policy keys while the
-// compiler does not enforce them.
-func (v *validator) policyGate() {
-	if policyEnforced {
-		return
-	}
-	if k := v.b.firstPolicyKey(); k != "" {
-		v.errorf(k, "network ACLs and security groups are validated but not enforced yet by this vpcflow: the blueprint is refused rather than run without them; remove acls, acl and security_groups (see docs/policy.md)")
-	}
-}
-
 func sgNames(b *Blueprint) string {
 	var ns []string
 	seen := map[string]bool{}
@@ -309,4 +292,48 @@ func aclNames(p *VPC) string {
 		return "none"
 	}
 	return strings.Join(ns, ", ")
+}
+
+// checkPolicyZones refuses policy tiers that would share a conntrack zone
+// (PolicyZone: the low 16 bits of the tier key) or get zone 0, and policy
+// VPCs whose ids (RegPolVPC) collide. Run when the rest is valid.
+func (v *validator) checkPolicyZones() {
+	zones := map[uint16]string{}
+	ids := map[uint32]string{}
+	for i := range v.b.VPCs {
+		p := &v.b.VPCs[i]
+		usesPolicy := false
+		for j := range p.Tiers {
+			t := &p.Tiers[j]
+			policy := t.ACL != ""
+			for k := range t.VMs {
+				policy = policy || len(t.VMs[k].SecurityGroups) > 0
+			}
+			if !policy {
+				continue
+			}
+			usesPolicy = true
+			key := t.VNI
+			if t.IsVLAN() {
+				key = VLANKeyBase + uint32(t.VLAN)
+			}
+			z := uint16(key)
+			f := fmt.Sprintf("vpcs[%d].tiers[%d]", i, j)
+			name := p.Name + "/" + t.Name
+			if z == 0 {
+				v.errorf(f, "tier %s would get conntrack zone 0 (its key %d is a multiple of 65536): give it another vni (policy tiers use the low 16 bits of their key as their zone)", name, key)
+			} else if o, clash := zones[z]; clash {
+				v.errorf(f, "tier %s would share conntrack zone %d with tier %s (policy tiers use the low 16 bits of their key as their zone): give one of them a vni whose low 16 bits differ", name, z, o)
+			} else {
+				zones[z] = name
+			}
+		}
+		if usesPolicy {
+			if o, clash := ids[VPCObject(p.Name)]; clash {
+				v.errorf(fmt.Sprintf("vpcs[%d].name", i), "VPC name %q hashes to the same policy id (0x%08x) as VPC %q: rename one of them", p.Name, VPCObject(p.Name), o)
+			} else {
+				ids[VPCObject(p.Name)] = p.Name
+			}
+		}
+	}
 }

@@ -53,6 +53,7 @@ type Index struct {
 	tierFP      map[uint32]uint64
 	globalFP    uint64 // inputs of every host segment
 	hasVLAN     bool   // some tier is VLAN-backed: the uplink's tagged frames are claimed
+	pol         *policyIndex
 
 	mu     sync.Mutex
 	shared map[sharedKey]*tierShared
@@ -154,6 +155,7 @@ func NewIndex(bp *Blueprint) *Index {
 		fp.bool(o.HasMAC)
 	}
 	ix.globalFP = fp.sum()
+	ix.pol = newPolicyIndex(bp)
 	for pi := range bp.VPCs {
 		for ti := range bp.VPCs[pi].Tiers {
 			if bp.VPCs[pi].Tiers[ti].IsVLAN() {
@@ -202,6 +204,7 @@ func NewIndex(bp *Blueprint) *Index {
 				vf.u64(MACValue(t.GatewayHW))
 				vf.bool(t.VirtualGateway)
 				vf.vms(t.VMs)
+				vf.policyVMs(t)
 			}
 			vf.hosts(vh)
 			ix.vpcFP[p] = vf.sum()
@@ -226,6 +229,7 @@ func NewIndex(bp *Blueprint) *Index {
 			tf.bool(t.VirtualGateway)
 			tf.bool(p.IsDistributed())
 			tf.vms(t.VMs)
+			tf.policyVMs(t)
 			tf.hosts(hosts)
 			tf.str("accept")
 			tf.hosts(accept)
@@ -310,6 +314,8 @@ func (c *Compiled) build(want func(*Segment) bool) ([]Flow, error) {
 			b.tierSegment(c.v, c.v.tiers[s.idx])
 		case 'p':
 			b.vpcSegment(c.v, c.v.vpcs[s.idx])
+		case 'a':
+			b.policyVPCSegment(c.v.ix, c.v.ix.pol.hostVPCs[c.Host][s.idx])
 		}
 	}
 	if len(b.errs) > 0 {
@@ -358,6 +364,7 @@ func CompileHost(ix *Index, hostName string, opts CompileOptions) (*Compiled, er
 	fp.bool(len(v.tiers) > 0)
 	fp.bool(ix.hasVLAN)
 	fp.bool(len(v.vpcs) > 0)
+	fp.bool(len(ix.pol.hostVPCs[hostName]) > 0)
 	c.Segs = append(c.Segs, Segment{ID: "host", FP: fp.sum(), kind: 'h'})
 	for i, r := range v.local {
 		var vf fingerprint
@@ -369,6 +376,7 @@ func CompileHost(ix *Index, hostName string, opts CompileOptions) (*Compiled, er
 		vf.str(r.VPC.Name)
 		vf.str(r.Tier.Name)
 		vf.str(r.VM.Role)
+		vf.bool(IsPolicyVM(r.Tier, r.VM))
 		if r.VM.IsRouter() { // it may source any tier CIDR of its VPC
 			for ti := range r.VPC.Tiers {
 				vf.str(r.VPC.Tiers[ti].Name)
@@ -393,6 +401,9 @@ func CompileHost(ix *Index, hostName string, opts CompileOptions) (*Compiled, er
 			}
 		}
 		c.Segs = append(c.Segs, Segment{ID: "vpc:" + p.Name, FP: pf.sum(), kind: 'p', idx: i})
+	}
+	for i, p := range ix.pol.hostVPCs[hostName] {
+		c.Segs = append(c.Segs, Segment{ID: "policy:" + p.Name, FP: ix.pol.vpcFP[p], kind: 'a', idx: i})
 	}
 	return c, nil
 }
@@ -449,6 +460,29 @@ func (f *fingerprint) vms(vms []VM) {
 		f.str(m.Port)
 		f.u64(MACValue(m.HW))
 		f.u64(IPValue(m.Addr))
+	}
+}
+
+// policyVMs adds what a tier's flows need of its policy: which VMs are
+// judged, which have security groups (flooding keeps those out of IPv4
+// broadcast). Nothing for a policy-free tier, so its fingerprint is as
+// before policy existed.
+func (f *fingerprint) policyVMs(t *Tier) {
+	if t.ACL == "" {
+		any := false
+		for i := range t.VMs {
+			any = any || len(t.VMs[i].SecurityGroups) > 0
+		}
+		if !any {
+			return
+		}
+	}
+	f.str("policy")
+	f.str(t.ACL)
+	f.str(t.Prefix.String())
+	for i := range t.VMs {
+		f.bool(IsPolicyVM(t, &t.VMs[i]))
+		f.bool(len(t.VMs[i].SecurityGroups) > 0)
 	}
 }
 

@@ -122,9 +122,7 @@ func (b *Blueprint) validate() []FieldError {
 	v.checkPolicy()
 	if len(v.errs) == 0 {
 		v.checkPolicyObjects()
-	}
-	if len(v.errs) == 0 {
-		v.policyGate()
+		v.checkPolicyZones()
 	}
 	if len(v.errs) > 0 {
 		return v.errs
