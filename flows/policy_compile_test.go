@@ -457,3 +457,95 @@ func TestPolicyZoneCollisionRefused(t *testing.T) {
 		t.Fatalf("two policy tiers with one zone: got %v", err)
 	}
 }
+
+// TestPolicyFlowCount checks the documented flow-count formula
+// (docs/policy.md, Compile) on random policy blueprints: the policy
+// tables and the extra l2_forward flows of every host.
+func TestPolicyFlowCount(t *testing.T) {
+	masks := func(m *TrafficMatch) int {
+		if m.HasPorts() && m.Ports != AllPorts {
+			return len(m.Ports.Prefixes())
+		}
+		return 1
+	}
+	for n := 0; n < 60; n++ {
+		r := rand.New(rand.NewSource(int64(1000 + n)))
+		bp := genPolicyBlueprint(t, r, n)
+		model := NewPolicyModel(bp)
+		for _, h := range bp.Hosts {
+			fs, err := Compile(bp, h.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := 0
+			for _, f := range fs {
+				if IsPolicyTable(f.Table) {
+					got++
+				}
+			}
+			want, tiers, vms, vpcs := 0, map[*Tier]bool{}, 0, map[*VPC]bool{}
+			for i := range bp.VPCs {
+				p := &bp.VPCs[i]
+				for j := range p.Tiers {
+					t := &p.Tiers[j]
+					for k := range t.VMs {
+						if t.VMs[k].Host == h.Name && IsPolicyVM(t, &t.VMs[k]) {
+							tiers[t], vpcs[p] = true, true
+							vms++
+						}
+					}
+				}
+			}
+			if len(vpcs) > 0 {
+				want = 8 + 13 + 1 + 3*len(tiers) + 2*vms // the third per-VM flow is in l2_forward
+			}
+			for p := range vpcs {
+				routers := 0
+				for j := range p.Tiers {
+					if p.Tiers[j].HasGateway {
+						routers++
+					}
+				}
+				want += 4 + 4*routers
+				for j := range p.Tiers {
+					t := &p.Tiers[j]
+					if t.ACL != "" {
+						want += 2 + 2
+						if l := p.ACLByName(t.ACL); l != nil {
+							for _, ru := range l.Rules {
+								want += len(ru.Match.Prefixes) * masks(&ru.Match)
+							}
+						}
+					}
+					for k := range t.VMs {
+						vm := &t.VMs[k]
+						if vm.IsRouter() || len(vm.SecurityGroups) == 0 {
+							continue
+						}
+						egress := false
+						for _, g := range vm.SecurityGroups {
+							sg := bp.SecurityGroupByName(g)
+							for d, rules := range [][]SGRule{sg.Ingress, sg.Egress} {
+								for _, ru := range rules {
+									members := 0
+									for _, ref := range ru.GroupRefs {
+										members += len(model.GroupMembers(p, ref))
+									}
+									want += (len(ru.Match.Prefixes) + members) * masks(&ru.Match)
+									egress = egress || d == 1
+								}
+							}
+						}
+						want++
+						if egress {
+							want++
+						}
+					}
+				}
+			}
+			if got != want {
+				t.Errorf("%s/%s: %d policy-table flows, formula %d", bp.Source, h.Name, got, want)
+			}
+		}
+	}
+}
