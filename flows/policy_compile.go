@@ -1,7 +1,10 @@
 package flows
 
 import (
+	"fmt"
+	"hash/fnv"
 	"net/netip"
+	"slices"
 	"sort"
 )
 
@@ -284,16 +287,63 @@ func (b *builder) policyVPCSegment(ix *Index, p *VPC) {
 		}
 		b.aclTier(p, t)
 	}
-	for j := range p.Tiers {
-		t := &p.Tiers[j]
-		for k := range t.VMs {
-			vm := &t.VMs[k]
-			if vm.IsRouter() || len(vm.SecurityGroups) == 0 {
-				continue
+	// Rules: clause flows identical to another rule's are merged.
+	sub := &builder{rev: b.rev, opts: b.opts}
+	sub.sgRules(ix.bp, pi.model, p)
+	b.errs = append(b.errs, sub.errs...)
+	merged, err := mergeClauses(sub.flows)
+	if err != nil {
+		b.errs = append(b.errs, err)
+	}
+	b.flows = append(b.flows, merged...)
+}
+
+// mergeClauses merges flows with the same table, priority and match (the
+// switch would keep only one): conjunction clauses of several rules become
+// one flow carrying every rule's conjunction action; identical plain flows
+// become one. Anything else is a compile error.
+func mergeClauses(fs []Flow) ([]Flow, error) {
+	idx := map[string]int{}
+	out := fs[:0:0]
+	for _, f := range fs {
+		k := fmt.Sprintf("%d|%d|%s", f.Table, f.Priority, f.Match.String())
+		i, dup := idx[k]
+		if !dup {
+			idx[k] = len(out)
+			out = append(out, f)
+			continue
+		}
+		g := &out[i]
+		switch {
+		case g.Goto == f.Goto && g.ActionsString() == f.ActionsString():
+			// the same flow twice (two rules with one match)
+		case len(conjunctions(g)) == len(g.Actions) && len(conjunctions(&f)) == len(f.Actions) && g.Goto == NoGoto && f.Goto == NoGoto:
+			acts := append([]Action(nil), g.Actions...)
+			for _, a := range f.Actions {
+				if !slices.Contains(acts, a) {
+					acts = append(acts, a)
+				}
 			}
-			b.sgVM(ix.bp, pi.model, p, vm)
+			g.Actions = acts
+			if g.Note != "" {
+				g.Note += "; " + f.Note
+			}
+		default:
+			return nil, fmt.Errorf("policy flows conflict at table %s priority %d, %s: %s vs %s", TableName(f.Table), f.Priority, f.Match.String(), g.ActionsString(), f.ActionsString())
 		}
 	}
+	// A conj_id appears once per table.
+	ids := map[string]bool{}
+	for i := range out {
+		if v, ok := out[i].Match.Get(FConjID); ok {
+			k := fmt.Sprintf("%d|%d", out[i].Table, v.Value)
+			if ids[k] {
+				return nil, fmt.Errorf("conjunction id %d used twice in table %s (two rules' keys collide): rename a group", v.Value, TableName(out[i].Table))
+			}
+			ids[k] = true
+		}
+	}
+	return out, nil
 }
 
 func boolTable(b bool) TableID {
@@ -346,15 +396,14 @@ func (b *builder) aclTier(p *VPC, t *Tier) {
 		for _, r := range sortedRules(l, dir) {
 			c := MakeCookie(CatACLRule, ACLRuleObject(p.Name, l.Name, r.Number), 0)
 			name := ACLRuleName(p, l.Name, r.Number)
-			for _, mm := range ruleMatches_(&r.Match, remote, r.Match.Prefixes) {
-				f := Flow{Table: tb, Priority: uint16(prioPolRuleTop - r.Number), Cookie: c,
-					Match: match(append([]MatchField{vpc, in}, mm...)...),
-					Note:  b.notef("%s (tier %s/%s): %s %s %s", name, p.Name, t.Name, r.Action, dir, r.Match.String())}
-				if r.Action == ActionAllow {
-					f.Goto = tb + 1
-				}
-				b.add(f)
+			act := rulePass(tb)
+			if r.Action != ActionAllow {
+				act = NoGoto
 			}
+			b.ruleFlows(tb, uint16(prioPolRuleTop-r.Number), c, act,
+				b.notef("%s (tier %s/%s): %s %s %s", name, p.Name, t.Name, r.Action, dir, r.Match.String()),
+				fmt.Sprintf("acl %s/%s#%d tier %d", p.Name, l.Name, r.Number, t.Key),
+				protoMatch(&r.Match), [][]MatchField{{vpc}}, [][]MatchField{{in}}, remoteAlts(remote, r.Match.Prefixes), l4Alts(&r.Match))
 		}
 		f := Flow{Table: tb, Priority: prioPolDefault, Cookie: MakeCookie(CatACLDefault, ACLDefaultObject(p.Name, l.Name, dir), 0),
 			Match: ipMatch(vpc, in)}
@@ -368,34 +417,28 @@ func (b *builder) aclTier(p *VPC, t *Tier) {
 	}
 }
 
-// sgVM: VM vm's security groups: ingress always judged (no rule: denied),
-// egress judged when one of its groups has egress rules.
-func (b *builder) sgVM(bp *Blueprint, model *PolicyModel, p *VPC, vm *VM) {
+// sgRules: the rules of every security group that has members in VPC p,
+// one conjunction per rule (members x remote addresses x port masks, each a
+// clause), and each member VM's no-match drop.
+func (b *builder) sgRules(bp *Blueprint, model *PolicyModel, p *VPC) {
 	vpc := exact(RegPolVPC, uint64(p.ID))
-	for _, dir := range []string{DirEgress, DirIngress} {
-		tb, local, remote := TSGOut, RegPolSrc, RegPolDst
-		if dir == DirIngress {
-			tb, local, remote = TSGIn, RegPolDst, RegPolSrc
+	for gi := range bp.SecurityGroups {
+		g := &bp.SecurityGroups[gi]
+		members := model.GroupMembers(p, gi)
+		if len(members) == 0 {
+			continue
 		}
-		me := exact(local, ipv4(vm.Addr))
-		any := false
-		for _, gname := range vm.SecurityGroups {
-			gi := -1
-			for i := range bp.SecurityGroups {
-				if bp.SecurityGroups[i].Name == gname {
-					gi = i
-				}
+		for _, dir := range []string{DirEgress, DirIngress} {
+			tb, local, remote := TSGOut, RegPolSrc, RegPolDst
+			rules := g.Egress
+			if dir == DirIngress {
+				tb, local, remote, rules = TSGIn, RegPolDst, RegPolSrc, g.Ingress
 			}
-			if gi < 0 {
-				continue
-			}
-			g := &bp.SecurityGroups[gi]
-			rules := g.Ingress
-			if dir == DirEgress {
-				rules = g.Egress
+			var locals [][]MatchField
+			for _, a := range members {
+				locals = append(locals, []MatchField{exact(local, ipv4(a))})
 			}
 			for i := range rules {
-				any = true
 				r := &rules[i]
 				pfx := append([]netip.Prefix(nil), r.Match.Prefixes...)
 				for _, ref := range r.GroupRefs {
@@ -403,67 +446,162 @@ func (b *builder) sgVM(bp *Blueprint, model *PolicyModel, p *VPC, vm *VM) {
 						pfx = append(pfx, netip.PrefixFrom(a, 32))
 					}
 				}
-				c := MakeCookie(CatSGRule, SGRuleObject(g.Name, dir, i), 0)
-				for _, mm := range ruleMatches_(&r.Match, remote, pfx) {
-					b.add(Flow{Table: tb, Priority: prioPolSGRule, Cookie: c,
-						Match: match(append([]MatchField{vpc, me}, mm...)...), Goto: tb + 1 + boolTable(tb == TSGIn),
-						Note: b.notef("%s (VM %s): allow %s %s", SGRuleName(g.Name, dir, i), vm.Name, dir, r.Match.String())})
+				if len(pfx) == 0 {
+					continue // a reference to an empty group matches nothing
 				}
+				b.ruleFlows(tb, prioPolSGRule, MakeCookie(CatSGRule, SGRuleObject(g.Name, dir, i), 0), rulePass(tb),
+					b.notef("%s (vpc %s): allow %s %s", SGRuleName(g.Name, dir, i), p.Name, dir, r.Match.String()),
+					fmt.Sprintf("sg %s %s[%d] vpc %s", g.Name, dir, i, p.Name),
+					protoMatch(&r.Match), [][]MatchField{{vpc}}, locals, remoteAlts(remote, pfx), l4Alts(&r.Match))
 			}
 		}
-		if dir == DirEgress && !any {
-			continue
+	}
+	for j := range p.Tiers {
+		t := &p.Tiers[j]
+		for k := range t.VMs {
+			vm := &t.VMs[k]
+			if vm.IsRouter() || len(vm.SecurityGroups) == 0 {
+				continue
+			}
+			for _, dir := range []string{DirEgress, DirIngress} {
+				tb, local := TSGOut, RegPolSrc
+				if dir == DirIngress {
+					tb, local = TSGIn, RegPolDst
+				}
+				if dir == DirEgress && !hasEgressRules(bp, vm) {
+					continue
+				}
+				b.add(Flow{Table: tb, Priority: prioPolDefault, Cookie: MakeCookie(CatSGDefault, VMObject(vm.Name), 0),
+					Match: ipMatch(vpc, exact(local, ipv4(vm.Addr))),
+					Note:  b.notef("VM %s: no %s rule of its security groups allows it: denied", vm.Name, dir)})
+			}
 		}
-		b.add(Flow{Table: tb, Priority: prioPolDefault, Cookie: MakeCookie(CatSGDefault, VMObject(vm.Name), 0),
-			Match: ipMatch(vpc, me),
-			Note:  b.notef("VM %s: no %s rule of its security groups allows it: denied", vm.Name, dir)})
 	}
 }
 
-// ruleMatches_ expands a rule's match against the remote prefixes pfx
-// (in register remote) into the match fields of its flows: one per
-// prefix x port mask (protocol and ICMP type/code exact).
-func ruleMatches_(m *TrafficMatch, remote Field, pfx []netip.Prefix) [][]MatchField {
-	base := []MatchField{exact(FEthType, EthIPv4)}
+func hasEgressRules(bp *Blueprint, vm *VM) bool {
+	for _, n := range vm.SecurityGroups {
+		if g := bp.SecurityGroupByName(n); g != nil && len(g.Egress) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// rulePass is where an allowing check goes next.
+func rulePass(tb TableID) TableID {
+	if tb == TSGIn {
+		return TPolCommit
+	}
+	return tb + 1
+}
+
+func protoMatch(m *TrafficMatch) []MatchField {
+	out := []MatchField{exact(FEthType, EthIPv4)}
 	if !m.AnyProto {
-		base = append(base, exact(FIPProto, uint64(m.Proto)))
+		out = append(out, exact(FIPProto, uint64(m.Proto)))
 	}
-	var l4 []MatchField
-	switch {
-	case m.HasPorts():
-		if m.Ports != AllPorts {
-			for _, pm := range m.Ports.Prefixes() {
-				l4 = append(l4, masked(RegPolL4, uint64(pm.Value), uint64(pm.Mask)|0xffff0000))
-			}
-		}
-	case !m.AnyProto && m.Proto == ProtoICMP:
-		var v, mk uint64
-		if m.ICMPType >= 0 {
-			v, mk = uint64(m.ICMPType), 0xff
-			if m.ICMPCode >= 0 {
-				v, mk = v|uint64(m.ICMPCode)<<8, 0xffff
-			}
-		}
-		if mk != 0 {
-			l4 = append(l4, masked(RegPolL4, v, mk))
-		}
-	}
+	return out
+}
+
+// remoteAlts: one alternative per remote prefix (none for 0.0.0.0/0).
+func remoteAlts(remote Field, pfx []netip.Prefix) [][]MatchField {
 	var out [][]MatchField
 	for _, p := range pfx {
 		val, mk := PrefixMask(p)
-		r := append([]MatchField(nil), base...)
-		if mk != 0 {
-			r = append(r, masked(remote, val, mk))
+		if mk == 0 {
+			return [][]MatchField{{}} // any address: the dimension vanishes
 		}
-		if len(l4) == 0 {
-			out = append(out, r)
-			continue
-		}
-		for _, x := range l4 {
-			out = append(out, append(append([]MatchField(nil), r...), x))
-		}
+		out = append(out, []MatchField{masked(remote, val, mk)})
 	}
 	return out
+}
+
+// l4Alts: one alternative per port mask or the ICMP type/code (none when
+// the rule has no port or ICMP restriction).
+func l4Alts(m *TrafficMatch) [][]MatchField {
+	switch {
+	case m.HasPorts():
+		if m.Ports == AllPorts {
+			return [][]MatchField{{}}
+		}
+		var out [][]MatchField
+		for _, pm := range m.Ports.Prefixes() {
+			out = append(out, []MatchField{masked(RegPolL4, uint64(pm.Value), uint64(pm.Mask)|0xffff0000)})
+		}
+		return out
+	case !m.AnyProto && m.Proto == ProtoICMP && m.ICMPType >= 0:
+		v, mk := uint64(m.ICMPType), uint64(0xff)
+		if m.ICMPCode >= 0 {
+			v, mk = v|uint64(m.ICMPCode)<<8, 0xffff
+		}
+		return [][]MatchField{{masked(RegPolL4, v, mk)}}
+	}
+	return [][]MatchField{{}}
+}
+
+// ruleFlows emits one rule: the common match (proto) and its dimensions,
+// each a list of alternatives. Dimensions with one alternative join every
+// flow; with two or more such dimensions the rule is a conjunction (one
+// clause per dimension, flows = sum of alternatives + 1, not their
+// product), its conj_id flow doing the action (next is NoGoto: drop).
+// Clause flows identical to another rule's are merged by mergeClauses.
+func (b *builder) ruleFlows(tb TableID, prio uint16, c Cookie, next TableID, note, conjKey string, proto []MatchField, dims ...[][]MatchField) {
+	common := append([]MatchField(nil), proto...)
+	var multi [][][]MatchField
+	for _, d := range dims {
+		if len(d) == 1 {
+			common = append(common, d[0]...)
+		} else {
+			multi = append(multi, d)
+		}
+	}
+	flow := func(m []MatchField) Flow {
+		return Flow{Table: tb, Priority: prio, Cookie: c, Match: match(m...), Goto: next, Note: note}
+	}
+	plain := func(m []MatchField) {
+		f := flow(m)
+		if tb == TSGOut || tb == TSGIn {
+			// Plain allows one above the conjunctions of the same table:
+			// the switch then never has to choose between a hard and a
+			// soft match at one priority.
+			f.Priority++
+		}
+		b.add(f)
+	}
+	switch len(multi) {
+	case 0:
+		plain(common)
+		return
+	case 1:
+		for _, alt := range multi[0] {
+			plain(append(append([]MatchField(nil), common...), alt...))
+		}
+		return
+	}
+	id := conjIDOf(conjKey)
+	for k, d := range multi {
+		for _, alt := range d {
+			b.add(Flow{Table: tb, Priority: prio, Cookie: c, Match: match(append(append([]MatchField(nil), common...), alt...)...),
+				Actions: []Action{Conjunction{ID: id, Clause: uint8(k + 1), NClauses: uint8(len(multi))}},
+				Note:    b.notef("%s: clause %d/%d", note, k+1, len(multi))})
+		}
+	}
+	b.add(Flow{Table: tb, Priority: prio, Cookie: c, Match: match(exact(FConjID, uint64(id))), Goto: next,
+		Note: b.notef("%s: all %d clauses matched", note, len(multi))})
+}
+
+// conjIDOf is a rule's conjunction id: FNV-1a of its key, never the
+// trusted-peer id (a collision within a table is refused by
+// checkConjIDs).
+func conjIDOf(key string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	v := h.Sum32()
+	if v <= conjTrustedPeers {
+		v += 2
+	}
+	return v
 }
 
 // floodSplit adds, for a tier with local security-group VMs, the IPv4

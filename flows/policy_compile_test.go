@@ -458,15 +458,49 @@ func TestPolicyZoneCollisionRefused(t *testing.T) {
 	}
 }
 
-// TestPolicyFlowCount checks the documented flow-count formula
-// (docs/policy.md, Compile) on random policy blueprints: the policy
-// tables and the extra l2_forward flows of every host.
-func TestPolicyFlowCount(t *testing.T) {
-	masks := func(m *TrafficMatch) int {
-		if m.HasPorts() && m.Ports != AllPorts {
-			return len(m.Ports.Prefixes())
+// ruleCount is the documented flows of one rule: alts are its dimensions'
+// alternative counts (local side, remote prefixes, port masks); with two
+// or more dimensions of 2+ alternatives a conjunction: their sum + 1;
+// otherwise their product.
+func ruleCount(alts ...int) int {
+	multi, sum, prod := 0, 0, 1
+	for _, a := range alts {
+		prod *= a
+		if a > 1 {
+			multi++
+			sum += a
 		}
-		return 1
+	}
+	if multi >= 2 {
+		return sum + 1
+	}
+	return prod
+}
+
+// TestPolicyFlowCount checks the documented flow-count formula
+// (docs/policy.md, Compile) on random policy blueprints: every flow of
+// the policy tables of every host.
+func TestPolicyFlowCount(t *testing.T) {
+	masks := func(m *TrafficMatch) []string {
+		switch {
+		case m.HasPorts() && m.Ports != AllPorts:
+			var out []string
+			for _, pm := range m.Ports.Prefixes() {
+				out = append(out, pm.String())
+			}
+			return out
+		case !m.AnyProto && m.Proto == ProtoICMP && m.ICMPType >= 0:
+			return []string{fmt.Sprint(m.ICMPType, m.ICMPCode)}
+		}
+		return []string{"any"}
+	}
+	remotes := func(pfx []string) []string {
+		for _, p := range pfx {
+			if p == "0.0.0.0/0" {
+				return []string{"any"}
+			}
+		}
+		return pfx
 	}
 	for n := 0; n < 60; n++ {
 		r := rand.New(rand.NewSource(int64(1000 + n)))
@@ -478,10 +512,16 @@ func TestPolicyFlowCount(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := 0
+			seen := map[string]bool{}
 			for _, f := range fs {
 				if IsPolicyTable(f.Table) {
 					got++
 				}
+				k := fmt.Sprintf("%d|%d|%s", f.Table, f.Priority, f.Match.String())
+				if seen[k] {
+					t.Errorf("%s/%s: two flows with one match: %s", bp.Source, h.Name, k)
+				}
+				seen[k] = true
 			}
 			want, tiers, vms, vpcs := 0, map[*Tier]bool{}, 0, map[*VPC]bool{}
 			for i := range bp.VPCs {
@@ -509,35 +549,85 @@ func TestPolicyFlowCount(t *testing.T) {
 				want += 4 + 4*routers
 				for j := range p.Tiers {
 					t := &p.Tiers[j]
-					if t.ACL != "" {
-						want += 2 + 2
-						if l := p.ACLByName(t.ACL); l != nil {
-							for _, ru := range l.Rules {
-								want += len(ru.Match.Prefixes) * masks(&ru.Match)
+					if t.ACL == "" {
+						continue
+					}
+					want += 2 + 2
+					if l := p.ACLByName(t.ACL); l != nil {
+						for _, ru := range l.Rules {
+							var pf []string
+							for _, x := range ru.Match.Prefixes {
+								pf = append(pf, x.String())
 							}
+							want += ruleCount(1, len(remotes(pf)), len(masks(&ru.Match)))
 						}
 					}
-					for k := range t.VMs {
-						vm := &t.VMs[k]
-						if vm.IsRouter() || len(vm.SecurityGroups) == 0 {
-							continue
-						}
-						egress := false
-						for _, g := range vm.SecurityGroups {
-							sg := bp.SecurityGroupByName(g)
-							for d, rules := range [][]SGRule{sg.Ingress, sg.Egress} {
-								for _, ru := range rules {
-									members := 0
-									for _, ref := range ru.GroupRefs {
-										members += len(model.GroupMembers(p, ref))
+				}
+				// Security groups: one rule's flows per VPC with members;
+				// clause flows equal to another rule's counted once.
+				keys := map[string]bool{}
+				for gi := range bp.SecurityGroups {
+					g := &bp.SecurityGroups[gi]
+					var locals []string
+					for _, a := range model.GroupMembers(p, gi) {
+						locals = append(locals, a.String())
+					}
+					if len(locals) == 0 {
+						continue
+					}
+					for d, rules := range [][]SGRule{g.Egress, g.Ingress} {
+						for i, ru := range rules {
+							var pf []string
+							for _, x := range ru.Match.Prefixes {
+								pf = append(pf, x.String())
+							}
+							for _, ref := range ru.GroupRefs {
+								for _, a := range model.GroupMembers(p, ref) {
+									pf = append(pf, a.String()+"/32")
+								}
+							}
+							if len(pf) == 0 {
+								continue
+							}
+							dims := [][]string{locals, remotes(pf), masks(&ru.Match)}
+							multi, single := 0, ru.Match.ProtoString()
+							for k, dim := range dims {
+								if len(dim) > 1 {
+									multi++
+								} else if dim[0] != "any" { // "any" adds no match field
+									single += fmt.Sprintf("|%d=%s", k, dim[0])
+								}
+							}
+							if multi < 2 {
+								for _, a := range dims[0] {
+									for _, b := range dims[1] {
+										for _, c := range dims[2] {
+											keys[fmt.Sprintf("plain %d %s %s %s %s", d, ru.Match.ProtoString(), a, b, c)] = true
+										}
 									}
-									want += (len(ru.Match.Prefixes) + members) * masks(&ru.Match)
-									egress = egress || d == 1
+								}
+								continue
+							}
+							keys[fmt.Sprintf("conj %s %d %d", g.Name, d, i)] = true
+							for k, dim := range dims {
+								if len(dim) > 1 {
+									for _, a := range dim {
+										keys[fmt.Sprintf("clause %d %s %d %s", d, single, k, a)] = true
+									}
 								}
 							}
 						}
+					}
+				}
+				want += len(keys)
+				for j := range p.Tiers {
+					for k := range p.Tiers[j].VMs {
+						vm := &p.Tiers[j].VMs[k]
+						if vm.IsRouter() || len(vm.SecurityGroups) == 0 {
+							continue
+						}
 						want++
-						if egress {
+						if hasEgressRules(bp, vm) {
 							want++
 						}
 					}
@@ -546,6 +636,71 @@ func TestPolicyFlowCount(t *testing.T) {
 			if got != want {
 				t.Errorf("%s/%s: %d policy-table flows, formula %d", bp.Source, h.Name, got, want)
 			}
+		}
+	}
+}
+
+// TestPolicyConjunctionAdditive: a rule that references a 500-member group
+// compiles to members + remote + port masks + 1 flows (a conjunction), not
+// their product.
+func TestPolicyConjunctionAdditive(t *testing.T) {
+	bp := &Blueprint{Version: 1, Revision: 1, Encapsulation: EncapVXLAN, Controllers: []string{"tcp:192.0.2.250:6653"}}
+	bp.Management.CIDRs = []string{"192.0.2.0/24"}
+	for i := 0; i < 2; i++ {
+		bp.Hosts = append(bp.Hosts, Host{Name: fmt.Sprintf("h%d", i+1), DatapathID: fmt.Sprintf("%016x", 0xa0+i), Uplink: "eth0", TunnelIP: fmt.Sprintf("192.0.2.%d", 10+i)})
+	}
+	web := Tier{Name: "web", VNI: 5001, CIDR: "10.1.0.0/22"}
+	for k := 0; k < 500; k++ {
+		web.VMs = append(web.VMs, VM{Name: fmt.Sprintf("web-%d", k), Host: bp.Hosts[k%2].Name, Port: fmt.Sprintf("vnet%d", k),
+			MAC: fmt.Sprintf("52:54:00:01:%02x:%02x", k/256, k%256), IP: fmt.Sprintf("10.1.%d.%d", k/250, 2+k%250), SecurityGroups: []string{"web-sg"}})
+	}
+	db := Tier{Name: "db", VNI: 5002, CIDR: "10.2.0.0/24"}
+	for k := 0; k < 2; k++ {
+		db.VMs = append(db.VMs, VM{Name: fmt.Sprintf("db-%d", k), Host: "h1", Port: fmt.Sprintf("vdb%d", k),
+			MAC: fmt.Sprintf("52:54:00:02:00:%02x", k), IP: fmt.Sprintf("10.2.0.%d", 10+k), SecurityGroups: []string{"db-sg"}})
+	}
+	bp.VPCs = []VPC{{Name: "blue", Routing: RoutingDistributed, Tiers: []Tier{web, db}}}
+	bp.VPCs[0].Tiers[0].Gateway, bp.VPCs[0].Tiers[1].Gateway = "10.1.0.1", "10.2.0.1"
+	bp.SecurityGroups = []SecurityGroup{
+		{Name: "web-sg", Ingress: []SGRule{{Protocol: "tcp", Ports: "80", CIDRs: []string{"0.0.0.0/0"}}}},
+		{Name: "db-sg", Ingress: []SGRule{{Protocol: "tcp", Ports: "5432", Groups: []string{"web-sg"}}, {Protocol: "tcp", Ports: "7000-7010", Groups: []string{"web-sg"}}}},
+	}
+	bp = reparsePolicy(t, bp, 0)
+	fs, err := Compile(bp, "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(i int) int {
+		n := 0
+		for _, f := range fs {
+			if f.Cookie.Category() == CatSGRule && f.Cookie.Object() == SGRuleObject("db-sg", DirIngress, i) {
+				n++
+			}
+		}
+		return n
+	}
+	masks := len(PortRange{7000, 7010}.Prefixes())
+	if got, want := count(0), 2+500+1; got != want {
+		t.Errorf("db-sg ingress[0] (5432 from a 500-member group, 2 members): %d flows, want %d (product would be %d)", got, want, 2*500)
+	}
+	if got, want := count(1), 2+500+masks+1; got != want {
+		t.Errorf("db-sg ingress[1] (7000-7010 from a 500-member group): %d flows, want %d (product would be %d)", got, want, 2*500*masks)
+	}
+	t.Logf("a 500-member group reference: %d and %d flows for two rules (products: %d, %d)", count(0), count(1), 2*500, 2*500*masks)
+	// And it still decides as the model does.
+	c, err := NewCloud(bp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.EnableConntrack()
+	model := NewPolicyModel(bp)
+	w, _ := bp.testVM("web-321")
+	d, _ := bp.testVM("db-1")
+	for _, port := range []uint16{5432, 5433, 7000, 7010, 7011, 80} {
+		conn := Conn{Proto: ProtoTCP, Src: w.Addr, Dst: d.Addr, SrcPort: 40000, DstPort: port}
+		j := c.Trace(w.Host, policyPacket(&bp.VPCs[0].Tiers[0], w, d, conn))
+		if got, want := deliveredTo(j.Arrivals, d), model.Judge(&bp.VPCs[0], conn, ConnNew).Allowed; got != want {
+			t.Errorf("%s: delivered %v, model %v", conn, got, want)
 		}
 	}
 }
