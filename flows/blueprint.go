@@ -44,6 +44,12 @@ type Blueprint struct {
 	// Parsed forms, filled by Validate.
 	MgmtPrefixes []netip.Prefix `yaml:"-"`
 	PeerAddrs    []netip.Addr   `yaml:"-"`
+
+	// Set by ParseForLint only (policy_lint.go): policy keys accepted
+	// although not enforced yet, and the source positions of the policy
+	// keys for the findings.
+	lintOnly bool
+	lintPos  map[string]position
 }
 
 // Management describes what guests must never reach.
