@@ -296,7 +296,6 @@ func TestLintTooComplex(t *testing.T) {
 	}
 }
 
-
 // only keeps the findings with one of the codes.
 func only(fs []LintFinding, codes ...string) []LintFinding {
 	var out []LintFinding
