@@ -199,6 +199,8 @@ type linter struct {
 	sgIdx   map[string]int
 	// model resolves group members per VPC (groups: references).
 	model *PolicyModel
+	// sgBudgetNoted: the work budget ran out in the security groups, said.
+	sgBudgetNoted bool
 }
 
 func newLinter(bp *Blueprint) *linter {

@@ -35,6 +35,9 @@ type shadowResult struct {
 	deciders []int
 	// residual is the set of packets the rule decides (state live).
 	residual region
+	// outOfBudget: complex because the lint's work budget ran out (not
+	// because of this rule's own overlap).
+	outOfBudget bool
 }
 
 // orderedRules returns list l's rules of direction dir in judging order
@@ -94,7 +97,7 @@ func shadow(rules []aclRule, bud *budget) []shadowResult {
 		}
 		switch {
 		case !ok:
-			res[i] = shadowResult{state: ruleComplex}
+			res[i] = shadowResult{state: ruleComplex, outOfBudget: bud.left < 0}
 		case len(reg) == 0:
 			res[i].state = ruleShadowed
 		default:
@@ -196,7 +199,7 @@ func (l *linter) shadowFindings(vi, li int, rules []aclRule, res []shadowResult)
 		path := aclPath(vi, li, rules[i].k)
 		switch res[i].state {
 		case ruleComplex:
-			if l.bud.left < 0 {
+			if res[i].outOfBudget {
 				unchecked++
 				continue
 			}
@@ -205,6 +208,9 @@ func (l *linter) shadowFindings(vi, li int, rules []aclRule, res []shadowResult)
 			continue
 		case ruleLive:
 			continue
+		}
+		if len(res[i].deciders) == 0 {
+			continue // matches nothing at all (not after validation: IPv4 cidrs are required)
 		}
 		var related []string
 		var differ []string

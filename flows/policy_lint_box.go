@@ -82,7 +82,7 @@ func subtractBox(a, b mbox, out []mbox) []mbox {
 const maxRegionBoxes = 4096
 
 // maxLintWork is a variable so tests can lower it.
-var maxLintWork = 1 << 25
+var maxLintWork = 1 << 26
 
 // budget counts box operations across one lint run.
 type budget struct{ left int }

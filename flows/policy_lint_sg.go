@@ -95,9 +95,11 @@ func (l *linter) sgRedundant(gi int, dir string) []bool {
 		}
 		path := sgPath(gi, dir, k)
 		switch {
+		case !ok && l.bud.left < 0:
+			l.budgetSpent()
 		case !ok:
 			l.add(LintWarning, LintTooComplex, path, "split the rule's cidrs over fewer rules, or summarise them into wider prefixes", nil,
-				"%s was not checked for redundancy: the lint's work bound was reached", l.describeSGRule(g, dir, k))
+				"%s was not checked for redundancy: its overlap with the group's other rules needs more than %d boxes", l.describeSGRule(g, dir, k), maxRegionBoxes)
 		case len(reg) == 0:
 			removed[k] = true
 			var names, related []string
@@ -311,4 +313,15 @@ func (l *linter) hostPortSG(gi int, dir string, k int) {
 func addrIval(a netip.Addr) ival {
 	v := IPValue(a)
 	return ival{v, v}
+}
+
+// budgetSpent reports, once, that security group rules were left
+// unchecked because the lint's work budget ran out.
+func (l *linter) budgetSpent() {
+	if l.sgBudgetNoted {
+		return
+	}
+	l.sgBudgetNoted = true
+	l.add(LintWarning, LintTooComplex, "security_groups", "split large groups, or summarise their cidrs into fewer, wider prefixes", nil,
+		"security group rules were not all checked for redundancy: the lint's work bound (%d box operations) was reached", maxLintWork)
 }
