@@ -158,3 +158,23 @@ func TestPolicyLintJSON(t *testing.T) {
 		t.Errorf("invalid: exit %d %v %+v\n%s", code, err, rep, out)
 	}
 }
+
+// TestPolicyLintDocs: the output shown in docs/policy.md ("Lint") is what
+// the lint prints for its fixture today.
+func TestPolicyLintDocs(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/policy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const start = "$ vpcflow policy lint findings.yaml\n"
+	i := strings.Index(string(doc), start)
+	if i < 0 {
+		t.Fatal("docs/policy.md has no lint output block")
+	}
+	block := string(doc[i+len(start):])
+	block = block[:strings.Index(block, "```")]
+	t.Chdir("../../flows/testdata/lint")
+	if code, out, _ := runLint("lint", "findings.yaml"); code != 1 || out != block {
+		t.Errorf("docs/policy.md shows:\n%s\nthe lint prints (exit %d):\n%s", block, code, out)
+	}
+}
