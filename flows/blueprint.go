@@ -45,11 +45,9 @@ type Blueprint struct {
 	MgmtPrefixes []netip.Prefix `yaml:"-"`
 	PeerAddrs    []netip.Addr   `yaml:"-"`
 
-	// Set by ParseForLint only (policy_lint.go): policy keys accepted
-	// although not enforced yet, and the source positions of the policy
-	// keys for the findings.
-	lintOnly bool
-	lintPos  map[string]position
+	// lintPos: the source positions of the policy keys, kept by
+	// ParseForLint only (policy_lint.go) for the lint's findings.
+	lintPos map[string]position
 }
 
 // Management describes what guests must never reach.

@@ -41,8 +41,8 @@ func Parse(name string, data []byte) (bp *Blueprint, err error) {
 	return parse(name, data, false)
 }
 
-// parse is Parse; lint (ParseForLint) keeps the source positions of the
-// policy keys and accepts policy keys that are not enforced yet.
+// parse is Parse; lint (ParseForLint) also keeps the source positions of
+// the policy keys.
 func parse(name string, data []byte, lint bool) (bp *Blueprint, err error) {
 	defer func() {
 		// The YAML library is third-party code fed with untrusted input:
@@ -61,7 +61,7 @@ func parse(name string, data []byte, lint bool) (bp *Blueprint, err error) {
 		return nil, &ValidationError{Errors: errs}
 	}
 
-	b := &Blueprint{lintOnly: lint}
+	b := &Blueprint{}
 	d := &nodeDecoder{file: name, pos: map[string]position{}}
 	d.pos[""] = position{root.Line, root.Column}
 	d.decode(root, reflect.ValueOf(b).Elem(), "")

@@ -91,15 +91,10 @@ func (f LintFinding) String() string {
 	return b.String()
 }
 
-// PolicyEnforced reports whether this vpcflow enforces the policy keys
-// (until it does, Load refuses a blueprint that uses them).
-func PolicyEnforced() bool { return policyEnforced }
-
-// ParseForLint parses and validates like Parse, with two differences for
-// the lint: it keeps the source positions of the policy keys (so findings
-// name file:line:column), and it accepts policy keys that this vpcflow
-// does not enforce yet (the lint judges a policy being written). The
-// blueprint is for LintPolicy only: never compile or run it.
+// ParseForLint parses and validates exactly like Parse, and also keeps the
+// source positions of the policy keys, so LintPolicy's findings name
+// file:line:column (Parse drops them: a running controller need not hold
+// them).
 func ParseForLint(name string, data []byte) (*Blueprint, error) {
 	return parse(name, data, true)
 }

@@ -190,7 +190,6 @@ func judgeDir(m *PolicyModel, p *VPC, c Conn, dir string) int {
 }
 
 func TestLintShadowExactProperty(t *testing.T) {
-	enforcePolicy(t)
 	rng := rand.New(rand.NewSource(12))
 	lists := 400
 	if testing.Short() {

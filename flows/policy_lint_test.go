@@ -12,11 +12,9 @@ import (
 
 const lintFixture = "testdata/lint/findings.yaml"
 
-// lintYAML lints blueprint text parsed with ParseForLint (positions kept)
-// under the lifted enforcement gate.
+// lintYAML lints blueprint text parsed with ParseForLint (positions kept).
 func lintYAML(t *testing.T, name, src string) []LintFinding {
 	t.Helper()
-	enforcePolicy(t)
 	bp, err := ParseForLint(name, []byte(src))
 	if err != nil {
 		t.Fatalf("%v\n%s", err, src)
@@ -89,19 +87,13 @@ func TestLintFixture(t *testing.T) {
 	}
 }
 
-// TestLintParseForLint: ParseForLint accepts policy keys while they are not
-// enforced (Parse still refuses the same bytes: the gate is unchanged) and
-// keeps positions; LintPolicy on a blueprint from Parse finds the same
-// things, without positions.
+// TestLintParseForLint: ParseForLint keeps positions and validates like
+// Parse; LintPolicy on a blueprint from Parse finds the same things,
+// without positions.
 func TestLintParseForLint(t *testing.T) {
 	data, err := os.ReadFile(lintFixture)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if !PolicyEnforced() {
-		if _, err := Parse(lintFixture, data); err == nil || !strings.Contains(err.Error(), "not enforced yet") {
-			t.Fatalf("Parse accepted a policy blueprint while the gate is down: %v", err)
-		}
 	}
 	bp, err := ParseForLint(lintFixture, data)
 	if err != nil {
@@ -118,7 +110,6 @@ func TestLintParseForLint(t *testing.T) {
 	if _, err := ParseForLint(lintFixture, []byte(bad)); err == nil || !strings.Contains(err.Error(), lintFixture+":16:") || !strings.Contains(err.Error(), "write 80-443") {
 		t.Errorf("ParseForLint on an invalid range: %v", err)
 	}
-	enforcePolicy(t)
 	plain, err := Parse(lintFixture, data)
 	if err != nil {
 		t.Fatal(err)
@@ -472,55 +463,64 @@ func TestLintHostPorts(t *testing.T) {
 	}
 }
 
-// TestLintHostPortPremise: what host-port-dropped says is what the
-// compiled pipeline does (the blueprint without its policy keys, evaluated
-// flow by flow): a guest's tcp/22 to another tier (routing: router) or out
-// of the VPC is dropped by mgmt_guard; with routing: distributed the other
-// tier's port 22 is routed; tcp/80 is never dropped by mgmt_guard.
+// TestLintHostPortPremise: what host-port-dropped says is what the compiled
+// flows do (the policy compiled, packets evaluated flow by flow with a
+// connection tracker): db-1's tcp/22 to web-1, which web's ACL and group
+// allow, is dropped by mgmt_guard with routing: router (reported) and
+// delivered with routing: distributed (not reported); tcp/22 out of the VPC
+// is dropped by mgmt_guard either way; tcp/80 never is.
 func TestLintHostPortPremise(t *testing.T) {
+	const groups = "security_groups:\n  - {name: w, ingress: [{protocol: tcp, ports: 22, cidrs: [10.2.2.0/24]}, {protocol: tcp, ports: 80, cidrs: [10.2.2.0/24]}]}\n  - {name: a, ingress: []}\n"
+	acl := rules("number: 10, action: allow, direction: ingress, protocol: tcp, ports: 22, cidrs: [10.2.2.0/24]",
+		"number: 20, action: allow, direction: ingress, protocol: tcp, ports: 80, cidrs: [10.2.2.0/24]")
 	for _, routing := range []string{"router", "distributed"} {
-		enforcePolicy(t)
-		bp, err := ParseForLint("t.yaml", []byte(lintCase(routing, rules("number: 10, action: allow, direction: ingress, protocol: tcp, ports: 22, cidrs: [10.2.2.0/24]"), "l", "a", "a", allSG)))
+		bp, err := ParseForLint("t.yaml", []byte(lintCase(routing, acl, "l", "w", "a", groups)))
 		if err != nil {
 			t.Fatal(err)
 		}
-		reported := len(only(LintPolicy(bp), LintHostPortDropped)) == 1
-		if reported != (routing == "router") {
-			t.Fatalf("%s: reported %v", routing, reported)
+		var reported []string
+		for _, f := range only(LintPolicy(bp), LintHostPortDropped) {
+			reported = append(reported, f.Field)
 		}
-		// The same blueprint without policy, as the pipeline runs today.
-		bp.VPCs[0].ACLs, bp.SecurityGroups, bp.lintOnly = nil, nil, false
-		for j := range bp.VPCs[0].Tiers {
-			bp.VPCs[0].Tiers[j].ACL = ""
-			for k := range bp.VPCs[0].Tiers[j].VMs {
-				bp.VPCs[0].Tiers[j].VMs[k].SecurityGroups = nil
-			}
+		want := ""
+		if routing == "router" {
+			want = "vpcs[0].acls[0].rules[0] security_groups[0].ingress[0]"
 		}
-		if err := bp.Validate(); err != nil {
-			t.Fatal(err)
+		if strings.Join(reported, " ") != want {
+			t.Fatalf("%s: host-port-dropped on %v, want %q", routing, reported, want)
 		}
 		fl, err := Compile(bp, "kvm1")
 		if err != nil {
 			t.Fatal(err)
 		}
+		ft := NewFlowTable(fl)
+		ft.CT = NewConnTracker()
 		db := &bp.VPCs[0].Tiers[1]
-		dst := db.VMs[0].HW // the other tier's MAC (routing: router takes the router NIC's: mgmt_guard matches the IP)
+		dst := db.VMs[0].HW // routing: router sends to the router NIC's MAC; mgmt_guard matches the IP
 		if routing == "distributed" {
 			dst = db.GatewayHW
 		}
 		web, dbVM := bp.VPCs[0].Tiers[0].VMs[0], db.VMs[0]
-		mgmt := func(to netip.Addr, port uint16) bool {
-			tr := Evaluate(fl, TCPPacket(dbVM.Port, dbVM.HW, dst, dbVM.Addr, to, 40000, port))
+		send := func(to netip.Addr, port uint16) Trace {
+			return ft.Evaluate(TCPPacket(dbVM.Port, dbVM.HW, dst, dbVM.Addr, to, 40000, port))
+		}
+		mgmt := func(tr Trace) bool {
 			return tr.Dropped && tr.DropBy != nil && tr.DropBy.Cookie.Category() == CatMgmtGuard
 		}
-		if got := mgmt(web.Addr, 22); got != (routing == "router") {
-			t.Errorf("%s: db-1 -> web-1 tcp/22 dropped by mgmt_guard: %v", routing, got)
+		tr := send(web.Addr, 22)
+		if routing == "router" && !mgmt(tr) {
+			t.Errorf("router: db-1 -> web-1 tcp/22 not dropped by mgmt_guard:\n%s", tr)
 		}
-		if !mgmt(netip.MustParseAddr("203.0.113.5"), 22) {
-			t.Errorf("%s: db-1 -> outside tcp/22 not dropped by mgmt_guard", routing)
+		if routing == "distributed" && (tr.Dropped || len(tr.Outputs) != 1 || tr.Outputs[0].Port != web.Port) {
+			t.Errorf("distributed: db-1 -> web-1 tcp/22 not delivered:\n%s", tr)
 		}
-		if mgmt(web.Addr, 80) || mgmt(netip.MustParseAddr("203.0.113.5"), 80) {
-			t.Errorf("%s: tcp/80 dropped by mgmt_guard", routing)
+		if tr := send(netip.MustParseAddr("203.0.113.5"), 22); !mgmt(tr) {
+			t.Errorf("%s: db-1 -> outside tcp/22 not dropped by mgmt_guard:\n%s", routing, tr)
+		}
+		for _, to := range []string{web.IP, "203.0.113.5"} {
+			if tr := send(netip.MustParseAddr(to), 80); mgmt(tr) {
+				t.Errorf("%s: tcp/80 to %s dropped by mgmt_guard:\n%s", routing, to, tr)
+			}
 		}
 	}
 }

@@ -45,15 +45,11 @@ type lintReport struct {
 	File string `json:"file"`
 	// Valid is false when the blueprint does not load; Errors then holds
 	// every validation error and Findings is empty.
-	Valid  bool            `json:"valid"`
-	Errors []lintLoadError `json:"errors,omitempty"`
-	// PolicyEnforced says whether this vpcflow enforces ACLs and security
-	// groups (until it does, validate, compile and the controller refuse
-	// a blueprint that uses them; the lint judges it anyway).
-	PolicyEnforced bool                `json:"policy_enforced"`
-	Findings       []flows.LintFinding `json:"findings"`
-	Summary        lintSummary         `json:"summary"`
-	Exit           int                 `json:"exit"`
+	Valid    bool                `json:"valid"`
+	Errors   []lintLoadError     `json:"errors,omitempty"`
+	Findings []flows.LintFinding `json:"findings"`
+	Summary  lintSummary         `json:"summary"`
+	Exit     int                 `json:"exit"`
 }
 
 type lintLoadError struct {
@@ -99,13 +95,12 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// runPolicyLint implements "vpcflow policy lint": load the blueprint (as
-// validate does, policy keys accepted even where this vpcflow does not
-// enforce them yet), print every finding and a summary.
+// runPolicyLint implements "vpcflow policy lint": load the blueprint as
+// validate does, print every finding and a summary.
 func runPolicyLint(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("policy lint", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	asJSON := fs.Bool("json", false, "print one JSON document (file, valid, errors, policy_enforced, findings, summary, exit)")
+	asJSON := fs.Bool("json", false, "print one JSON document (file, valid, errors, findings, summary, exit)")
 	strict := fs.Bool("strict", false, "exit 1 on info findings too (by default only warnings and errors fail)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, policyUsage+"\n\nFind policy mistakes validation cannot refuse: shadowed ACL rules, redundant security group rules,\nadministrative ports open to wide prefixes, host service ports mgmt_guard drops anyway, unused lists\nand groups, references to empty groups (docs/policy.md, \"Lint\").\nExit: 0 no finding or info only, 1 a warning or an error (--strict: any finding), 2 invalid blueprint or usage.")
@@ -124,7 +119,7 @@ func runPolicyLint(args []string, stdout, stderr io.Writer) int {
 		return lintExitInvalid
 	}
 	file := pos[0]
-	rep := lintReport{File: file, PolicyEnforced: flows.PolicyEnforced(), Findings: []flows.LintFinding{}}
+	rep := lintReport{File: file, Findings: []flows.LintFinding{}}
 	bp, err := flows.LoadForLint(file)
 	if err != nil {
 		rep.Exit = lintExitInvalid
@@ -159,9 +154,6 @@ func runPolicyLint(args []string, stdout, stderr io.Writer) int {
 	}
 	if rep.Summary.Errors+rep.Summary.Warnings > 0 || (*strict && rep.Summary.Info > 0) {
 		rep.Exit = lintExitFindings
-	}
-	if !rep.PolicyEnforced && bp.UsesPolicy() {
-		fmt.Fprintln(stderr, "note: this vpcflow validates but does not enforce network ACLs and security groups yet: validate, compile and the controller refuse this blueprint (docs/policy.md)")
 	}
 	if *asJSON {
 		return writeLintJSON(stdout, stderr, rep)

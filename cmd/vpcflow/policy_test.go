@@ -47,8 +47,8 @@ func TestPolicyLintText(t *testing.T) {
 	if !strings.Contains(out, lintFindings+":15:13: error[acl-shadowed-deny]: vpcs[0].acls[0].rules[1]: rule #20 (deny tcp 22 from 203.0.113.0/24) can never match") {
 		t.Errorf("the shadowed deny line is missing:\n%s", out)
 	}
-	if !flows.PolicyEnforced() && !strings.Contains(errOut, "does not enforce network ACLs and security groups yet") {
-		t.Errorf("no note that the policy is not enforced: %q", errOut)
+	if errOut != "" {
+		t.Errorf("stderr: %q", errOut)
 	}
 
 	// Info only: 0, and 1 with --strict (flags after the file too).
@@ -116,7 +116,7 @@ func TestPolicyLintJSON(t *testing.T) {
 	for k := range raw {
 		keys = append(keys, k)
 	}
-	for _, k := range []string{"file", "valid", "policy_enforced", "findings", "summary", "exit"} {
+	for _, k := range []string{"file", "valid", "findings", "summary", "exit"} {
 		if _, ok := raw[k]; !ok {
 			t.Errorf("key %q missing: %v", k, keys)
 		}
