@@ -131,7 +131,13 @@ func (l *linter) sgRedundantMembers(gi int, dir string, removed []bool) {
 		own := matchBoxes(&rules[k].Match, rules[k].GroupRefs)
 		coveredAll, ok := true, true
 		relatedSet := map[string]bool{}
+		checked := map[string]bool{} // members with the same groups cover the same (references are symbolic)
 		for _, m := range ms {
+			key := strings.Join(m.VM.SecurityGroups, ",")
+			if checked[key] {
+				continue
+			}
+			checked[key] = true
 			reg, rok := disjoint(own, &l.bud)
 			ok = rok
 			for j := 0; ok && j < len(rules) && len(reg) > 0; j++ {
