@@ -44,6 +44,10 @@ type Blueprint struct {
 	// Parsed forms, filled by Validate.
 	MgmtPrefixes []netip.Prefix `yaml:"-"`
 	PeerAddrs    []netip.Addr   `yaml:"-"`
+
+	// lintPos: the source positions of the policy keys, kept by
+	// ParseForLint only (policy_lint.go) for the lint's findings.
+	lintPos map[string]position
 }
 
 // Management describes what guests must never reach.

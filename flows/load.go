@@ -38,6 +38,12 @@ func Load(path string) (*Blueprint, error) {
 // *ValidationError whose entries name file:line:column and the field path
 // (e.g. "vpcs[0].tiers[1].vms[2].ip").
 func Parse(name string, data []byte) (bp *Blueprint, err error) {
+	return parse(name, data, false)
+}
+
+// parse is Parse; lint (ParseForLint) also keeps the source positions of
+// the policy keys.
+func parse(name string, data []byte, lint bool) (bp *Blueprint, err error) {
 	defer func() {
 		// The YAML library is third-party code fed with untrusted input:
 		// never let it take the process down.
@@ -92,6 +98,9 @@ func Parse(name string, data []byte) (bp *Blueprint, err error) {
 	if len(errs) > 0 {
 		sortFieldErrors(errs)
 		return nil, &ValidationError{Errors: errs}
+	}
+	if lint {
+		b.lintPos = policyPositions(d.pos)
 	}
 	return b, nil
 }
