@@ -1,0 +1,166 @@
+package micro
+
+import (
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/vpcflow/vpcflow/bench/gen"
+	"github.com/vpcflow/vpcflow/controller"
+	"github.com/vpcflow/vpcflow/flows"
+)
+
+// The policy benchmark (issue 12, docs/performance.md "Policy"): the
+// realistic 200-host blueprint (4,000 VMs, 50 tiers in 10 VPCs) with
+// 1,000 ACL rules (100 per VPC list, every tier under its VPC's list) and
+// security groups on every VM (web/app/db roles by tier position, db
+// rules that reference the web group: 400 members per VPC).
+//
+//	go test -run x -bench Policy -benchtime 5x ./bench/micro/
+
+// policyBlueprint returns the blueprint; rule, when >= 0, changes that
+// rule of VPC 0's list (its port) to measure one rule's change.
+func policyBlueprint(tb testing.TB, rule int) *flows.Blueprint {
+	tb.Helper()
+	raw, err := gen.Build(gen.Realistic(200))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	raw.Revision = 1
+	for vi := range raw.VPCs {
+		p := &raw.VPCs[vi]
+		l := flows.ACLList{Name: "tiers"}
+		for n := 1; n <= 100; n++ {
+			r := flows.ACLRule{Number: n * 10, Action: flows.ActionAllow, Direction: flows.DirIngress, Protocol: "tcp",
+				Ports: fmt.Sprint(1000 + n), CIDRs: []string{fmt.Sprintf("10.%d.0.0/16", 64+n%64), "192.0.2.0/24"}}
+			switch n % 4 {
+			case 1:
+				r.Action = flows.ActionDeny
+				r.Ports = fmt.Sprintf("%d-%d", 2000+n*10, 2009+n*10)
+			case 2:
+				r.Direction = flows.DirEgress
+				r.Protocol = "udp"
+			case 3:
+				r.Protocol, r.Ports = "icmp", ""
+				t := 8
+				r.ICMP = &flows.ICMPSpec{Type: &t}
+			}
+			if vi == 0 && n == rule {
+				r.Ports = "4444"
+				r.Protocol, r.ICMP = "tcp", nil
+			}
+			l.Rules = append(l.Rules, r)
+		}
+		p.ACLs = []flows.ACLList{l}
+		for ti := range p.Tiers {
+			t := &p.Tiers[ti]
+			t.ACL = "tiers"
+			role := []string{"web-sg", "web-sg", "app-sg", "app-sg", "db-sg"}[ti%5]
+			for k := range t.VMs {
+				t.VMs[k].SecurityGroups = []string{role}
+			}
+		}
+	}
+	raw.SecurityGroups = []flows.SecurityGroup{
+		{Name: "web-sg", Ingress: []flows.SGRule{{Protocol: "tcp", Ports: "80", CIDRs: []string{"0.0.0.0/0"}}, {Protocol: "tcp", Ports: "443", CIDRs: []string{"0.0.0.0/0"}}}},
+		{Name: "app-sg", Ingress: []flows.SGRule{{Protocol: "tcp", Ports: "8080-8089", Groups: []string{"web-sg"}}},
+			Egress: []flows.SGRule{{Protocol: "tcp", Ports: "5432", Groups: []string{"db-sg"}}, {Protocol: "udp", Ports: "53", CIDRs: []string{"10.0.0.0/8"}}}},
+		{Name: "db-sg", Ingress: []flows.SGRule{{Protocol: "tcp", Ports: "5432", Groups: []string{"app-sg"}}, {Protocol: "tcp", Ports: "7000-7010", Groups: []string{"web-sg", "app-sg"}}}},
+	}
+	data, err := yaml.Marshal(raw)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	bp, err := flows.Parse("policy-bench.yaml", data)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return bp
+}
+
+// BenchmarkPolicyCompile200: compile all 200 hosts of the policy
+// blueprint (index included), with flows per host.
+func BenchmarkPolicyCompile200(b *testing.B) {
+	bp := policyBlueprint(b, -1)
+	b.ResetTimer()
+	var total, policyFlows, maxHost int
+	for i := 0; i < b.N; i++ {
+		total, policyFlows, maxHost = 0, 0, 0
+		ix := flows.NewIndex(bp)
+		for _, h := range bp.Hosts {
+			c, err := flows.CompileHost(ix, h.Name, flows.CompileOptions{NoNotes: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			fs, err := c.Flows()
+			if err != nil {
+				b.Fatal(err)
+			}
+			total += len(fs)
+			maxHost = max(maxHost, len(fs))
+			for j := range fs {
+				if flows.IsPolicyTable(fs[j].Table) {
+					policyFlows++
+				}
+			}
+		}
+	}
+	b.ReportMetric(float64(total)/float64(len(bp.Hosts)), "flows/host")
+	b.ReportMetric(float64(policyFlows)/float64(len(bp.Hosts)), "policy-flows/host")
+	b.ReportMetric(float64(maxHost), "max-flows/host")
+}
+
+// TestPolicyRuleChangeScope: one ACL rule changed in VPC 0 rewrites only
+// that rule's flows, only on the hosts carrying VPC 0's policy VMs; every
+// other host gets 0 flow changes. Also reports the flows per rule.
+func TestPolicyRuleChangeScope(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the 200-host policy blueprint takes a few seconds")
+	}
+	before, after := policyBlueprint(t, -1), policyBlueprint(t, 5)
+	ixb, ixa := flows.NewIndex(before), flows.NewIndex(after)
+	start := time.Now()
+	touched, mods, untouched := 0, 0, 0
+	var perHost []int
+	for _, h := range after.Hosts {
+		pb, err := flows.CompileHost(ixb, h.Name, flows.CompileOptions{NoNotes: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pa, err := flows.CompileHost(ixa, h.Name, flows.CompileOptions{NoNotes: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fb, fa, err := flows.ChangedSegments(pb, pa)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := controller.DiffFlows(fa, fb)
+		n := len(d.Missing) + len(d.Extra) + len(d.Modified)
+		carries := false
+		for _, r := range ixa.Blueprint().VPCs[0].Tiers {
+			for _, vm := range r.VMs {
+				carries = carries || vm.Host == h.Name
+			}
+		}
+		switch {
+		case n > 0 && !carries:
+			t.Errorf("host %s carries no VM of vpc0 but gets %d flow changes", h.Name, n)
+		case n > 0:
+			touched++
+			mods += n
+			perHost = append(perHost, n)
+		default:
+			untouched++
+		}
+	}
+	sort.Ints(perHost)
+	t.Logf("one ACL rule changed (tcp 1005 -> 4444): %d hosts rewritten (%d flow changes, per host %v..%v), %d hosts untouched; planned+diffed in %s",
+		touched, mods, perHost[0], perHost[len(perHost)-1], untouched, time.Since(start).Round(time.Millisecond))
+	if touched == 0 || untouched == 0 {
+		t.Errorf("the change touched %d hosts and spared %d: the bench does not measure scope", touched, untouched)
+	}
+}
