@@ -39,6 +39,7 @@ func loadTestBase(t *testing.T) *Base {
 // non-VPC network, two VPC routers) builds into the golden blueprint, and
 // that YAML is a valid blueprint file by itself.
 func TestBuildGolden(t *testing.T) {
+	flows.SetPolicyEnforcedForTest(t, false) // the policy is TestBuildPolicyGolden's
 	o, _ := fetchFixture(t)
 	res, err := Build(o, loadTestBase(t), BuildOptions{Endpoint: "http://cloudstack.test/client/api"})
 	if err != nil {

@@ -1,0 +1,295 @@
+package cloudstack
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vpcflow/vpcflow/flows"
+)
+
+// buildFixture builds the fixture cloud with the policy gate set to
+// enforced.
+func buildFixture(t *testing.T, enforced bool) (*Objects, *Result) {
+	t.Helper()
+	flows.SetPolicyEnforcedForTest(t, enforced)
+	o, _ := fetchFixture(t)
+	res, err := Build(o, loadTestBase(t), BuildOptions{Endpoint: "http://cloudstack.test/client/api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o, res
+}
+
+func skippedByObject(res *Result) map[string]string {
+	out := map[string]string{}
+	for _, s := range res.Skipped {
+		out[s.Object] += s.Reason
+	}
+	return out
+}
+
+// The fixture cloud's network ACL lists and security groups build into the
+// golden blueprint (with the policy gate lifted, as the compiler will):
+// every field mapped, what cannot be expressed left out and listed, a list
+// with a deny that cannot be written replaced by default_deny.
+func TestBuildPolicyGolden(t *testing.T) {
+	_, res := buildFixture(t, true)
+	golden := filepath.Join("testdata", "golden", "cloud-policy.yaml")
+	if *update {
+		if err := os.WriteFile(golden, res.YAML, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test ./cloudstack -run TestBuildPolicyGolden -update)", err)
+	}
+	if string(res.YAML) != string(want) {
+		t.Errorf("built YAML differs from %s (run with -update and review the diff):\n%s", golden, res.YAML)
+	}
+	bp, err := flows.Parse("export.yaml", res.YAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bp.Hash() != res.Blueprint.Hash() {
+		t.Error("re-parsed export hashes differently from the built blueprint")
+	}
+
+	bp = res.Blueprint
+	vpc := func(name string) *flows.VPC {
+		for i := range bp.VPCs {
+			if bp.VPCs[i].Name == name {
+				return &bp.VPCs[i]
+			}
+		}
+		t.Fatalf("no vpc %s", name)
+		return nil
+	}
+	tier := func(v, name string) *flows.Tier {
+		p := vpc(v)
+		for i := range p.Tiers {
+			if p.Tiers[i].Name == name {
+				return &p.Tiers[i]
+			}
+		}
+		t.Fatalf("no tier %s/%s", v, name)
+		return nil
+	}
+	for tr, acl := range map[[2]string]string{
+		{"blue", "web"}: "web-acl",      // its own list
+		{"blue", "db"}:  "db-acl",       // "db acl", sanitised
+		{"red", "web"}:  "global-ssh",   // a global list, copied into the VPC
+		{"red", "app"}:  "default_deny", // app-acl has a deny that cannot be written: fail closed
+		{"red", "pub"}:  "default_deny", // no aclid
+		{"ops", "mon"}:  "default_allow",
+	} {
+		if got := tier(tr[0], tr[1]).ACL; got != acl {
+			t.Errorf("tier %s/%s acl %q, want %q", tr[0], tr[1], got, acl)
+		}
+	}
+	if vpc("red").ACLByName("app-acl") != nil {
+		t.Error("app-acl (a deny that cannot be written) is in the blueprint")
+	}
+	if vpc("red").ACLByName("default_allow-ac100000") == nil {
+		t.Error("red's custom list named default_allow is not kept under another name")
+	}
+	web := vpc("blue").ACLByName("web-acl")
+	rules := map[int]flows.ACLRule{}
+	for _, r := range web.Rules {
+		rules[r.Number] = r
+	}
+	for _, n := range []int{90, 100, 130} {
+		if _, ok := rules[n]; ok {
+			t.Errorf("web-acl #%d is in the blueprint (deleting allow, ICMPv6 allow, IPv6-only deny)", n)
+		}
+	}
+	for n, want := range map[int]string{
+		10:  "allow ingress tcp 80 [0.0.0.0/0]",
+		20:  "deny ingress tcp 1-1023 [10.10.2.0/24]",
+		30:  "allow ingress icmp type 8 [10.10.2.0/24 198.51.100.0/24]",
+		40:  "deny egress all [203.0.113.0/24]",
+		50:  "allow ingress udp 53 [10.10.0.0/16]",
+		60:  "allow ingress tcp 8080-8081 [0.0.0.0/0]", // protocol 6: the allow keeps its ports
+		70:  "deny ingress udp [198.51.100.0/24]",      // protocol 17: the deny covers every port
+		80:  "allow ingress 47 [198.51.100.7/32]",
+		110: "allow ingress tcp 443 [0.0.0.0/0]", // no endport, empty cidrlist
+		120: "deny ingress icmp [10.20.0.0/16]",  // type -1 code 3: widened to any ICMP
+		140: "allow ingress tcp [10.10.2.0/24]",  // TCP 0-65535 from 10.10.2.5/24
+	} {
+		r, ok := rules[n]
+		got := ""
+		if ok {
+			got = r.Action + " " + r.Direction + " " + r.Match.String() + " [" + strings.Join(r.CIDRs, " ") + "]"
+		}
+		if got != want {
+			t.Errorf("web-acl #%d = %q, want %q", n, got, want)
+		}
+	}
+	if db := vpc("blue").ACLByName("db-acl"); len(db.Rules) != 2 || db.Rules[1].Number != 2 || db.Rules[1].Action != flows.ActionDeny {
+		t.Errorf("db-acl %+v: want #10 and #40000 renumbered 1 and 2", db)
+	}
+
+	// Security groups: on the default NIC only, by unique names; a NIC
+	// whose group is unknown is left out (its traffic dropped).
+	vms := map[string]flows.VM{}
+	for _, v := range bp.VPCs {
+		for _, tr := range v.Tiers {
+			for _, m := range tr.VMs {
+				vms[m.Name] = m
+			}
+		}
+	}
+	for name, want := range map[string]string{
+		"blue-web-1":    "default-5e000000-0000-4000-8000-000000000001 web-sg",
+		"blue-multi":    "web-sg",
+		"blue-multi-db": "", // not the default NIC
+		"blue-db-1":     "db-sg",
+		"red-app-1":     "app-sg",
+		"r-20-VM-web":   "",
+		"red-web-1":     "default-5e000000-0000-4000-8000-000000000004",
+		"red-web-2":     "",
+	} {
+		if got := strings.Join(vms[name].SecurityGroups, " "); got != want {
+			t.Errorf("%s security_groups %q, want %q", name, got, want)
+		}
+	}
+	if _, ok := vms["ops-mon-1"]; ok {
+		t.Error("ops-mon-1 (in a security group listSecurityGroups does not show) is in the blueprint")
+	}
+	app := bp.SecurityGroupByName("app-sg")
+	if len(app.Ingress) != 1 || strings.Join(app.Ingress[0].Groups, ",") != "web-sg" {
+		t.Errorf("app-sg ingress %+v: want one rule from web-sg (another account, same domain)", app.Ingress)
+	}
+	if len(app.Egress) != 1 || strings.Join(app.Egress[0].CIDRs, ",") != "0.0.0.0/32" {
+		t.Errorf("app-sg egress %+v: want the placeholder that keeps egress restricted", app.Egress)
+	}
+	if bp.SecurityGroupByName("unused") != nil || bp.SecurityGroupByName("monitoring") == nil {
+		t.Error("want the groups in use and the groups their rules name, and only those")
+	}
+
+	skipped := skippedByObject(res)
+	for obj, reason := range map[string]string{
+		`network ACL list "app-acl" (id ac100000-0000-4000-8000-000000000020)`:                                                                "whole list is left out and its tiers (red/app) get default_deny (fail closed)",
+		`network ACL item #90 (id a1700000-0000-4000-8000-000000000013) of list "web-acl"`:                                                    "state Deleting",
+		`network ACL item #130 (id a1700000-0000-4000-8000-000000000017) of list "web-acl"`:                                                   "leaving out this deny widens nothing",
+		`network ACL item #70 (id a1700000-0000-4000-8000-000000000011) of list "web-acl"`:                                                    "the deny covers every port",
+		`network ACL item #50 (id a1700000-0000-4000-8000-000000000009) of list "web-acl"`:                                                    "IPv6 cidrs fd00::/8 left out",
+		`network "pub" (id 1e710000-0000-4000-8000-000000000077)`:                                                                             "no aclid: the tier gets default_deny",
+		`vm "ops-mon-1" (id 0f000000-0000-4000-8000-000000000030) nic 41c00000-0000-4000-8000-000000000030`:                                   "is not in listSecurityGroups",
+		`security group "app-sg" (id 5e000000-0000-4000-8000-000000000005, account globex) ingress rule 5e700000-0000-4000-8000-000000000010`: `names security group "nosuch" of account "globex"`,
+		`security group "app-sg" (id 5e000000-0000-4000-8000-000000000005, account globex)`:                                                   "egress stays restricted",
+		`network ACL list "orphan" (id ac100000-0000-4000-8000-000000000040)`:                                                                 "not in listVPCs",
+		`network ACL item #5 (id a1700000-0000-4000-8000-000000000024)`:                                                                       "not in listNetworkACLLists",
+	} {
+		if !strings.Contains(skipped[obj], reason) {
+			t.Errorf("skipped[%s] = %q, want it to say %q", obj, skipped[obj], reason)
+		}
+	}
+}
+
+// While flows does not enforce policy, the blueprint is exactly the one
+// built without any policy object (same hash), and each list and group in
+// use is listed as not enforced (default_allow, which allows everything,
+// is not).
+func TestBuildPolicyNotEnforced(t *testing.T) {
+	o, res := buildFixture(t, false)
+	if res.Blueprint.UsesPolicy() {
+		t.Fatal("the blueprint uses policy keys although flows does not enforce them")
+	}
+	bare := *o
+	bare.ACLLists, bare.ACLItems, bare.SecurityGroups = nil, nil, nil
+	bare.Networks = append([]Network(nil), o.Networks...)
+	for i := range bare.Networks {
+		bare.Networks[i].ACLID = ""
+	}
+	bare.VMs = append([]VM(nil), o.VMs...)
+	for i := range bare.VMs {
+		bare.VMs[i].SecurityGroups = nil
+	}
+	without, err := Build(&bare, loadTestBase(t), BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if without.Blueprint.Hash() != res.Blueprint.Hash() {
+		t.Error("the policy objects changed the blueprint although they are not enforced")
+	}
+	skipped := skippedByObject(res)
+	for _, obj := range []string{
+		`network ACL list "web-acl" (id ac100000-0000-4000-8000-000000000010)`,
+		`network ACL list "app-acl" (id ac100000-0000-4000-8000-000000000020)`,
+		`security group "web-sg" (id 5e000000-0000-4000-8000-000000000002, account acme)`,
+		`security group 5e000000-0000-4000-8000-000000000099`,
+	} {
+		if !strings.Contains(skipped[obj], "does not enforce network ACLs and security groups yet") {
+			t.Errorf("skipped[%s] = %q, want it listed as not enforced", obj, skipped[obj])
+		}
+	}
+	if web := skipped[`security group "web-sg" (id 5e000000-0000-4000-8000-000000000002, account acme)`]; !strings.Contains(web, "(blue-multi, blue-web-1, blue-web-2)") {
+		t.Errorf("web-sg is listed with NICs %q: want the three default NICs in it", web)
+	}
+	if _, ok := skipped[`network ACL list "default_allow" (id ac100000-0000-4000-8000-000000000001)`]; ok {
+		t.Error("default_allow is listed as not enforced: it allows everything, as a tier without a list")
+	}
+	if n := len(without.Skipped); len(res.Skipped)-n != 10 {
+		t.Errorf("%d skipped entries with policy, %d without: want 10 more (4 lists, 6 groups)", len(res.Skipped), n)
+	}
+}
+
+// A deny rule's list that fails closed sends every tier using it to
+// default_deny; a list whose only problem is an allow keeps its other
+// rules.
+func TestBuildPolicyFailClosed(t *testing.T) {
+	flows.SetPolicyEnforcedForTest(t, true)
+	o, _ := fetchFixture(t)
+	// Make web-acl's #20 (deny tcp 1-1023) unwritable: protocol 58.
+	for i := range o.ACLItems {
+		if o.ACLItems[i].ID == "a1700000-0000-4000-8000-000000000006" {
+			o.ACLItems[i].Protocol = "58"
+		}
+	}
+	res, err := Build(o, loadTestBase(t), BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blue := &res.Blueprint.VPCs[0]
+	if blue.ACLByName("web-acl") != nil || blue.Tiers[1].ACL != flows.ACLDefaultDeny {
+		t.Errorf("web-acl with an unwritable deny: list kept %v, tier web acl %q (want left out, default_deny)", blue.ACLByName("web-acl") != nil, blue.Tiers[1].ACL)
+	}
+	if blue.Tiers[0].ACL != "db-acl" {
+		t.Errorf("tier db acl %q: another list's failure must not touch it", blue.Tiers[0].ACL)
+	}
+	if !strings.Contains(skippedByObject(res)[`network ACL list "web-acl" (id ac100000-0000-4000-8000-000000000010)`], "item #20 (id a1700000-0000-4000-8000-000000000006) cannot be written: protocol 58") {
+		t.Errorf("the failure is not listed: %v", res.Skipped)
+	}
+
+	// The same item as an allow is only left out.
+	for i := range o.ACLItems {
+		if o.ACLItems[i].ID == "a1700000-0000-4000-8000-000000000006" {
+			o.ACLItems[i].Action = "Allow"
+		}
+	}
+	res, err = Build(o, loadTestBase(t), BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blue = &res.Blueprint.VPCs[0]
+	if l := blue.ACLByName("web-acl"); l == nil || len(l.Rules) != 10 || blue.Tiers[1].ACL != "web-acl" {
+		t.Errorf("web-acl with an unwritable allow: %+v, tier acl %q (want 10 rules kept)", l, blue.Tiers[1].ACL)
+	}
+
+	// Two items with one number: their order is undefined, fail closed.
+	for i := range o.ACLItems {
+		if o.ACLItems[i].ID == "a1700000-0000-4000-8000-000000000006" {
+			o.ACLItems[i].Protocol, o.ACLItems[i].Number = "tcp", some(10)
+		}
+	}
+	res, err = Build(o, loadTestBase(t), BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Blueprint.VPCs[0].Tiers[1].ACL != flows.ACLDefaultDeny {
+		t.Error("two items numbered 10 did not fail web-acl closed")
+	}
+}
