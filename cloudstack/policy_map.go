@@ -279,18 +279,23 @@ func mapACLItem(it *ACLItem) mappedACLRule {
 		return r
 	}
 	r.Rule.Number = it.Number.v
+	deleting := false
 	if st := strings.ToLower(it.State); st == "deleting" || st == "revoke" {
 		if !r.Deny {
 			r.Drop = fmt.Sprintf("state %s: the rule is being deleted", it.State)
 			return r
 		}
-		r.Notes = append(r.Notes, fmt.Sprintf("state %s: the deny is kept until CloudStack has removed it", it.State))
+		deleting = true
 	}
 	m := mapMatch(it.Protocol, it.StartPort, it.EndPort, it.ICMPType, it.ICMPCode, splitCIDRList(it.CIDRList), r.Deny)
 	r.Notes = append(r.Notes, m.Notes...)
 	if m.Drop != "" {
 		r.Drop, r.FailClosed = m.Drop, r.Deny && !m.IPv6Only
 		return r
+	}
+	if deleting {
+		// Until CloudStack has removed it, its router still applies it.
+		r.Notes = append(r.Notes, fmt.Sprintf("state %s: the deny is kept until CloudStack has removed it", it.State))
 	}
 	r.Rule.Protocol, r.Rule.Ports, r.Rule.ICMP, r.Rule.CIDRs = m.Protocol, m.Ports, m.ICMP, m.CIDRs
 	return r
