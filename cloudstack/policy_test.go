@@ -1,11 +1,13 @@
 package cloudstack
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/vpcflow/vpcflow/cloudstack/cstest"
 	"github.com/vpcflow/vpcflow/flows"
 )
 
@@ -292,4 +294,69 @@ func TestBuildPolicyFailClosed(t *testing.T) {
 	if res.Blueprint.VPCs[0].Tiers[1].ACL != flows.ACLDefaultDeny {
 		t.Error("two items numbered 10 did not fail web-acl closed")
 	}
+}
+
+// Fetch reads every list, item and group (accounts' and projects', the
+// built-in lists once), asks listVirtualMachines for the VMs' groups, and
+// decodes CloudStack's numbers whether sent as strings or numbers; a
+// failure of any policy call fails the whole fetch.
+func TestFetchPolicy(t *testing.T) {
+	srv := cstest.New(t, "testdata/cloud", testAPIKey, testSecret)
+	c := newTestClient(t, srv, nil) // page size 3: several pages each
+	o, err := c.Fetch(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.ACLLists) != 8 || len(o.ACLItems) != 24 || len(o.SecurityGroups) != 7 {
+		t.Fatalf("got %d lists, %d items, %d groups; want 8, 24, 7", len(o.ACLLists), len(o.ACLItems), len(o.SecurityGroups))
+	}
+	if q := srv.LastQuery("listVirtualMachines"); q.Get("details") != "nics,secgrp" {
+		t.Errorf("listVirtualMachines details=%q: without secgrp CloudStack leaves the VMs' groups out", q.Get("details"))
+	}
+	for _, cmd := range []string{"listNetworkACLLists", "listNetworkACLs", "listSecurityGroups"} {
+		if q := srv.LastQuery(cmd); q.Get("listall") != "true" || q.Get("projectid") != "-1" {
+			t.Errorf("%s: last request %v, want listall=true and a projectid=-1 pass", cmd, q)
+		}
+	}
+	var it *ACLItem
+	for i := range o.ACLItems {
+		if o.ACLItems[i].ID == "a1700000-0000-4000-8000-000000000007" {
+			it = &o.ACLItems[i]
+		}
+	}
+	if it == nil || it.Number != some(30) || it.ICMPType != some(8) || it.ICMPCode != some(-1) || it.StartPort.set || it.CIDRList != "10.10.2.0/24, 198.51.100.0/24" || it.ACLID != "ac100000-0000-4000-8000-000000000010" {
+		t.Errorf("item #30 decoded as %+v", it)
+	}
+	for i := range o.ACLItems {
+		if o.ACLItems[i].ID == "a1700000-0000-4000-8000-000000000010" && (o.ACLItems[i].StartPort != some(8080) || o.ACLItems[i].EndPort != some(8081)) {
+			t.Errorf("item #60 ports %s-%s: want 8080-8081 from the strings", o.ACLItems[i].StartPort, o.ACLItems[i].EndPort)
+		}
+	}
+	for i := range o.VMs {
+		if o.VMs[i].Name == "blue-web-1" && (len(o.VMs[i].SecurityGroups) != 2 || o.VMs[i].SecurityGroups[0].ID != "5e000000-0000-4000-8000-000000000002") {
+			t.Errorf("blue-web-1 groups %+v", o.VMs[i].SecurityGroups)
+		}
+	}
+
+	for _, tc := range []struct {
+		cmd   string
+		page  int
+		fault cstest.Fault
+		want  string
+	}{
+		{"listNetworkACLLists", 1, cstest.HTTP500, "cloudstack listNetworkACLLists page 1: HTTP 500"},
+		{"listNetworkACLs", 2, cstest.EmptyPage, "cloudstack listNetworkACLs: partial list"},
+		{"listSecurityGroups", 1, cstest.APIError, "cloudstack listSecurityGroups page 1: HTTP 431"},
+	} {
+		srv.Inject(func(command string, page int) cstest.Fault {
+			if command == tc.cmd && page == tc.page {
+				return tc.fault
+			}
+			return cstest.None
+		})
+		if _, err := c.Fetch(context.Background()); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s fault %d: Fetch error %v, want %q", tc.cmd, tc.fault, err, tc.want)
+		}
+	}
+	srv.Inject(nil)
 }
