@@ -58,11 +58,33 @@ func sgOwner(g *SecurityGroup) string {
 	return "account " + orDash(g.Account)
 }
 
-// isBuiltinACL reports whether l is CloudStack's built-in default_allow or
-// default_deny (vpc id 0, names fixed by CloudStack; their items cannot be
-// edited: "Default ACL cannot be modified").
-func isBuiltinACL(l *ACLList) bool {
+// claimsBuiltin reports whether l names itself CloudStack's built-in
+// default_allow or default_deny (vpc id 0 and that name; CloudStack
+// refuses to edit them: "Default ACL cannot be modified").
+func claimsBuiltin(l *ACLList) bool {
 	return l.VPCID == "" && (l.Name == flows.ACLDefaultAllow || l.Name == flows.ACLDefaultDeny)
+}
+
+// builtinConfirmed reports whether a list that claims to be a built-in has
+// exactly the built-in's items: #1 ingress and #2 egress, protocol all,
+// from and to anywhere, allow for default_allow and deny for
+// default_deny. Only then is it written as the reserved name: a global
+// list that only borrows the name is not taken for the built-in.
+func (b *builder) builtinConfirmed(l *ACLList) bool {
+	action := "Allow"
+	if l.Name == flows.ACLDefaultDeny {
+		action = "Deny"
+	}
+	items := b.pol.items[l.ID]
+	dirs := map[string]bool{}
+	for _, it := range items {
+		v4, _, bad := mapCIDRs(splitCIDRList(it.CIDRList))
+		if !strings.EqualFold(it.Action, action) || !strings.EqualFold(strings.TrimSpace(it.Protocol), "all") || bad != "" || len(v4) != 1 || v4[0] != "0.0.0.0/0" {
+			return false
+		}
+		dirs[strings.ToLower(it.TrafficType)] = true
+	}
+	return len(items) == 2 && dirs["ingress"] && dirs["egress"]
 }
 
 func (b *builder) preparePolicy() {
@@ -138,7 +160,7 @@ func (b *builder) listUnenforced(bp *flows.Blueprint, netOf map[[2]int]*Network)
 			if n == nil || n.ACLID == "" {
 				continue
 			}
-			if l := b.pol.lists[n.ACLID]; l != nil && l.VPCID == "" && l.Name == flows.ACLDefaultAllow {
+			if l := b.pol.lists[n.ACLID]; l != nil && l.Name == flows.ACLDefaultAllow && claimsBuiltin(l) && b.builtinConfirmed(l) {
 				continue
 			}
 			if tiersOf[n.ACLID] == nil {
@@ -273,7 +295,7 @@ func (b *builder) buildACLs(bp *flows.Blueprint, vpcs []*VPC, netOf map[[2]int]*
 			if n == nil {
 				continue
 			}
-			if l := b.pol.lists[n.ACLID]; l != nil && l.VPCID == "" && !isBuiltinACL(l) && !seen[l.ID] {
+			if l := b.pol.lists[n.ACLID]; l != nil && l.VPCID == "" && !claimsBuiltin(l) && !seen[l.ID] {
 				cand, seen[l.ID] = append(cand, l), true
 			}
 		}
@@ -328,8 +350,11 @@ func (b *builder) buildACLs(bp *flows.Blueprint, vpcs []*VPC, netOf map[[2]int]*
 			case l == nil:
 				t.ACL = flows.ACLDefaultDeny
 				b.skip(obj, "its aclid %s is not in listNetworkACLLists: the tier gets default_deny (fail closed)", n.ACLID)
-			case isBuiltinACL(l):
+			case claimsBuiltin(l) && b.builtinConfirmed(l):
 				t.ACL = l.Name
+			case claimsBuiltin(l):
+				t.ACL = flows.ACLDefaultDeny
+				b.skip(obj, "its list %q (id %s) has the built-in's name but not its items (#1 ingress and #2 egress, all, %s): the tier gets default_deny (fail closed)", l.Name, l.ID, strings.ToLower(strings.TrimPrefix(l.Name, "default_")))
 			case l.VPCID != "" && l.VPCID != v.ID:
 				t.ACL = flows.ACLDefaultDeny
 				b.skip(obj, "its %s belongs to VPC %s, not to its own VPC: the tier gets default_deny (fail closed)", aclListObj(l), l.VPCID)

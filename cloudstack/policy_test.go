@@ -294,6 +294,24 @@ func TestBuildPolicyFailClosed(t *testing.T) {
 	if res.Blueprint.VPCs[0].Tiers[1].ACL != flows.ACLDefaultDeny {
 		t.Error("two items numbered 10 did not fail web-acl closed")
 	}
+
+	// A list named default_allow without the built-in's items is not
+	// taken for the built-in: its tier (ops/mon) gets default_deny.
+	for i := range o.ACLItems {
+		if o.ACLItems[i].ID == "a1700000-0000-4000-8000-000000000001" {
+			o.ACLItems[i].Protocol = "tcp"
+		}
+	}
+	res, err = Build(o, loadTestBase(t), BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acl := res.Blueprint.VPCs[1].Tiers[0].ACL; acl != flows.ACLDefaultDeny {
+		t.Errorf("ops/mon acl %q with a default_allow that is not the built-in: want default_deny", acl)
+	}
+	if !strings.Contains(skippedByObject(res)[`network "mon" (id 1e710000-0000-4000-8000-000000000007)`], "has the built-in's name but not its items") {
+		t.Errorf("not listed: %v", res.Skipped)
+	}
 }
 
 // Fetch reads every list, item and group (accounts' and projects', the
