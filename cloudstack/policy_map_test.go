@@ -277,3 +277,48 @@ func TestOptIntJSON(t *testing.T) {
 		}
 	}
 }
+
+// FuzzMapACLItem: whatever CloudStack sends, the mapping never panics,
+// what it writes validates as a blueprint rule, and a deny it cannot write
+// fails its list closed unless it matches IPv6 only.
+func FuzzMapACLItem(f *testing.F) {
+	for _, s := range []struct {
+		action, dir, proto, cidrs, state string
+		number, start, end, ty, code     int
+	}{
+		{"Allow", "Ingress", "tcp", "0.0.0.0/0", "Active", 10, 80, 80, -2, -2},
+		{"Deny", "Egress", "6", "10.0.0.0/8, fd00::/8", "Add", 20, 1, 1023, -2, -2},
+		{"deny", "ingress", "icmp", "", "Deleting", 1, -2, -2, -1, 3},
+		{"Allow", "Ingress", "0", "10.1.2.3/16,192.0.2.1", "Active", 40000, 0, 0, 8, 0},
+		{"Deny", "Ingress", "58", "::/0", "Active", 5, -2, -2, -2, -2},
+		{"Reject", "Both", "gre", "x", "", 0, 65536, -1, 300, 300},
+	} {
+		f.Add(s.action, s.dir, s.proto, s.cidrs, s.state, s.number, s.start, s.end, s.ty, s.code)
+	}
+	flows.SetPolicyEnforcedForTest(f, true)
+	opt := func(v int) optInt {
+		if v == -2 {
+			return unset
+		}
+		return some(v)
+	}
+	f.Fuzz(func(t *testing.T, action, dir, proto, cidrs, state string, number, start, end, ty, code int) {
+		it := &ACLItem{ID: "i", ACLID: "l", Action: action, TrafficType: dir, Protocol: proto, CIDRList: cidrs, State: state,
+			Number: opt(number), StartPort: opt(start), EndPort: opt(end), ICMPType: opt(ty), ICMPCode: opt(code)}
+		r := mapACLItem(it)
+		deny := !strings.EqualFold(action, "Allow")
+		if r.Drop != "" {
+			if deny && !r.FailClosed && !strings.Contains(r.Drop, "IPv6 only") {
+				t.Fatalf("%+v: a deny dropped without failing its list: %s", it, r.Drop)
+			}
+			return
+		}
+		if r.Rule.Number > flows.MaxACLRuleNumber {
+			r.Rule.Number = 1 // the list renumbers
+		}
+		m := ruleMatch{Protocol: r.Rule.Protocol, Ports: r.Rule.Ports, ICMP: r.Rule.ICMP, CIDRs: r.Rule.CIDRs}
+		if _, errs := flowsRuleCheck(m); errs != "" {
+			t.Fatalf("%+v: written as %s, which does not validate: %s", it, fmtMatch(m), errs)
+		}
+	})
+}
