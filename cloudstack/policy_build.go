@@ -18,14 +18,13 @@ import (
 
 // policyState indexes the fetched policy objects for one build.
 type policyState struct {
-	enforced bool // flows enforces policy: write it (else list it as not enforced)
-	lists    map[string]*ACLList
-	items    map[string][]*ACLItem // by list id, sorted by number then id
-	mapped   map[string]*mappedList
-	groups   map[string]*SecurityGroup
-	byName   map[string][]*SecurityGroup
-	nets     map[string]*Network
-	placed   []placedNIC // guest and router NICs in the blueprint
+	lists  map[string]*ACLList
+	items  map[string][]*ACLItem // by list id, sorted by number then id
+	mapped map[string]*mappedList
+	groups map[string]*SecurityGroup
+	byName map[string][]*SecurityGroup
+	nets   map[string]*Network
+	placed []placedNIC // guest and router NICs in the blueprint
 }
 
 // placedNIC is a NIC written at vpcs[vpc].tiers[tier].vms[vm].
@@ -88,7 +87,7 @@ func (b *builder) builtinConfirmed(l *ACLList) bool {
 }
 
 func (b *builder) preparePolicy() {
-	p := &policyState{enforced: flows.PolicyEnforced(), lists: map[string]*ACLList{}, items: map[string][]*ACLItem{},
+	p := &policyState{lists: map[string]*ACLList{}, items: map[string][]*ACLItem{},
 		mapped: map[string]*mappedList{}, groups: map[string]*SecurityGroup{}, byName: map[string][]*SecurityGroup{}, nets: map[string]*Network{}}
 	for i := range b.o.ACLLists {
 		p.lists[b.o.ACLLists[i].ID] = &b.o.ACLLists[i]
@@ -121,7 +120,7 @@ func (b *builder) preparePolicy() {
 // listSecurityGroups its rules are unknown. Leaving the NIC out drops its
 // traffic until a fetch sees the group (fail closed).
 func (b *builder) sgNICSkip(vm *VM, nic *NIC) string {
-	if !b.pol.enforced || vm.Router || !nic.IsDefault {
+	if vm.Router || !nic.IsDefault {
 		return ""
 	}
 	for _, r := range vm.SecurityGroups {
@@ -139,63 +138,8 @@ func (b *builder) buildPolicy(bp *flows.Blueprint, vpcs []*VPC, tiers map[string
 	for id, t := range tiers {
 		netOf[[2]int{t.vpc, t.tier}] = b.pol.nets[id]
 	}
-	if !b.pol.enforced {
-		b.listUnenforced(bp, netOf)
-		return
-	}
 	b.buildACLs(bp, vpcs, netOf)
 	b.buildSecurityGroups(bp)
-}
-
-// listUnenforced lists the lists and groups in use while this vpcflow does
-// not enforce policy: the blueprint runs without them, as before, and
-// says so. default_allow is not listed (it allows everything anyway).
-func (b *builder) listUnenforced(bp *flows.Blueprint, netOf map[[2]int]*Network) {
-	const why = "not in the blueprint: this vpcflow does not enforce network ACLs and security groups yet (docs/policy.md)"
-	tiersOf := map[string][]string{}
-	var ids []string
-	for vi := range bp.VPCs {
-		for ti, t := range bp.VPCs[vi].Tiers {
-			n := netOf[[2]int{vi, ti}]
-			if n == nil || n.ACLID == "" {
-				continue
-			}
-			if l := b.pol.lists[n.ACLID]; l != nil && l.Name == flows.ACLDefaultAllow && claimsBuiltin(l) && b.builtinConfirmed(l) {
-				continue
-			}
-			if tiersOf[n.ACLID] == nil {
-				ids = append(ids, n.ACLID)
-			}
-			tiersOf[n.ACLID] = append(tiersOf[n.ACLID], bp.VPCs[vi].Name+"/"+t.Name)
-		}
-	}
-	for _, id := range ids {
-		obj := "network ACL list " + id
-		if l := b.pol.lists[id]; l != nil {
-			obj = aclListObj(l)
-		}
-		b.skip(obj, "%s: its tiers (%s) run without an ACL stage, as before", why, strings.Join(tiersOf[id], ", "))
-	}
-	nicsOf := map[string][]string{}
-	var gids []string
-	for _, pn := range b.pol.placed {
-		if !pn.nic.IsDefault || pn.src.Router {
-			continue
-		}
-		for _, r := range pn.src.SecurityGroups {
-			if nicsOf[r.ID] == nil {
-				gids = append(gids, r.ID)
-			}
-			nicsOf[r.ID] = append(nicsOf[r.ID], bp.VPCs[pn.vpc].Tiers[pn.tier].VMs[pn.vm].Name)
-		}
-	}
-	for _, id := range gids {
-		obj := "security group " + id
-		if g := b.pol.groups[id]; g != nil {
-			obj = sgObj(g)
-		}
-		b.skip(obj, "%s: its NICs (%s) run without security groups, as before", why, strings.Join(nicsOf[id], ", "))
-	}
 }
 
 // mapList maps a list's items once per build (a global list may serve

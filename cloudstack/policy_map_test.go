@@ -41,7 +41,6 @@ func fmtMatch(m ruleMatch) string {
 // and as a deny: an allow takes the narrower reading or is dropped, a deny
 // the wider one; dropped parts are noted.
 func TestMapMatch(t *testing.T) {
-	flows.SetPolicyEnforcedForTest(t, true)
 	any4 := []string{"0.0.0.0/0"}
 	for _, tc := range []struct {
 		proto               string
@@ -295,7 +294,6 @@ func FuzzMapACLItem(f *testing.F) {
 	} {
 		f.Add(s.action, s.dir, s.proto, s.cidrs, s.state, s.number, s.start, s.end, s.ty, s.code)
 	}
-	flows.SetPolicyEnforcedForTest(f, true)
 	opt := func(v int) optInt {
 		if v == -2 {
 			return unset

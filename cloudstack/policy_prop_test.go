@@ -172,7 +172,6 @@ func csMatches(it *ACLItem, p csPacket, rd csReading) (match, known bool) {
 // random lists mixing every protocol, port, ICMP, cidrlist, action, state
 // and number form, judged by flows' own policy model on random packets.
 func TestPolicyNeverWidens(t *testing.T) {
-	flows.SetPolicyEnforcedForTest(t, true)
 	rng := rand.New(rand.NewPCG(12, 34))
 	pick := func(ss []string) string { return ss[rng.IntN(len(ss))] }
 	protos := []string{"tcp", "TCP", "udp", "icmp", "all", "6", "17", "1", "0", "47", "58", "gre", ""}

@@ -2,8 +2,6 @@ package cloudstack
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -11,11 +9,9 @@ import (
 	"github.com/vpcflow/vpcflow/flows"
 )
 
-// buildFixture builds the fixture cloud with the policy gate set to
-// enforced.
-func buildFixture(t *testing.T, enforced bool) (*Objects, *Result) {
+// buildFixture builds the fixture cloud.
+func buildFixture(t *testing.T) (*Objects, *Result) {
 	t.Helper()
-	flows.SetPolicyEnforcedForTest(t, enforced)
 	o, _ := fetchFixture(t)
 	res, err := Build(o, loadTestBase(t), BuildOptions{Endpoint: "http://cloudstack.test/client/api"})
 	if err != nil {
@@ -32,34 +28,13 @@ func skippedByObject(res *Result) map[string]string {
 	return out
 }
 
-// The fixture cloud's network ACL lists and security groups build into the
-// golden blueprint (with the policy gate lifted, as the compiler will):
-// every field mapped, what cannot be expressed left out and listed, a list
-// with a deny that cannot be written replaced by default_deny.
-func TestBuildPolicyGolden(t *testing.T) {
-	_, res := buildFixture(t, true)
-	golden := filepath.Join("testdata", "golden", "cloud-policy.yaml")
-	if *update {
-		if err := os.WriteFile(golden, res.YAML, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("%v (run go test ./cloudstack -run TestBuildPolicyGolden -update)", err)
-	}
-	if string(res.YAML) != string(want) {
-		t.Errorf("built YAML differs from %s (run with -update and review the diff):\n%s", golden, res.YAML)
-	}
-	bp, err := flows.Parse("export.yaml", res.YAML)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if bp.Hash() != res.Blueprint.Hash() {
-		t.Error("re-parsed export hashes differently from the built blueprint")
-	}
-
-	bp = res.Blueprint
+// The fixture cloud's network ACL lists and security groups (in the golden
+// blueprint of TestBuildGolden): every field mapped, what cannot be
+// expressed left out and listed, a list with a deny that cannot be written
+// replaced by default_deny.
+func TestBuildPolicy(t *testing.T) {
+	_, res := buildFixture(t)
+	bp := res.Blueprint
 	vpc := func(name string) *flows.VPC {
 		for i := range bp.VPCs {
 			if bp.VPCs[i].Name == name {
@@ -191,59 +166,10 @@ func TestBuildPolicyGolden(t *testing.T) {
 	}
 }
 
-// While flows does not enforce policy, the blueprint is exactly the one
-// built without any policy object (same hash), and each list and group in
-// use is listed as not enforced (default_allow, which allows everything,
-// is not).
-func TestBuildPolicyNotEnforced(t *testing.T) {
-	o, res := buildFixture(t, false)
-	if res.Blueprint.UsesPolicy() {
-		t.Fatal("the blueprint uses policy keys although flows does not enforce them")
-	}
-	bare := *o
-	bare.ACLLists, bare.ACLItems, bare.SecurityGroups = nil, nil, nil
-	bare.Networks = append([]Network(nil), o.Networks...)
-	for i := range bare.Networks {
-		bare.Networks[i].ACLID = ""
-	}
-	bare.VMs = append([]VM(nil), o.VMs...)
-	for i := range bare.VMs {
-		bare.VMs[i].SecurityGroups = nil
-	}
-	without, err := Build(&bare, loadTestBase(t), BuildOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if without.Blueprint.Hash() != res.Blueprint.Hash() {
-		t.Error("the policy objects changed the blueprint although they are not enforced")
-	}
-	skipped := skippedByObject(res)
-	for _, obj := range []string{
-		`network ACL list "web-acl" (id ac100000-0000-4000-8000-000000000010)`,
-		`network ACL list "app-acl" (id ac100000-0000-4000-8000-000000000020)`,
-		`security group "web-sg" (id 5e000000-0000-4000-8000-000000000002, account acme)`,
-		`security group 5e000000-0000-4000-8000-000000000099`,
-	} {
-		if !strings.Contains(skipped[obj], "does not enforce network ACLs and security groups yet") {
-			t.Errorf("skipped[%s] = %q, want it listed as not enforced", obj, skipped[obj])
-		}
-	}
-	if web := skipped[`security group "web-sg" (id 5e000000-0000-4000-8000-000000000002, account acme)`]; !strings.Contains(web, "(blue-multi, blue-web-1, blue-web-2)") {
-		t.Errorf("web-sg is listed with NICs %q: want the three default NICs in it", web)
-	}
-	if _, ok := skipped[`network ACL list "default_allow" (id ac100000-0000-4000-8000-000000000001)`]; ok {
-		t.Error("default_allow is listed as not enforced: it allows everything, as a tier without a list")
-	}
-	if n := len(without.Skipped); len(res.Skipped)-n != 10 {
-		t.Errorf("%d skipped entries with policy, %d without: want 10 more (4 lists, 6 groups)", len(res.Skipped), n)
-	}
-}
-
 // A deny rule's list that fails closed sends every tier using it to
 // default_deny; a list whose only problem is an allow keeps its other
 // rules.
 func TestBuildPolicyFailClosed(t *testing.T) {
-	flows.SetPolicyEnforcedForTest(t, true)
 	o, _ := fetchFixture(t)
 	// Make web-acl's #20 (deny tcp 1-1023) unwritable: protocol 58.
 	for i := range o.ACLItems {
