@@ -213,6 +213,8 @@ type builder struct {
 	notes map[string]string
 	// errs are CloudStack answers that cannot be built from at all.
 	errs []string
+	// pol is the policy part of the build (policy_build.go).
+	pol *policyState
 }
 
 func (b *builder) skip(object, format string, args ...any) {
@@ -314,6 +316,7 @@ func (b *builder) build() *flows.Blueprint {
 	bp := &flows.Blueprint{Version: base.Version, Revision: base.Revision, Encapsulation: base.Encapsulation,
 		Management: base.Management, TrustedPeers: base.TrustedPeers, Controllers: base.Controllers}
 	b.notes = map[string]string{}
+	b.preparePolicy()
 
 	// Hosts.
 	over := map[string]HostOverride{}
@@ -514,6 +517,10 @@ func (b *builder) build() *flows.Blueprint {
 				b.skip(obj, "no IPv4 address (ip6address %s): vpcflow drops IPv6 from VMs", orDash(nic.IP6Address))
 				continue
 			}
+			if why := b.sgNICSkip(vm, nic); why != "" {
+				b.skip(obj, "%s", why)
+				continue
+			}
 			if nic.IP6Address != "" {
 				b.skip(obj+" ip6address "+nic.IP6Address, "IPv6 is not represented: the NIC is kept with its IPv4 address")
 			}
@@ -568,6 +575,7 @@ func (b *builder) build() *flows.Blueprint {
 		}
 		t := &bp.VPCs[n.tier.vpc].Tiers[n.tier.tier]
 		path := fmt.Sprintf("vpcs[%d].tiers[%d].vms[%d]", n.tier.vpc, n.tier.tier, len(t.VMs))
+		b.pol.placed = append(b.pol.placed, placedNIC{n.tier.vpc, n.tier.tier, len(t.VMs), n.vm, n.nic})
 		t.VMs = append(t.VMs, vm)
 		b.prov[path] = vmObj(n.vm) + " " + n.nic.Label()
 		label := n.nic.Label()
@@ -580,6 +588,7 @@ func (b *builder) build() *flows.Blueprint {
 		}
 		b.notes[path] = note + portNote
 	}
+	b.buildPolicy(bp, vpcs, tiers)
 	return bp
 }
 

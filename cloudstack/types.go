@@ -45,6 +45,8 @@ type Network struct {
 	TrafficType  string `json:"traffictype"`
 	Type         string `json:"type"`
 	State        string `json:"state"`
+	// ACLID is the network ACL list of a VPC tier (empty: none).
+	ACLID string `json:"aclid"`
 }
 
 // NIC is one NIC of a VM or router.
@@ -77,6 +79,8 @@ type VM struct {
 	// (MASTER before 4.16), BACKUP, FAULT or UNKNOWN.
 	IsRedundantRouter bool   `json:"isredundantrouter"`
 	RedundantState    string `json:"redundantstate"`
+	// SecurityGroups are the VM's security groups (details=secgrp).
+	SecurityGroups []SGRef `json:"securitygroup"`
 }
 
 // Label names the NIC in messages: "nic N" by its deviceid, or "nic
@@ -119,6 +123,12 @@ type Objects struct {
 	VPCs     []VPC
 	Networks []Network
 	VMs      []VM // guests, then routers
+
+	// Policy (policy_fetch.go): network ACL lists and their items, and
+	// security groups with their rules.
+	ACLLists       []ACLList
+	ACLItems       []ACLItem
+	SecurityGroups []SecurityGroup
 }
 
 // listAll lists the accounts' objects (listall=true) and then every
@@ -149,7 +159,8 @@ func listAll[T any](ctx context.Context, c *Client, command, item string, params
 	return out, nil
 }
 
-// Fetch reads hosts, VPCs, networks, VMs and routers, every page of each.
+// Fetch reads hosts, VPCs, networks, VMs and routers, then the network ACL
+// lists, their items and the security groups, every page of each.
 // Any error (HTTP, CloudStack error, partial list, timeout) fails the whole
 // fetch: a partial view of the cloud is never returned.
 func (c *Client) Fetch(ctx context.Context) (*Objects, error) {
@@ -165,7 +176,7 @@ func (c *Client) Fetch(ctx context.Context) (*Objects, error) {
 	if o.Networks, err = listAll(ctx, c, "listNetworks", "network", all, func(n *Network) string { return n.ID }); err != nil {
 		return nil, err
 	}
-	vms, err := listAll(ctx, c, "listVirtualMachines", "virtualmachine", map[string]string{"listall": "true", "details": "nics"}, func(v *VM) string { return v.ID })
+	vms, err := listAll(ctx, c, "listVirtualMachines", "virtualmachine", map[string]string{"listall": "true", "details": "nics,secgrp"}, func(v *VM) string { return v.ID })
 	if err != nil {
 		return nil, err
 	}
@@ -177,5 +188,8 @@ func (c *Client) Fetch(ctx context.Context) (*Objects, error) {
 		routers[i].Router = true
 	}
 	o.VMs = append(vms, routers...)
+	if err := c.fetchPolicy(ctx, &o); err != nil {
+		return nil, err
+	}
 	return &o, nil
 }

@@ -83,6 +83,7 @@ func (b *builder) emit(bp *flows.Blueprint) []byte {
 		if v.Routing != "" {
 			fmt.Fprintf(&w, "    routing: %s\n", q(v.Routing))
 		}
+		b.emitACLs(&w, i, &v)
 		listKey(&w, "    ", "tiers", len(v.Tiers))
 		for j, t := range v.Tiers {
 			fmt.Fprintf(&w, "      - name: %s%s\n", q(t.Name), b.note(fmt.Sprintf("vpcs[%d].tiers[%d]", i, j)))
@@ -95,17 +96,24 @@ func (b *builder) emit(bp *flows.Blueprint) []byte {
 			if t.Gateway != "" {
 				fmt.Fprintf(&w, "        gateway: %s\n", q(t.Gateway))
 			}
+			if t.ACL != "" {
+				fmt.Fprintf(&w, "        acl: %s\n", q(t.ACL))
+			}
 			listKey(&w, "        ", "vms", len(t.VMs))
 			for k, m := range t.VMs {
 				role := ""
 				if m.Role != "" {
 					role = ", role: " + q(m.Role)
 				}
+				if len(m.SecurityGroups) > 0 {
+					role += ", security_groups: " + qlist(m.SecurityGroups)
+				}
 				fmt.Fprintf(&w, "          - {name: %s, host: %s, port: %s, mac: %s, ip: %s%s}%s\n",
 					q(m.Name), q(m.Host), q(m.Port), q(m.MAC), q(m.IP), role, b.note(fmt.Sprintf("vpcs[%d].tiers[%d].vms[%d]", i, j, k)))
 			}
 		}
 	}
+	b.emitSecurityGroups(&w, bp)
 	return w.Bytes()
 }
 

@@ -58,6 +58,7 @@ type Server struct {
 	lists      map[string]*list // lowercased command -> list
 	fault      func(command string, page int) Fault
 	requests   map[string]int
+	queries    map[string]url.Values // the last request of each command
 	signatures []string
 	release    chan struct{}
 	maxPage    int
@@ -76,7 +77,7 @@ func (s *Server) SetMaxPageSize(n int) {
 // A request with projectid=-1 (every project's objects) is answered from
 // <dir>/<command>.projects.json, or with an empty list.
 func New(t testing.TB, dir, apiKey, secret string) *Server {
-	s := &Server{t: t, apiKey: apiKey, secret: secret, lists: map[string]*list{}, requests: map[string]int{}, release: make(chan struct{})}
+	s := &Server{t: t, apiKey: apiKey, secret: secret, lists: map[string]*list{}, requests: map[string]int{}, queries: map[string]url.Values{}, release: make(chan struct{})}
 	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("cstest: no fixtures in %s (%v)", dir, err)
@@ -173,6 +174,13 @@ func (s *Server) Requests() map[string]int {
 	return out
 }
 
+// LastQuery returns the parameters of command's last request (nil if none).
+func (s *Server) LastQuery(command string) url.Values {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queries[command]
+}
+
 // Signatures returns every signature received (to check they never leak).
 func (s *Server) Signatures() []string {
 	s.mu.Lock()
@@ -218,6 +226,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	s.requests[command]++
+	s.queries[command] = q
 	s.signatures = append(s.signatures, q.Get("signature"))
 	fault := s.fault
 	l := s.lists[strings.ToLower(command)]
