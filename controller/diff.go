@@ -2,6 +2,7 @@ package controller
 
 import (
 	"encoding/binary"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -71,9 +72,16 @@ func sameActions(a, b *flows.Flow) bool {
 	}
 	for i := range a.Actions {
 		// Every action type is a comparable struct, except Bundle (its
-		// member list is a slice: == on it would panic).
+		// member list is a slice) and CT (its exec list is a slice): == on
+		// them would panic.
 		if x, ok := a.Actions[i].(flows.Bundle); ok {
 			if y, ok := b.Actions[i].(flows.Bundle); !ok || !x.Equal(y) {
+				return false
+			}
+			continue
+		}
+		if x, ok := a.Actions[i].(flows.CT); ok {
+			if y, ok := b.Actions[i].(flows.CT); !ok || !sameCT(x, y) {
 				return false
 			}
 			continue
@@ -83,6 +91,12 @@ func sameActions(a, b *flows.Flow) bool {
 		}
 	}
 	return true
+}
+
+// sameCT compares two ct actions by value (a nil and an empty exec list
+// are the same).
+func sameCT(x, y flows.CT) bool {
+	return x.Commit == y.Commit && x.Zone == y.Zone && x.Table == y.Table && slices.Equal(x.Exec, y.Exec)
 }
 
 // DiffFlows compares intended (compiled and bound) with installed (decoded

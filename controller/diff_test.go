@@ -200,3 +200,52 @@ func TestReadBack(t *testing.T) {
 		t.Errorf("deletes only: %+v, want no read-back", r)
 	}
 }
+
+// TestDiffPolicyConntrack: policy flows carry ct actions (a struct with a
+// slice, like Bundle): a round trip through the wire reads back in sync,
+// a changed zone or commit is one modification, and the diff never
+// compares them with == (which panicked the controller on real OVS at
+// the first reconcile after installing a policy blueprint).
+func TestDiffPolicyConntrack(t *testing.T) {
+	bp, err := flows.Load("../flows/testdata/policy/example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, err := flows.Compile(bp, "kvm1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := flows.PortMap{"eth0": 1, "vnet0": 2, "vnet1": 3, "vpcflow-vxlan": 4}
+	intended, missing := flows.Bind(fs, ports)
+	if len(missing) != 0 {
+		t.Fatalf("missing ports %v", missing)
+	}
+	installed := asInstalled(t, intended, ports)
+	if d := DiffFlows(intended, installed); len(d.Missing)+len(d.Extra)+len(d.Modified) != 0 {
+		t.Fatalf("policy host not in sync after a round trip: %d missing, %d extra, %d modified", len(d.Missing), len(d.Extra), len(d.Modified))
+	}
+	n := 0
+	for i := range installed {
+		for k, a := range installed[i].Actions {
+			c, ok := a.(flows.CT)
+			if !ok {
+				continue
+			}
+			n++
+			for _, change := range []flows.CT{
+				{Commit: !c.Commit, Zone: c.Zone, Table: c.Table, Exec: c.Exec},
+				{Commit: c.Commit, Zone: c.Zone + 1, Table: c.Table, Exec: c.Exec},
+			} {
+				mod := append([]flows.Flow(nil), installed...)
+				mod[i].Actions = append([]flows.Action(nil), installed[i].Actions...)
+				mod[i].Actions[k] = change
+				if d := DiffFlows(intended, mod); len(d.Modified) != 1 {
+					t.Errorf("installed %s: %d modifications, want 1", change, len(d.Modified))
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no ct action in the policy host's flows")
+	}
+}
