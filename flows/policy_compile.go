@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"sync"
 )
 
 // Compiling network ACLs and security groups (docs/policy.md, "Compile").
@@ -66,10 +67,14 @@ type policyIndex struct {
 	hostVPCs   map[string][]*VPC // host -> VPCs with a local policy VM, blueprint order
 	vpcFP      map[*VPC]uint64
 	model      *PolicyModel
+
+	mu    sync.Mutex
+	cache map[polKey]*vpcPolicyFlows
 }
 
 func newPolicyIndex(bp *Blueprint) *policyIndex {
-	pi := &policyIndex{tierPolicy: map[uint32]bool{}, vpcPolicy: map[*VPC]bool{}, hostVPCs: map[string][]*VPC{}, vpcFP: map[*VPC]uint64{}}
+	pi := &policyIndex{tierPolicy: map[uint32]bool{}, vpcPolicy: map[*VPC]bool{}, hostVPCs: map[string][]*VPC{}, vpcFP: map[*VPC]uint64{},
+		cache: map[polKey]*vpcPolicyFlows{}}
 	if !bp.UsesPolicy() {
 		return pi
 	}
@@ -249,6 +254,41 @@ func (b *builder) policyVMFlows(r VMRef) {
 // policyVPCSegment: the check flows of VPC p (every host with a local
 // policy VM of p carries them).
 func (b *builder) policyVPCSegment(ix *Index, p *VPC) {
+	sh := ix.pol.shared(ix, p, b.opts)
+	b.errs = append(b.errs, sh.errs...)
+	b.flows = append(b.flows, sh.flows...)
+}
+
+// vpcPolicyFlows holds a VPC's check flows, identical on every host that
+// carries them: built once per index and options, shared read-only.
+type vpcPolicyFlows struct {
+	once  sync.Once
+	flows []Flow
+	errs  []error
+}
+
+type polKey struct {
+	vpc  *VPC
+	opts CompileOptions
+}
+
+func (pi *policyIndex) shared(ix *Index, p *VPC, opts CompileOptions) *vpcPolicyFlows {
+	pi.mu.Lock()
+	sh := pi.cache[polKey{p, opts}]
+	if sh == nil {
+		sh = &vpcPolicyFlows{}
+		pi.cache[polKey{p, opts}] = sh
+	}
+	pi.mu.Unlock()
+	sh.once.Do(func() {
+		b := &builder{rev: ix.bp.Revision, opts: opts}
+		b.buildVPCPolicy(ix, p)
+		sh.flows, sh.errs = b.flows, b.errs
+	})
+	return sh
+}
+
+func (b *builder) buildVPCPolicy(ix *Index, p *VPC) {
 	pi := ix.pol
 	vpc := exact(RegPolVPC, uint64(p.ID))
 	c0 := MakeCookie(CatPolicyPass, p.ID, 0)
@@ -286,6 +326,16 @@ func (b *builder) policyVPCSegment(ix *Index, p *VPC) {
 			continue
 		}
 		b.aclTier(p, t)
+	}
+	acl := &builder{rev: b.rev, opts: b.opts}
+	for li := range p.ACLs {
+		acl.aclListRules(p, &p.ACLs[li])
+	}
+	b.errs = append(b.errs, acl.errs...)
+	if merged, err := mergeClauses(acl.flows); err != nil {
+		b.errs = append(b.errs, err)
+	} else {
+		b.flows = append(b.flows, merged...)
 	}
 	// Rules: clause flows identical to another rule's are merged.
 	sub := &builder{rev: b.rev, opts: b.opts}
@@ -393,18 +443,6 @@ func (b *builder) aclTier(p *VPC, t *Tier) {
 			continue
 		}
 		l := p.ACLByName(t.ACL)
-		for _, r := range sortedRules(l, dir) {
-			c := MakeCookie(CatACLRule, ACLRuleObject(p.Name, l.Name, r.Number), 0)
-			name := ACLRuleName(p, l.Name, r.Number)
-			act := rulePass(tb)
-			if r.Action != ActionAllow {
-				act = NoGoto
-			}
-			b.ruleFlows(tb, uint16(prioPolRuleTop-r.Number), c, act,
-				b.notef("%s (tier %s/%s): %s %s %s", name, p.Name, t.Name, r.Action, dir, r.Match.String()),
-				fmt.Sprintf("acl %s/%s#%d tier %d", p.Name, l.Name, r.Number, t.Key),
-				protoMatch(&r.Match), [][]MatchField{{vpc}}, [][]MatchField{{in}}, remoteAlts(remote, r.Match.Prefixes), l4Alts(&r.Match))
-		}
 		f := Flow{Table: tb, Priority: prioPolDefault, Cookie: MakeCookie(CatACLDefault, ACLDefaultObject(p.Name, l.Name, dir), 0),
 			Match: ipMatch(vpc, in)}
 		if dir == DirEgress {
@@ -414,6 +452,42 @@ func (b *builder) aclTier(p *VPC, t *Tier) {
 			f.Note = b.notef("acl %s/%s (tier %s): no ingress rule matched: denied", p.Name, l.Name, t.Name)
 		}
 		b.add(f)
+	}
+}
+
+// aclListRules: the rules of list l, once for every tier of p that uses
+// it (the tiers' prefixes are the rule's local dimension).
+func (b *builder) aclListRules(p *VPC, l *ACLList) {
+	vpc := exact(RegPolVPC, uint64(p.ID))
+	for _, dir := range []string{DirEgress, DirIngress} {
+		tb, local, remote := TACLOut, RegPolSrc, RegPolDst
+		if dir == DirIngress {
+			tb, local, remote = TACLIn, RegPolDst, RegPolSrc
+		}
+		var locals [][]MatchField
+		var names []string
+		for j := range p.Tiers {
+			t := &p.Tiers[j]
+			if t.ACL == l.Name {
+				val, m := PrefixMask(t.Prefix)
+				locals = append(locals, []MatchField{masked(local, val, m)})
+				names = append(names, t.Name)
+			}
+		}
+		if len(locals) == 0 {
+			continue
+		}
+		for _, r := range sortedRules(l, dir) {
+			act := rulePass(tb)
+			if r.Action != ActionAllow {
+				act = NoGoto
+			}
+			name := ACLRuleName(p, l.Name, r.Number)
+			b.ruleFlows(tb, uint16(prioPolRuleTop-r.Number), MakeCookie(CatACLRule, ACLRuleObject(p.Name, l.Name, r.Number), 0), act,
+				b.notef("%s (tiers %v): %s %s %s", name, names, r.Action, dir, r.Match.String()),
+				fmt.Sprintf("acl %s/%s#%d %s", p.Name, l.Name, r.Number, dir),
+				protoMatch(&r.Match), [][]MatchField{{vpc}}, locals, remoteAlts(remote, r.Match.Prefixes), l4Alts(&r.Match))
+		}
 	}
 }
 

@@ -553,14 +553,24 @@ func TestPolicyFlowCount(t *testing.T) {
 						continue
 					}
 					want += 2 + 2
-					if l := p.ACLByName(t.ACL); l != nil {
-						for _, ru := range l.Rules {
-							var pf []string
-							for _, x := range ru.Match.Prefixes {
-								pf = append(pf, x.String())
-							}
-							want += ruleCount(1, len(remotes(pf)), len(masks(&ru.Match)))
+				}
+				for li := range p.ACLs {
+					l := &p.ACLs[li]
+					users := 0
+					for j := range p.Tiers {
+						if p.Tiers[j].ACL == l.Name {
+							users++
 						}
+					}
+					if users == 0 {
+						continue
+					}
+					for _, ru := range l.Rules {
+						var pf []string
+						for _, x := range ru.Match.Prefixes {
+							pf = append(pf, x.String())
+						}
+						want += ruleCount(users, len(remotes(pf)), len(masks(&ru.Match)))
 					}
 				}
 				// Security groups: one rule's flows per VPC with members;
