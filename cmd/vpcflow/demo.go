@@ -93,6 +93,7 @@ func demoRun(ctx context.Context, bpPath string, keep bool) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	policyAct := bpPath == "" // the policy act edits the built-in demo blueprint
 	if bpPath == "" {
 		bpPath = filepath.Join(dir, "blueprint.yaml")
 		if err := os.WriteFile(bpPath, demo.Blueprint, 0o644); err != nil {
@@ -154,6 +155,19 @@ func demoRun(ctx context.Context, bpPath string, keep bool) error {
 		fmt.Println("  " + p)
 		if strings.HasPrefix(p, "LEAK") {
 			bad = append(bad, p)
+		}
+	}
+	if policyAct {
+		fmt.Println("\nNetwork ACLs and security groups on vpc blue (docs/policy.md):")
+		lines, err := demoPolicy(ctx, l, bpPath)
+		if err != nil {
+			bad = append(bad, "policy act: "+err.Error())
+		}
+		for _, line := range lines {
+			fmt.Println("  " + line)
+			if strings.HasPrefix(line, "WRONG") {
+				bad = append(bad, line)
+			}
 		}
 	}
 	if len(bad) > 0 {
