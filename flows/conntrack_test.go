@@ -69,27 +69,7 @@ func TestCTEncodingOVS(t *testing.T) {
 	if os.Getenv("VPCFLOW_E2E") == "0" {
 		t.Skip("VPCFLOW_E2E=0")
 	}
-	ofctl, err := exec.LookPath("ovs-ofctl")
-	if err != nil {
-		t.Fatalf("ovs-ofctl not found (install openvswitch-common or set VPCFLOW_E2E=0): %v", err)
-	}
-	var all []byte
-	for _, f := range ctFlows() {
-		msg, err := AppendFlowMod(nil, &f, CmdAdd, PortMap{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, msg...)
-	}
-	path := filepath.Join(t.TempDir(), "flowmods.bin")
-	if err := os.WriteFile(path, all, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(ofctl, "ofp-parse", path).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ovs-ofctl ofp-parse: %v\n%s", err, out)
-	}
-	text := string(out)
+	text := ofpParse(t, ctFlows(), PortMap{})
 	for _, want := range []string{
 		"icmp_type=8", "icmp_code=0", "actions=ct(table=65,zone=9101)",
 		"ct_state=+new-est-inv+trk", "tp_dst=0x400/0xfc00",
@@ -138,4 +118,35 @@ func TestCTFieldsEvaluate(t *testing.T) {
 	if fs[2].Match.matches(&e, 0) {
 		t.Error("established packet with another mark matches (revocation relies on this)")
 	}
+}
+
+// ofpParse encodes fs as FLOW_MODs and returns what ovs-ofctl ofp-parse
+// reads from them (fails t without ovs-ofctl, unless VPCFLOW_E2E=0 skipped
+// the caller already).
+func ofpParse(t *testing.T, fs []Flow, ports PortMap) string {
+	t.Helper()
+	ofctl, err := exec.LookPath("ovs-ofctl")
+	if err != nil {
+		t.Fatalf("ovs-ofctl not found (install openvswitch-common or set VPCFLOW_E2E=0): %v", err)
+	}
+	var all []byte
+	for i := range fs {
+		msg, err := AppendFlowMod(nil, &fs[i], CmdAdd, ports)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, msg...)
+	}
+	path := filepath.Join(t.TempDir(), "flowmods.bin")
+	if err := os.WriteFile(path, all, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(ofctl, "ofp-parse", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ovs-ofctl ofp-parse: %v\n%s", err, out)
+	}
+	if c := strings.Count(string(out), "OFPT_FLOW_MOD"); c != len(fs) {
+		t.Errorf("ovs-ofctl read %d flow mods of %d", c, len(fs))
+	}
+	return string(out)
 }
