@@ -131,6 +131,10 @@ func (b *bridge) kick(reason string) {
 // drift check runs again soon (driftRetry).
 var errPreempted = errors.New("drift check preempted by a reload")
 
+// errStalePolicy: a reconcile found a newer blueprint loaded than the one
+// it computed with; it wrote nothing and the bridge's loop runs again.
+var errStalePolicy = errors.New("a newer blueprint was loaded during the reconcile")
+
 // driftRetry is how soon a preempted drift check runs again.
 const driftRetry = 2 * time.Second
 
@@ -353,6 +357,9 @@ func (b *bridge) run(ctx context.Context) {
 					drift.Reset(driftRetry)
 				} else if errors.Is(err, errFenced) {
 					retry = nil // nothing written: a reload or a drift check looks again
+				} else if errors.Is(err, errStalePolicy) {
+					b.log.Info("a newer blueprint was loaded during this reconcile: nothing written, reconciling with it")
+					retry = time.After(0)
 				} else if err != nil {
 					if errors.Is(err, context.Canceled) || b.conn.Err() != nil {
 						return
@@ -554,7 +561,7 @@ func (b *bridge) reconcile(parent context.Context, p *policy, h *flows.Host, rem
 		// A reload on a table we know: send only what the blueprint changed.
 		if reason == "reload" && b.confirmed != nil && b.confirmedPorts == pkey && (!p.opts.DropLog || b.meterOK) {
 			err := b.reconcileDelta(ctx, p, h, cur, start)
-			if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, ErrIsSlave) || b.conn.Err() != nil {
+			if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, ErrIsSlave) || errors.Is(err, errStalePolicy) || b.conn.Err() != nil {
 				return err
 			}
 			b.log.WithError(err).Warn("incremental reconcile failed; reconciling in full")
@@ -624,6 +631,12 @@ func (b *bridge) reconcile(parent context.Context, p *policy, h *flows.Host, rem
 	if err := b.checkFence(installed, p, reason); err != nil {
 		b.recordCounters(installed)
 		return err
+	}
+	// Nor write the policy this turn started with once a newer one is
+	// loaded (a slow MASTER claim or read can span a reload): the turn
+	// runs again with the current one.
+	if cur := b.c.policy(); cur != p && cur.bp.Revision >= p.bp.Revision {
+		return errStalePolicy
 	}
 	d := DiffFlows(intended, installed)
 	stampMarker(&d, p.bp.Revision, findMarker(installed))
@@ -737,6 +750,9 @@ func (b *bridge) reconcileDelta(ctx context.Context, p *policy, h *flows.Host, c
 	b.gate.arrive(b.dpid)
 	b.gate.wait(ctx)
 	tGate := time.Now()
+	if cur := b.c.policy(); cur != p && cur.bp.Revision >= p.bp.Revision {
+		return errStalePolicy
+	}
 	reads := readBack(&d, p.bp.Revision)
 	raw, err := b.conn.BundleDump(ctx, msgs, reads)
 	if err != nil {
