@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -242,9 +243,18 @@ while True:
 // within timeout.
 func (e *env) icmpTimestamp(from, ip string, timeout time.Duration) error {
 	e.t.Helper()
-	out, err := e.lab.Exec(e.ctx, e.lab.VMNS(from), labPython(e.t), "-c", icmpTimestampPy, ip, fmt.Sprint(timeout.Seconds()))
+	return e.pyProbe(from, timeout, icmpTimestampPy, ip, fmt.Sprint(timeout.Seconds()))
+}
+
+// pyProbe runs a python probe script in a VM (bounded by timeout + 5 s);
+// its failure is the script's last line of output (not its source text).
+func (e *env) pyProbe(from string, timeout time.Duration, script string, args ...string) error {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(e.ctx, timeout+5*time.Second)
+	defer cancel()
+	out, err := e.lab.Exec(ctx, e.lab.VMNS(from), append([]string{labPython(e.t), "-c", script}, args...)...)
 	if err != nil {
-		return fmt.Errorf("%v: %s", err, strings.TrimSpace(out))
+		return fmt.Errorf("probe from %s: %s", from, tailLines(strings.TrimSpace(out), 1))
 	}
 	return nil
 }
@@ -320,11 +330,7 @@ print("echo")
 // within timeout.
 func (e *env) udpEcho(from, ip string, port int, timeout time.Duration) error {
 	e.t.Helper()
-	out, err := e.lab.Exec(e.ctx, e.lab.VMNS(from), labPython(e.t), "-c", udpEchoPy, ip, fmt.Sprint(port), fmt.Sprint(timeout.Seconds()))
-	if err != nil {
-		return fmt.Errorf("%v: %s", err, strings.TrimSpace(out))
-	}
-	return nil
+	return e.pyProbe(from, timeout, udpEchoPy, ip, fmt.Sprint(port), fmt.Sprint(timeout.Seconds()))
 }
 
 func (e *env) listenUDP(vm string, port int) *lab.Proc {
@@ -458,25 +464,24 @@ func (e *env) routerNamespace(webNIC, dbNIC, dbAddr string) {
 
 // TestPolicyRouterNIC: with routing: router (the default), blue's virtual
 // router (NICs 10.10.1.1 and 10.10.2.1 on kvm3, one forwarding namespace)
-// carries blue-web-1 (kvm1) -> blue-db-1 (kvm3). The packets reach the
-// router as guest traffic to another tier and leave it into tier db, and
-// both tiers' ACLs judge them: db-acl #10 allows tcp 7000-7001 from web and
-// denies the rest (no match: 9090); web-acl's egress #10 denies tcp 7001
-// to db. web-acl has no ingress rule, so the answers enter blue-web-1 only
-// as replies of allowed connections.
+// carries traffic between tiers web and db, and db-acl judges it: #10
+// allows tcp 7000 in from web, anything else in is denied (no match: tcp
+// 9090), #30 denies tcp 7001 out to web. Tier web has no ACL and no
+// groups, so its VMs are not policy VMs: only the db side's point (on the
+// db VM's host) can judge. Two paths: blue-web-1 (kvm1) -> router (kvm3)
+// -> blue-db-1 (kvm3, delivered locally by the router's host) and
+// blue-web-2 (kvm2) -> router (kvm3) -> blue-db-2 (kvm1, over a tunnel);
+// and blue-db-1 -> blue-web-1 for the egress rule.
 func TestPolicyRouterNIC(t *testing.T) {
 	e := startEnv(t, polSpec{
 		blueHead: `    acls:
-      - name: web-acl
-        rules:
-          - {number: 10, action: deny, direction: egress, protocol: tcp, ports: 7001, cidrs: [10.10.2.0/24]}
       - name: db-acl
         rules:
-          - {number: 10, action: allow, direction: ingress, protocol: tcp, ports: 7000-7001, cidrs: [10.10.1.0/24]}
+          - {number: 10, action: allow, direction: ingress, protocol: tcp, ports: 7000, cidrs: [10.10.1.0/24]}
           - {number: 20, action: allow, direction: ingress, protocol: icmp, cidrs: [0.0.0.0/0]}
+          - {number: 30, action: deny, direction: egress, protocol: tcp, ports: 7001, cidrs: [10.10.1.0/24]}
 `,
-		webKeys: "        acl: web-acl\n",
-		dbKeys:  "        acl: db-acl\n",
+		dbKeys: "        acl: db-acl\n",
 		after: map[string]string{
 			"blue-web-2": `          - {name: blue-vr-web, host: kvm3, port: vnet5, mac: "52:54:00:b1:ff:01", ip: 10.10.1.1, role: router}`,
 			"blue-db-2":  `          - {name: blue-vr-db, host: kvm3, port: vnet6, mac: "52:54:00:b1:ff:02", ip: 10.10.2.1, role: router}`,
@@ -489,22 +494,31 @@ func TestPolicyRouterNIC(t *testing.T) {
 		t.Fatal("test bug: blue must route through its router NIC")
 	}
 	e.routerNamespace("blue-vr-web", "blue-vr-db", "10.10.2.1/24")
-	e.defaultRoutes("blue-web-1", "blue-db-1")
-	db1 := e.vm("blue-db-1")
-	for _, p := range []int{7000, 7001, polDeniedPort} {
-		e.listen(db1.Name, p)
+	e.defaultRoutes("blue-web-1", "blue-web-2", "blue-db-1", "blue-db-2")
+	for _, vm := range []string{"blue-db-1", "blue-db-2"} {
+		e.listen(vm, aclAllowFirst) // 7000
+		e.listen(vm, polDeniedPort) // 9090
 	}
+	web1 := e.vm("blue-web-1")
+	e.listen(web1.Name, 7000)
+	e.listen(web1.Name, 7001)
 	allowObj := flows.ACLRuleObject("blue", "db-acl", 10)
 	defObj := flows.ACLDefaultObject("blue", "db-acl", flows.DirIngress)
-	egressObj := flows.ACLRuleObject("blue", "web-acl", 10)
+	egressObj := flows.ACLRuleObject("blue", "db-acl", 30)
 
-	// Through the router (db-acl #20 allows icmp): the path works.
-	e.pingOK("blue-web-1", db1.IP, 15*time.Second)
+	for _, c := range []struct{ from, to string }{{"blue-web-1", "blue-db-1"}, {"blue-web-2", "blue-db-2"}} {
+		dst := e.vm(c.to).IP
+		// Through the router (db-acl #20 allows icmp): the path works.
+		e.pingOK(c.from, dst, 15*time.Second)
+		before := e.ruleCounter(flows.CatACLRule, allowObj, allHosts...)
+		e.tcpOK(c.from, dst, 7000, 10*time.Second)
+		e.rises(fmt.Sprintf("acl blue/db-acl #10 (tcp %s -> %s:7000 through the router)", c.from, c.to), flows.CatACLRule, allowObj, before)
+		e.refused(fmt.Sprintf("tcp %s -> %s:9090 through the router (blue/db-acl's ingress no-match verdict)", c.from, c.to),
+			flows.CatACLDefault, defObj, e.tcpProbe(c.from, dst, polDeniedPort))
+	}
 
-	before := e.ruleCounter(flows.CatACLRule, allowObj, allHosts...)
-	e.tcpOK("blue-web-1", db1.IP, 7000, 10*time.Second)
-	e.rises("acl blue/db-acl #10 (tcp 7000 through the router)", flows.CatACLRule, allowObj, before)
-
-	e.refused("tcp blue-web-1 -> blue-db-1:9090 through the router (blue/db-acl's ingress no-match verdict)", flows.CatACLDefault, defObj, e.tcpProbe("blue-web-1", db1.IP, polDeniedPort))
-	e.refused("tcp blue-web-1 -> blue-db-1:7001 through the router (acl blue/web-acl #10, egress deny)", flows.CatACLRule, egressObj, e.tcpProbe("blue-web-1", db1.IP, 7001))
+	// Out of tier db: egress is allowed unless a rule denies it.
+	e.tcpOK("blue-db-1", web1.IP, 7000, 10*time.Second)
+	e.refused("tcp blue-db-1 -> blue-web-1:7001 through the router (acl blue/db-acl #30, egress deny)",
+		flows.CatACLRule, egressObj, e.tcpProbe("blue-db-1", web1.IP, 7001))
 }
