@@ -389,7 +389,8 @@ func TestPolicyUDP(t *testing.T) {
 // from the members of web-sg only, across blue's distributed router.
 // blue-web-2 (kvm2, in web-sg) connects; blue-web-1 (kvm1) is refused
 // until a reload adds it to web-sg, and refused again once a reload
-// removes it.
+// removes it. The first connection attempt after each reload's
+// convergence must already see the new membership.
 func TestPolicyGroupMembership(t *testing.T) {
 	spec := func(rev int, web1Groups string) string {
 		s := polSpec{
@@ -411,7 +412,10 @@ func TestPolicyGroupMembership(t *testing.T) {
 		}
 		return s.text(t)
 	}
-	e := startEnv(t, spec(1, ""))
+	// No drift repair during the test (--drift-interval 1h): what the
+	// reloads install must be right by itself, not fixed seconds later by a
+	// full read-back.
+	e := startEnv(t, spec(1, ""), "--drift-interval", "1h")
 	e.defaultRoutes("blue-web-1", "blue-web-2", "blue-db-1", "blue-db-2")
 	db1 := e.vm("blue-db-1")
 	e.listen(db1.Name, 5432)
@@ -429,7 +433,9 @@ func TestPolicyGroupMembership(t *testing.T) {
 	// Revision 2: blue-web-1 joins web-sg.
 	e.reload(spec(2, "[web-sg]"), 2)
 	before = e.ruleCounter(flows.CatSGRule, ruleObj, allHosts...)
-	e.tcpOK("blue-web-1", db1.IP, 5432, 10*time.Second)
+	if err := e.lab.TCPConnect(e.ctx, "blue-web-1", db1.IP, 5432, 2*time.Second); err != nil {
+		t.Fatalf("tcp blue-web-1 -> blue-db-1:5432 right after revision 2 (blue-web-1 now in web-sg): %s", tailLines(err.Error(), 1))
+	}
 	e.rises("sg db-sg ingress[0] (blue-web-1, now a web-sg member)", flows.CatSGRule, ruleObj, before)
 
 	// Revision 3: it leaves web-sg again.
