@@ -73,8 +73,8 @@ func (s polSpec) text(t *testing.T) string {
 	return text + s.tail
 }
 
-// blueDistributed: blue routes between its tiers in the switch; with
-// gateways on both tiers (add distGateways to webKeys/dbKeys).
+// blueDistributed: blue routes between its tiers in the switch (give both
+// tiers a gateway: webGateway, dbGateway in webKeys, dbKeys).
 const blueDistributed = "    routing: distributed\n"
 
 const (
