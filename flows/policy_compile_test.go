@@ -689,3 +689,26 @@ func TestPolicyConjunctionAdditive(t *testing.T) {
 		}
 	}
 }
+
+// TestIncrementalPolicy: the segment property (checkIncremental) under
+// policy changes: rules removed or flipped, a tier's ACL swapped, a VM's
+// groups changed (group membership moves the remote side of every rule
+// that references the group), plus the generic blueprint edits.
+func TestIncrementalPolicy(t *testing.T) {
+	runs := 0
+	for n := 0; n < 80; n++ {
+		r := rand.New(rand.NewSource(int64(5000 + n)))
+		old := genPolicyBlueprint(t, r, n)
+		var cur *Blueprint
+		what := "policy change"
+		if n%3 == 2 {
+			cur, what = mutateBlueprint(t, r, old, n)
+		} else {
+			cur = mutatePolicy(t, r, old, n)
+		}
+		runs += checkIncremental(t, old, cur, n, what)
+	}
+	if runs == 0 {
+		t.Fatal("no incremental compile was checked")
+	}
+}

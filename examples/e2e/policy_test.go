@@ -260,9 +260,10 @@ func labPython(t *testing.T) string {
 
 // TestPolicyRevocation: an established TCP connection (a line echoed every
 // 100 ms) stops at the reload that removes the rule allowing it, and the
-// drop is counted by blue-web-2's no-match verdict.
+// drop is counted by blue-web-2's no-match verdict. No drift repair
+// during the test (--drift-interval 1h): the reload alone must cut it.
 func TestPolicyRevocation(t *testing.T) {
-	e := startEnv(t, policyBlueprint(t, 1, webSGAllow8080))
+	e := startEnv(t, policyBlueprint(t, 1, webSGAllow8080), "--drift-interval", "1h")
 	web1, web2 := e.vm("blue-web-1"), e.vm("blue-web-2")
 	py := labPython(t)
 	srv, err := e.lab.StartProcess(e.lab.VMNS(web2.Name), "echo-server", filepath.Join(t.TempDir(), "srv.log"), py, "-u", "-c", echoServerPy, fmt.Sprint(polAllowedPort))
