@@ -67,6 +67,9 @@ func SelectHost(candidates []flows.Host, source, name, hostname string, bridgeDP
 		}
 	}
 	why := fmt.Sprintf("the bridge's datapath id %016x is not one of theirs", dpid)
+	if len(candidates) == 1 {
+		why = fmt.Sprintf("the bridge's datapath id %016x is not %s's (%s)", dpid, list, candidates[0].DatapathID)
+	}
 	if err != nil {
 		why = fmt.Sprintf("the bridge's datapath id could not be read (%v)", err)
 	}
