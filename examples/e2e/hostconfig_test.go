@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"encoding/json"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -10,6 +13,7 @@ import (
 
 	"github.com/vpcflow/vpcflow/examples/lab"
 	"github.com/vpcflow/vpcflow/flows"
+	"github.com/vpcflow/vpcflow/tunnel"
 )
 
 // TestHostFilesLab: the lab run as a fleet is: every host gets its host
@@ -17,7 +21,8 @@ import (
 // --host-config` provisions it, and `host watch --host-config` runs with
 // one command line for every host (no --host: it finds its host by the
 // bridge's datapath id). The demo converges and forwards as with the
-// blueprint, the watchers close in-band control, and a new host file
+// blueprint, the watchers close in-band control, `vpcflow doctor
+// --host-config` checks a host against its file, and a new host file
 // (revision 2, a new trusted peer) is what kvm1's watcher installs when
 // its table empties with no controller running.
 func TestHostFilesLab(t *testing.T) {
@@ -62,6 +67,46 @@ func TestHostFilesLab(t *testing.T) {
 			return strings.Contains(out, "out-of-band") && !strings.Contains(out, "in-band\n"), out
 		})
 	}
+	// doctor takes its expectations from the host file too: kvm1's file
+	// passes on kvm1, kvm2's file there fails on the datapath id.
+	doctor := func(file string) *doctorRun {
+		t.Helper()
+		argv := []string{"netns", "exec", e.lab.HostNS("kvm1"), vpcflowBin, "doctor", "--host-config", file,
+			"--ovsdb", e.lab.DBSock("kvm1"), "--format", "json", "--wait", "2s"}
+		cmd := exec.CommandContext(e.ctx, "ip", argv...)
+		cmd.Env = append(os.Environ(), e.lab.OVSEnv("kvm1")...)
+		out, err := cmd.Output()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("vpcflow doctor: %v", err)
+		}
+		var list []tunnel.CheckResult
+		if err := json.Unmarshal(out, &list); err != nil {
+			t.Fatalf("vpcflow doctor --host-config (exit %d): %v\n%s", code, err, out)
+		}
+		r := &doctorRun{code: code, results: map[string]tunnel.CheckResult{}, raw: string(out)}
+		for _, c := range list {
+			r.results[c.Check] = c
+		}
+		return r
+	}
+	var r *doctorRun
+	eventually(t, 20*time.Second, "doctor --host-config passes on kvm1", func() (bool, string) {
+		r = doctor(e.lab.HostConfigPath("kvm1"))
+		return r.code == 0, r.raw
+	})
+	for _, c := range []string{tunnel.CheckDatapathID, tunnel.CheckControllerTargets, tunnel.CheckTunnelIP, tunnel.CheckTunnelPort, tunnel.CheckOVSDBListen} {
+		expectCheck(t, r, c, tunnel.StatusPass, "")
+	}
+	r = doctor(e.lab.HostConfigPath("kvm2"))
+	if r.code != 1 {
+		t.Fatalf("doctor with kvm2's host file on kvm1: exit %d, want 1\n%s", r.code, r.summary())
+	}
+	expectCheck(t, r, tunnel.CheckDatapathID, tunnel.StatusFail, "00000000000000a2")
+
 	// Forwarding as with the blueprint: same tier across hosts, not
 	// another VPC.
 	e.pingOK("blue-web-1", "10.10.1.12", 15*time.Second)
