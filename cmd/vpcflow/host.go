@@ -84,6 +84,13 @@ type hostFlags struct {
 	// hostname and bridgeDPID are overridden by tests.
 	hostname   func() (string, error)
 	bridgeDPID func(ctx context.Context, endpoint string, tcfg *tls.Config, bridge string) (uint64, error)
+	// waitHost (host watch): without --host, retry finding the host every
+	// waitEvery until it is found or waitHost is done, instead of failing.
+	// A watcher started before host apply has set the bridge's datapath id
+	// (or while ovs-vswitchd is down) then waits, rather than exiting into
+	// a service manager's restart limit.
+	waitHost  context.Context
+	waitEvery time.Duration
 }
 
 // tlsConfig is the OVSDB client TLS configuration for ssl: endpoints.
@@ -197,6 +204,18 @@ func (h *hostFlags) parse(name string, fs *flag.FlagSet, args []string) (*flows.
 		return read(ctx, ep, tcfg, h.bridge)
 	}
 	choice, err := tunnel.SelectHost(bp.Hosts[:candidates], h.src, h.host, hostname, readDPID)
+	for last := ""; err != nil && h.host == "" && h.waitHost != nil; {
+		if err.Error() != last {
+			fmt.Fprintf(os.Stderr, "vpcflow host %s: %v; retrying every %s (vpcflow host apply sets the bridge's datapath id)\n", name, err, h.waitEvery)
+			last = err.Error()
+		}
+		select {
+		case <-h.waitHost.Done():
+			return nil, nil, 0 // stopped (SIGINT/SIGTERM) while waiting
+		case <-time.After(h.waitEvery):
+		}
+		choice, err = tunnel.SelectHost(bp.Hosts[:candidates], h.src, h.host, hostname, readDPID)
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vpcflow host %s: %v\n", name, err)
 		return nil, nil, 1
@@ -294,6 +313,9 @@ func runHostWatch(args []string) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hf.waitHost, hf.waitEvery = ctx, 2*time.Second
 	_, host, code := hf.parse("watch", fs, args)
 	if code >= 0 {
 		return code
@@ -315,8 +337,6 @@ func runHostWatch(args []string) int {
 		fmt.Fprintln(os.Stderr, "vpcflow host watch:", err)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	load := tunnel.LoadWatchBlueprint
 	if hf.hostConfig != "" {
 		load = tunnel.LoadWatchHostConfig

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vpcflow/vpcflow/flows"
 )
@@ -154,5 +155,45 @@ func TestHostFlagsSource(t *testing.T) {
 	hf, _, _ = parse("kvm1", 0, "--host-config", kvm1, "--bridge", "cloudbr0", "--tls-cert", "/y/c.pem", "--tls-key", "/y/c.key", "--tls-ca", "/y/ca.pem")
 	if hf.bridge != "cloudbr0" || hf.tlsCert != "/y/c.pem" {
 		t.Errorf("flags do not override the host file: %+v", hf)
+	}
+}
+
+// TestHostWatchWaitsForItsHost: `host watch` without --host, started
+// before host apply has set the bridge's datapath id, waits (retrying)
+// until the datapath id names its host; stopped while waiting it exits 0.
+func TestHostWatchWaitsForItsHost(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "kvm2.yaml")
+	if code, _, errs := hostConfigCLI(t, "--blueprint", demoBP, "--host", "kvm2", "--output-file", p); code != 0 {
+		t.Fatal(errs)
+	}
+	newFlags := func(ctx context.Context, reads *int) (*hostFlags, *flag.FlagSet) {
+		hf := &hostFlags{
+			hostname: func() (string, error) { return "node-17", nil },
+			bridgeDPID: func(context.Context, string, *tls.Config, string) (uint64, error) {
+				*reads++
+				if *reads < 3 {
+					return 0, errors.New("bridge cloudbr0 has no datapath id yet")
+				}
+				return 0xa2, nil
+			},
+			waitHost: ctx, waitEvery: time.Millisecond,
+		}
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(&bytes.Buffer{})
+		hf.register(fs)
+		return hf, fs
+	}
+	reads := 0
+	hf, fs := newFlags(context.Background(), &reads)
+	_, h, code := hf.parse("watch", fs, []string{"--host-config", p})
+	if code != -1 || h == nil || h.Name != "kvm2" || hf.by != "datapath-id" || reads != 3 {
+		t.Fatalf("host %v exit %d by %q after %d reads; want kvm2 by datapath-id after 3", h, code, hf.by, reads)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	reads = -1000 // never the host
+	hf, fs = newFlags(ctx, &reads)
+	if _, h, code := hf.parse("watch", fs, []string{"--host-config", p}); code != 0 || h != nil {
+		t.Fatalf("stopped while waiting: host %v exit %d, want exit 0", h, code)
 	}
 }
