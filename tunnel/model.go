@@ -33,6 +33,8 @@ type bridgeRow struct {
 	Protocols    []string          `ovsdb:"protocols"`
 	OtherConfig  map[string]string `ovsdb:"other_config"`
 	DatapathType string            `ovsdb:"datapath_type"`
+	// DatapathID is the datapath id ovs-vswitchd reports (read only).
+	DatapathID *string `ovsdb:"datapath_id"`
 }
 
 // portRow is a row of the Port table. The bond columns matter only for a

@@ -8,7 +8,8 @@ package tunnel
 // same mtime/size poll as the controller's watcher); a file that does not
 // load, validate, name this host, or is older than the one in force is
 // rejected with its errors (file:line) logged, and the last good blueprint
-// stays in force.
+// stays in force. A host file (`--host-config`, flows.HostConfig) is
+// followed by the same code: it is read as its host-only blueprint.
 
 import (
 	"context"
@@ -52,12 +53,18 @@ func (w *Watcher) config() (string, []string) {
 	return w.Uplink, w.Bootstrap
 }
 
-// WatchBlueprint follows one host's view of a blueprint file.
+// WatchBlueprint follows one host's view of a blueprint file, or of its
+// host file.
 type WatchBlueprint struct {
 	path      string
 	host      string
 	bootstrap bool // compile bootstrap flows (false: --inband-recovery)
 	log       logrus.FieldLogger
+	// load reads the file: flows.Load, or for a host file
+	// flows.LoadHostConfigBlueprint; what names the file in messages.
+	load     func(path string) (*flows.Blueprint, error)
+	what     string
+	hostFile bool // the host must be the file's own host (Hosts[0]), not a peer
 
 	mu    sync.Mutex // serialises reloads (SIGHUP and the poll)
 	stamp string     // mtime/size of the file last read
@@ -68,12 +75,23 @@ type WatchBlueprint struct {
 // host's bootstrap management flows are compiled. An error here is fatal
 // for the watcher (there is no last good blueprint yet).
 func LoadWatchBlueprint(path, host string, bootstrap bool, log logrus.FieldLogger) (*WatchBlueprint, error) {
-	if log == nil {
-		log = logrus.StandardLogger()
+	return loadWatch(&WatchBlueprint{path: path, host: host, bootstrap: bootstrap, log: log, load: flows.Load, what: "blueprint"})
+}
+
+// LoadWatchHostConfig is LoadWatchBlueprint for a host file (kind
+// vpcflow.host/v1, `vpcflow host config`): the same reload rules, with
+// "host file" in the messages; host must be the file's own host.
+func LoadWatchHostConfig(path, host string, bootstrap bool, log logrus.FieldLogger) (*WatchBlueprint, error) {
+	return loadWatch(&WatchBlueprint{path: path, host: host, bootstrap: bootstrap, log: log, load: flows.LoadHostConfigBlueprint, what: "host file", hostFile: true})
+}
+
+func loadWatch(b *WatchBlueprint) (*WatchBlueprint, error) {
+	if b.log == nil {
+		b.log = logrus.StandardLogger()
 	}
-	b := &WatchBlueprint{path: path, host: host, bootstrap: bootstrap, log: log}
+	path := b.path
 	b.stamp = flows.FileStamp(path)
-	bp, err := flows.Load(path)
+	bp, err := b.load(path)
 	if err != nil {
 		return nil, err
 	}
@@ -95,6 +113,13 @@ func (b *WatchBlueprint) Config() WatchConfig {
 // compile checks that bp can drive this host's watcher and compiles it.
 func (b *WatchBlueprint) compile(bp *flows.Blueprint) (WatchConfig, error) {
 	h := bp.HostByName(b.host)
+	if b.hostFile && (len(bp.Hosts) == 0 || &bp.Hosts[0] != h) {
+		of := "no host"
+		if len(bp.Hosts) > 0 {
+			of = bp.Hosts[0].Name
+		}
+		return WatchConfig{}, fmt.Errorf("%s: this is the host file of %s, not of %s: install %s's own file (vpcflow host config --host %s)", b.path, of, b.host, b.host, b.host)
+	}
 	if h == nil {
 		var names []string
 		for _, x := range bp.Hosts {
@@ -127,16 +152,16 @@ func (b *WatchBlueprint) Reload(reason string) (bool, error) {
 		return false, nil
 	}
 	b.stamp = stamp
-	cfg, err := b.load()
-	log := b.log.WithFields(logrus.Fields{"reason": reason, "blueprint": b.path})
+	cfg, err := b.read()
+	log := b.log.WithFields(logrus.Fields{"reason": reason, strings.ReplaceAll(b.what, " ", "_"): b.path})
 	if err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {
-			log.Error("blueprint rejected, last good bootstrap flows kept: " + line)
+			log.Error(b.what + " rejected, last good bootstrap flows kept: " + line)
 		}
 		return false, err
 	}
 	if cfg.Hash == b.cfg.Hash {
-		log.WithField("revision", cfg.Revision).Info("blueprint unchanged")
+		log.WithField("revision", cfg.Revision).Info(b.what + " unchanged")
 		return false, nil
 	}
 	old := b.cfg
@@ -144,14 +169,14 @@ func (b *WatchBlueprint) Reload(reason string) (bool, error) {
 	changed := cfg.Uplink != old.Uplink || strings.Join(cfg.Bootstrap, "\n") != strings.Join(old.Bootstrap, "\n")
 	f := log.WithFields(logrus.Fields{"revision": cfg.Revision, "hash": cfg.Hash[:12], "bootstrap_flows": len(cfg.Bootstrap), "bootstrap_changed": changed})
 	if cfg.Endpoint != old.Endpoint {
-		f.WithFields(logrus.Fields{"ovsdb_was": old.Endpoint, "ovsdb": cfg.Endpoint}).Warn("the host's ovsdb: changed in the blueprint: the watcher keeps its OVSDB session; restart it to use the new endpoint")
+		f.WithFields(logrus.Fields{"ovsdb_was": old.Endpoint, "ovsdb": cfg.Endpoint}).Warn("the host's ovsdb: changed in the " + b.what + ": the watcher keeps its OVSDB session; restart it to use the new endpoint")
 	}
-	f.Info("blueprint loaded: the watcher uses its bootstrap flows from now on")
+	f.Info(b.what + " loaded: the watcher uses its bootstrap flows from now on")
 	return changed, nil
 }
 
-func (b *WatchBlueprint) load() (WatchConfig, error) {
-	bp, err := flows.Load(b.path)
+func (b *WatchBlueprint) read() (WatchConfig, error) {
+	bp, err := b.load(b.path)
 	if err != nil {
 		return WatchConfig{}, err
 	}

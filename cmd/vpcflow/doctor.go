@@ -23,7 +23,7 @@ func init() {
 }
 
 const doctorUsage = `usage:
-  vpcflow doctor [--blueprint FILE [--host NAME]] [--ovsdb unix:PATH|tcp:IP:PORT|ssl:IP:PORT] [--bridge cloudbr0]
+  vpcflow doctor [--host-config FILE | --blueprint FILE [--host NAME]] [--ovsdb unix:PATH|tcp:IP:PORT|ssl:IP:PORT] [--bridge cloudbr0]
                  [--uplink DEV] [--guest-mtu 1500] [--controller-url http://IP:PORT] [--format text|json]
                  [--tls-cert FILE --tls-key FILE --tls-ca FILE  (ssl: endpoints)]
 
@@ -34,7 +34,10 @@ when it cannot be evaluated).
 Exit code: 0 every check passed (warnings allowed), 1 a check failed, 2 usage error
 or doctor cannot run.
 
-OVSDB endpoint: --ovsdb > the host's ovsdb: in the blueprint > unix:$OVS_RUNDIR/db.sock
+--host-config FILE (the host file, vpcflow host config) gives the same expectations as
+--blueprint FILE --host NAME without the tenant inventory.
+
+OVSDB endpoint: --ovsdb > the host's ovsdb: in the file > unix:$OVS_RUNDIR/db.sock
 (OVS_RUNDIR defaults to /var/run/openvswitch; the OVS pidfiles are read from it).`
 
 func runDoctor(args []string) int {
@@ -45,6 +48,7 @@ func runDoctor(args []string) int {
 	}
 	bpPath := fs.String("blueprint", "", "blueprint file: adds the host's expectations and the management CIDRs")
 	hostName := fs.String("host", "", "this host's name in the blueprint (needs --blueprint)")
+	hostConfig := fs.String("host-config", "", "the host file (vpcflow host config): the host's expectations and the management CIDRs, without the tenant inventory")
 	endpoint := fs.String("ovsdb", "", "OVSDB endpoint unix:PATH | tcp:IP:PORT | ssl:IP:PORT (default: the host's ovsdb: from the blueprint, else unix:$OVS_RUNDIR/db.sock)")
 	bridge := fs.String("bridge", tunnel.DefaultBridge, "bridge to examine")
 	uplink := fs.String("uplink", "", "uplink NIC (default: the host's uplink from the blueprint, else the bridge's only NIC port)")
@@ -64,6 +68,10 @@ func runDoctor(args []string) int {
 	}
 	if *format != "text" && *format != "json" {
 		fmt.Fprintf(os.Stderr, "vpcflow doctor: --format %q: want text or json\n", *format)
+		return 2
+	}
+	if *hostConfig != "" && (*bpPath != "" || *hostName != "") {
+		fmt.Fprintln(os.Stderr, "vpcflow doctor: --host-config is the alternative to --blueprint FILE --host NAME: give one")
 		return 2
 	}
 	if *hostName != "" && *bpPath == "" {
@@ -99,6 +107,23 @@ func runDoctor(args []string) int {
 		ControllerURL: *ctlURL, ControllerURLSet: urlSet, Wait: *wait}
 	if *wait == 0 {
 		opts.Wait = -1 // DoctorOptions: negative = no polling
+	}
+	if *hostConfig != "" {
+		hc, err := flows.LoadHostConfig(*hostConfig)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "vpcflow doctor:", err)
+			return 2
+		}
+		bp := hc.Blueprint() // the host first
+		opts.Blueprint, opts.Host = bp, &bp.Hosts[0]
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if hc.Bridge != "" && !set["bridge"] { // the file's settings; flags override them
+			opts.Bridge = hc.Bridge
+		}
+		if t := hc.OVSDBTLS; t != nil && !set["tls-cert"] && !set["tls-key"] && !set["tls-ca"] {
+			*tlsCert, *tlsKey, *tlsCA = t.Cert, t.Key, t.CA
+		}
 	}
 	if *bpPath != "" {
 		bp, err := flows.Load(*bpPath)

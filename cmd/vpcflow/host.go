@@ -20,23 +20,36 @@ import (
 )
 
 func init() {
-	register("host", "provision a host's cloudbr0 (host apply) or guard its in-band control (host watch)", runHost)
+	register("host", "host-side tools: print a host's file (host config), provision its cloudbr0 (host apply), guard its management path (host watch)", runHost)
 }
 
 const hostUsage = `usage:
-  vpcflow host apply --blueprint FILE --host NAME [--ovsdb unix:PATH|tcp:IP:PORT] [--bridge cloudbr0]
-                     [--controllers tcp:A:6653,tcp:B:6653] [--create-bridge [--datapath-type system|netdev]]
-  vpcflow host watch --blueprint FILE --host NAME [--ovsdb unix:PATH|tcp:IP:PORT] [--bridge cloudbr0] [--interval 500ms] [--reload-poll 1s]
+  vpcflow host config --blueprint FILE --host NAME [-o yaml|json] [--output-file FILE] [--bridge NAME]
+                      [--tls-cert FILE --tls-key FILE --tls-ca FILE]
+  vpcflow host apply (--host-config FILE | --blueprint FILE) [--host NAME] [--ovsdb unix:PATH|tcp:IP:PORT]
+                     [--bridge cloudbr0] [--controllers tcp:A:6653,tcp:B:6653] [--create-bridge [--datapath-type system|netdev]]
+  vpcflow host watch (--host-config FILE | --blueprint FILE) [--host NAME] [--ovsdb unix:PATH|tcp:IP:PORT]
+                     [--bridge cloudbr0] [--interval 500ms] [--reload-poll 1s]
 
+config prints the host file of one host (kind vpcflow.host/v1): its bridge settings, uplink,
+       tunnel IP/MAC, datapath id, controllers, management section, the other hosts' tunnel
+       IPs/MACs and trusted_peers, and nothing about tenants (no VPCs, tiers, VMs, policies).
+       Install it on the host as /etc/vpcflow/host.yaml.
 apply  idempotently provisions the bridge over OVSDB: protocols=OpenFlow13, fail_mode=secure,
        other-config:datapath-id (and hwaddr from tunnel_mac), one Controller row per controller,
        a bonded uplink's bond port (uplink: {bond: [...]}: converts a single-NIC uplink port in place),
        then the flow-based tunnel port vpcflow-vxlan or vpcflow-gre.
-watch  runs on the host: opens in-band control while the controller's management flows
-       (in_port=LOCAL and in_port=<uplink or a bond member> in table 0) are missing, closes it once they are installed.
-       It follows the blueprint: SIGHUP or a file change reloads it (a bad file is logged and the last good one kept).
+watch  runs on the host: keeps the Controller rows out-of-band (in-band control closed) and installs
+       the host's bootstrap management flows when they are missing (an empty table) or no controller
+       has been reachable for 10 s. It follows its file: SIGHUP or a file change reloads it (a bad
+       file is logged and the last good one kept).
 
-OVSDB endpoint: --ovsdb > the host's ovsdb: in the blueprint > unix:$OVS_RUNDIR/db.sock
+--host-config FILE is the host file (the fleet way: hosts never hold the tenant inventory);
+--blueprint FILE reads the whole blueprint (single-node and lab use). Without --host the host is
+this machine's hostname (or its first label) when the file names it, else the one whose
+datapath_id is the bridge's datapath id; anything else is an error.
+
+OVSDB endpoint: --ovsdb > the host's ovsdb: in the file > unix:$OVS_RUNDIR/db.sock
 (OVS_RUNDIR defaults to /var/run/openvswitch).`
 
 func runHost(args []string) int {
@@ -45,6 +58,8 @@ func runHost(args []string) int {
 		return 2
 	}
 	switch args[0] {
+	case "config":
+		return runHostConfig(args[1:], os.Stdout, os.Stderr)
 	case "apply":
 		return runHostApply(args[1:])
 	case "watch":
@@ -60,8 +75,22 @@ func runHost(args []string) int {
 
 // hostFlags are the flags apply and watch share.
 type hostFlags struct {
-	blueprint, host, ovsdb, bridge, logFormat, logLevel string
-	tlsCert, tlsKey, tlsCA                              string
+	blueprint, hostConfig, host, ovsdb, bridge, logFormat, logLevel string
+	tlsCert, tlsKey, tlsCA                                          string
+
+	// Filled by parse.
+	src string // the file read (--host-config or --blueprint)
+	by  string // how the host was chosen: flag, hostname or datapath-id
+	// hostname and bridgeDPID are overridden by tests.
+	hostname   func() (string, error)
+	bridgeDPID func(ctx context.Context, endpoint string, tcfg *tls.Config, bridge string) (uint64, error)
+	// waitHost (host watch): without --host, retry finding the host every
+	// waitEvery until it is found or waitHost is done, instead of failing.
+	// A watcher started before host apply has set the bridge's datapath id
+	// (or while ovs-vswitchd is down) then waits, rather than exiting into
+	// a service manager's restart limit.
+	waitHost  context.Context
+	waitEvery time.Duration
 }
 
 // tlsConfig is the OVSDB client TLS configuration for ssl: endpoints.
@@ -73,19 +102,22 @@ func (h *hostFlags) tlsConfig(endpoint string) (*tls.Config, error) {
 }
 
 func (h *hostFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&h.blueprint, "blueprint", "", "blueprint file (required)")
-	fs.StringVar(&h.host, "host", "", "host name from the blueprint (required)")
-	fs.StringVar(&h.ovsdb, "ovsdb", "", "OVSDB endpoint unix:PATH | tcp:IP:PORT (default: the host's ovsdb: from the blueprint, else unix:$OVS_RUNDIR/db.sock)")
-	fs.StringVar(&h.bridge, "bridge", tunnel.DefaultBridge, "bridge to manage")
+	fs.StringVar(&h.hostConfig, "host-config", "", "the host file (vpcflow host config): what this host needs, without the tenant inventory")
+	fs.StringVar(&h.blueprint, "blueprint", "", "the whole blueprint instead of a host file (single-node and lab use)")
+	fs.StringVar(&h.host, "host", "", "this host's name (default: the hostname, else the host whose datapath_id is the bridge's)")
+	fs.StringVar(&h.ovsdb, "ovsdb", "", "OVSDB endpoint unix:PATH | tcp:IP:PORT (default: the host's ovsdb: from the file, else unix:$OVS_RUNDIR/db.sock)")
+	fs.StringVar(&h.bridge, "bridge", tunnel.DefaultBridge, "bridge to manage (default: the host file's bridge:, else cloudbr0)")
 	fs.StringVar(&h.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&h.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.StringVar(&h.tlsCert, "tls-cert", "", "ssl: OVSDB endpoints: client certificate (vpcflow pki sign)")
+	fs.StringVar(&h.tlsCert, "tls-cert", "", "ssl: OVSDB endpoints: client certificate (vpcflow pki sign; default: the host file's ovsdb_tls)")
 	fs.StringVar(&h.tlsKey, "tls-key", "", "ssl: OVSDB endpoints: client key")
 	fs.StringVar(&h.tlsCA, "tls-ca", "", "ssl: OVSDB endpoints: CA certificate the server must chain to")
 }
 
-// parse parses args, checks the required flags and loads the host; it
-// returns the exit code to use when it fails (2 usage, 1 error).
+// parse parses args, checks the flags, loads the blueprint or host file
+// and finds this host; it returns the exit code to use when it fails (2
+// usage, 1 error). For a host file the blueprint returned is its host-only
+// blueprint (flows.HostConfig.Blueprint).
 func (h *hostFlags) parse(name string, fs *flag.FlagSet, args []string) (*flows.Blueprint, *flows.Host, int) {
 	fs.Usage = func() {
 		fmt.Fprintln(os.Stderr, hostUsage+"\n\nflags of vpcflow host "+name+":")
@@ -101,8 +133,12 @@ func (h *hostFlags) parse(name string, fs *flag.FlagSet, args []string) (*flows.
 		fmt.Fprintf(os.Stderr, "vpcflow host %s: unexpected argument %q (all options are flags)\n", name, fs.Arg(0))
 		return nil, nil, 2
 	}
-	if h.blueprint == "" || h.host == "" {
-		fmt.Fprintf(os.Stderr, "vpcflow host %s: --blueprint and --host are required\n", name)
+	switch {
+	case h.blueprint != "" && h.hostConfig != "":
+		fmt.Fprintf(os.Stderr, "vpcflow host %s: --host-config and --blueprint are alternatives: give one (the host file on a fleet host)\n", name)
+		return nil, nil, 2
+	case h.blueprint == "" && h.hostConfig == "":
+		fmt.Fprintf(os.Stderr, "vpcflow host %s: --host-config FILE (this host's file, from vpcflow host config) or --blueprint FILE is required\n", name)
 		return nil, nil, 2
 	}
 	if h.ovsdb != "" {
@@ -111,21 +147,81 @@ func (h *hostFlags) parse(name string, fs *flag.FlagSet, args []string) (*flows.
 			return nil, nil, 2
 		}
 	}
-	bp, err := flows.Load(h.blueprint)
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var bp *flows.Blueprint
+	candidates := 0 // how many leading hosts may be this host (a host file's peers may not)
+	if h.hostConfig != "" {
+		h.src = h.hostConfig
+		hc, err := flows.LoadHostConfig(h.hostConfig)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "vpcflow host %s: %v\n", name, err)
+			return nil, nil, 1
+		}
+		// The host file's own settings; flags override them.
+		if hc.Bridge != "" && !set["bridge"] {
+			h.bridge = hc.Bridge
+		}
+		if t := hc.OVSDBTLS; t != nil && !set["tls-cert"] && !set["tls-key"] && !set["tls-ca"] {
+			h.tlsCert, h.tlsKey, h.tlsCA = t.Cert, t.Key, t.CA
+		}
+		bp, candidates = hc.Blueprint(), 1
+	} else {
+		h.src = h.blueprint
+		var err error
+		if bp, err = flows.Load(h.blueprint); err != nil {
+			fmt.Fprintf(os.Stderr, "vpcflow host %s: %v\n", name, err)
+			return nil, nil, 1
+		}
+		candidates = len(bp.Hosts)
+	}
+	hostname := ""
+	if h.host == "" {
+		get := h.hostname
+		if get == nil {
+			get = os.Hostname
+		}
+		hostname, _ = get()
+	}
+	readDPID := func() (uint64, error) {
+		ep := h.ovsdb
+		if ep == "" && h.hostConfig != "" {
+			ep = bp.Hosts[0].OVSDB
+		}
+		if ep == "" {
+			ep = tunnel.DefaultEndpoint()
+		}
+		tcfg, err := h.tlsConfig(ep)
+		if err != nil {
+			return 0, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		read := h.bridgeDPID
+		if read == nil {
+			read = tunnel.BridgeDatapathID
+		}
+		return read(ctx, ep, tcfg, h.bridge)
+	}
+	choice, err := tunnel.SelectHost(bp.Hosts[:candidates], h.src, h.host, hostname, readDPID)
+	for last := ""; err != nil && h.host == "" && h.waitHost != nil; {
+		if err.Error() != last {
+			fmt.Fprintf(os.Stderr, "vpcflow host %s: %v; retrying every %s (vpcflow host apply sets the bridge's datapath id)\n", name, err, h.waitEvery)
+			last = err.Error()
+		}
+		select {
+		case <-h.waitHost.Done():
+			return nil, nil, 0 // stopped (SIGINT/SIGTERM) while waiting
+		case <-time.After(h.waitEvery):
+		}
+		choice, err = tunnel.SelectHost(bp.Hosts[:candidates], h.src, h.host, hostname, readDPID)
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vpcflow host %s: %v\n", name, err)
 		return nil, nil, 1
 	}
-	host := bp.HostByName(h.host)
-	if host == nil {
-		var names []string
-		for _, x := range bp.Hosts {
-			names = append(names, x.Name)
-		}
-		fmt.Fprintf(os.Stderr, "vpcflow host %s: host %q is not in %s (hosts: %s)\n", name, h.host, h.blueprint, strings.Join(names, ", "))
-		return nil, nil, 1
-	}
-	return bp, host, -1
+	h.by = choice.By
+	return bp, choice.Host, -1
 }
 
 // endpoint applies the precedence --ovsdb > host's ovsdb: > local socket.
@@ -143,7 +239,7 @@ func runHostApply(args []string) int {
 	fs := flag.NewFlagSet("host apply", flag.ContinueOnError)
 	var hf hostFlags
 	hf.register(fs)
-	controllers := fs.String("controllers", "", "comma-separated OpenFlow targets, e.g. tcp:192.0.2.250:6653,tcp:192.0.2.251:6653 (default: the blueprint's controllers:)")
+	controllers := fs.String("controllers", "", "comma-separated OpenFlow targets, e.g. tcp:192.0.2.250:6653,tcp:192.0.2.251:6653 (default: the file's controllers:)")
 	create := fs.Bool("create-bridge", false, "create the bridge (with the uplink, or the bond, as a port) when it does not exist")
 	dpType := fs.String("datapath-type", tunnel.DefaultDatapathType, "datapath of a bridge created with --create-bridge: system (kernel) or netdev (userspace); an existing bridge's datapath is never changed")
 	timeout := fs.Duration("timeout", 60*time.Second, "give up after this long")
@@ -160,14 +256,18 @@ func runHostApply(args []string) int {
 		fmt.Fprintln(os.Stderr, "vpcflow host apply:", err)
 		return 2
 	}
-	targets := bp.Controllers
+	opts := tunnel.HostApplyOptions(bp, host)
 	if *controllers != "" {
-		targets = nil
+		var targets []string
 		for _, t := range strings.Split(*controllers, ",") {
 			if t = strings.TrimSpace(t); t != "" {
 				targets = append(targets, t)
 			}
 		}
+		opts.Controllers = targets
+	}
+	if hf.by != "flag" {
+		fmt.Fprintf(os.Stderr, "vpcflow host apply: host %s (chosen by %s) from %s\n", host.Name, hf.by, hf.src)
 	}
 	// The changes are printed on stdout; the library's per-change log lines
 	// would repeat them on a terminal, so they show only at debug level.
@@ -183,17 +283,9 @@ func runHostApply(args []string) int {
 		fmt.Fprintln(os.Stderr, "vpcflow host apply:", err)
 		return 2
 	}
-	res, err := tunnel.Apply(ctx, tunnel.ApplyOptions{
-		TLS:           tcfg,
-		Endpoint:      hf.endpoint(host),
-		Bridge:        hf.bridge,
-		Host:          host,
-		Encapsulation: bp.Encapsulation,
-		Controllers:   targets,
-		DatapathType:  *dpType,
-		CreateBridge:  *create,
-		Logger:        log,
-	})
+	opts.TLS, opts.Endpoint, opts.Bridge = tcfg, hf.endpoint(host), hf.bridge
+	opts.DatapathType, opts.CreateBridge, opts.Logger = *dpType, *create, log
+	res, err := tunnel.Apply(ctx, opts)
 	if res != nil {
 		for _, c := range res.Changes {
 			fmt.Println(c)
@@ -215,12 +307,15 @@ func runHostWatch(args []string) int {
 	hf.register(fs)
 	interval := fs.Duration("interval", 500*time.Millisecond, "how often to read table 0 and the Controller rows")
 	inbandRecovery := fs.Bool("inband-recovery", false, "recover by opening OVS in-band control instead of installing bootstrap management flows (weaker: in-band rules expose the controller to guests while open)")
-	reloadPoll := fs.Duration("reload-poll", time.Second, "how often to check the blueprint file for changes (mtime/size); SIGHUP reloads at once")
+	reloadPoll := fs.Duration("reload-poll", time.Second, "how often to check the host file (or blueprint) for changes (mtime/size); SIGHUP reloads at once")
 	// SIGHUP is caught before the blueprint is read, so a reload signal
 	// sent during start-up is not lost (and does not kill the process).
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hf.waitHost, hf.waitEvery = ctx, 2*time.Second
 	_, host, code := hf.parse("watch", fs, args)
 	if code >= 0 {
 		return code
@@ -234,7 +329,7 @@ func runHostWatch(args []string) int {
 		return 2
 	}
 	if host.Uplink == "" {
-		fmt.Fprintf(os.Stderr, "vpcflow host watch: host %s has no uplink in %s: the management flows cannot be recognised\n", host.Name, hf.blueprint)
+		fmt.Fprintf(os.Stderr, "vpcflow host watch: host %s has no uplink in %s: the management flows cannot be recognised\n", host.Name, hf.src)
 		return 1
 	}
 	log, err := newLogger(hf.logFormat, hf.logLevel)
@@ -242,16 +337,18 @@ func runHostWatch(args []string) int {
 		fmt.Fprintln(os.Stderr, "vpcflow host watch:", err)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	src, err := tunnel.LoadWatchBlueprint(hf.blueprint, host.Name, !*inbandRecovery, log)
+	load := tunnel.LoadWatchBlueprint
+	if hf.hostConfig != "" {
+		load = tunnel.LoadWatchHostConfig
+	}
+	src, err := load(hf.src, host.Name, !*inbandRecovery, log)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vpcflow host watch: %v\n", err)
 		return 1
 	}
 	cfg := src.Config()
 	ep := hf.endpoint(host)
-	log.WithFields(logrus.Fields{"bridge": hf.bridge, "host": host.Name, "uplink": host.Uplink, "ovsdb": ep, "interval": interval.String()}).
+	log.WithFields(logrus.Fields{"bridge": hf.bridge, "host": host.Name, "host_by": hf.by, "file": hf.src, "uplink": host.Uplink, "ovsdb": ep, "interval": interval.String()}).
 		Info("watching management flows to manage in-band control")
 	tcfg, err := hf.tlsConfig(ep)
 	if err != nil {

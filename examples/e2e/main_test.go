@@ -123,6 +123,13 @@ func startEnvWith(t *testing.T, blueprint, dir string, provision func(l *lab.Lab
 // watchers and the controller use the blueprint file (blueprint).
 func startEnvTopology(t *testing.T, blueprint, topology, dir string, provision func(l *lab.Lab, host string) error) *env {
 	t.Helper()
+	return startEnvOpts(t, blueprint, topology, dir, provision, nil)
+}
+
+// startEnvOpts is startEnvTopology with edit, when set, applied to the
+// lab's options before it is built.
+func startEnvOpts(t *testing.T, blueprint, topology, dir string, provision func(l *lab.Lab, host string) error, edit func(*lab.Options)) *env {
+	t.Helper()
 	skipIfDisabled(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -145,6 +152,9 @@ func startEnvTopology(t *testing.T, blueprint, topology, dir string, provision f
 	}
 	if provision != nil {
 		opts.Provision = func(ctx context.Context, l *lab.Lab, h *flows.Host) error { return provision(l, h.Name) }
+	}
+	if edit != nil {
+		edit(&opts)
 	}
 	upCtx, upCancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer upCancel()

@@ -171,12 +171,22 @@ func (l *Lab) buildHost(ctx context.Context, hi *hostInfo) error {
 		return err
 	}
 	log.WithField("took", time.Since(t0).Round(time.Millisecond)).Debug("cloudbr0 up")
+	if l.opts.HostFiles {
+		// What an operator does per host: the host file, not the blueprint.
+		if _, err := run(ctx, nil, l.opts.VPCFlowBin, "host", "config", "--blueprint", l.opts.BlueprintPath,
+			"--host", name, "--output-file", l.HostConfigPath(name)); err != nil {
+			return err
+		}
+	}
 	if err := l.opts.Provision(ctx, l, hi.h); err != nil {
 		return fmt.Errorf("lab: provisioning host %s: %w", name, err)
 	}
 	if l.opts.Watch {
-		if _, err := l.startProcess(ns, name+"-watch", filepath.Join(l.hostDir(name), "watch.log"), "", l.OVSEnv(name), syscall.SIGTERM,
-			l.opts.VPCFlowBin, "host", "watch", "--blueprint", l.opts.BlueprintPath, "--host", name, "--ovsdb", l.DBSock(name)); err != nil {
+		argv := []string{l.opts.VPCFlowBin, "host", "watch", "--blueprint", l.opts.BlueprintPath, "--host", name, "--ovsdb", l.DBSock(name)}
+		if l.opts.HostFiles { // one command line for every host: no --host
+			argv = []string{l.opts.VPCFlowBin, "host", "watch", "--host-config", l.HostConfigPath(name), "--ovsdb", l.DBSock(name)}
+		}
+		if _, err := l.startProcess(ns, name+"-watch", filepath.Join(l.hostDir(name), "watch.log"), "", l.OVSEnv(name), syscall.SIGTERM, argv...); err != nil {
 			return err
 		}
 	}

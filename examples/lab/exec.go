@@ -172,10 +172,16 @@ func hasFlag(args []string, names ...string) bool {
 }
 
 // DefaultProvision provisions a host with `vpcflow host apply`, run inside
-// the host namespace with the host's OVS environment and its unix socket.
+// the host namespace with the host's OVS environment and its unix socket,
+// from the blueprint or (Options.HostFiles) the host's host file. --host is
+// given: the hand-made bridge has no datapath id to find the host by yet.
 func DefaultProvision(ctx context.Context, l *Lab, h *flows.Host) error {
+	src := []string{"--blueprint", l.opts.BlueprintPath}
+	if l.opts.HostFiles {
+		src = []string{"--host-config", l.HostConfigPath(h.Name)}
+	}
+	argv := append([]string{l.opts.VPCFlowBin, "host", "apply"}, src...)
 	_, err := l.execEnv(ctx, l.HostNS(h.Name), l.OVSEnv(h.Name),
-		l.opts.VPCFlowBin, "host", "apply", "--blueprint", l.opts.BlueprintPath,
-		"--host", h.Name, "--ovsdb", l.DBSock(h.Name))
+		append(argv, "--host", h.Name, "--ovsdb", l.DBSock(h.Name))...)
 	return err
 }

@@ -87,6 +87,13 @@ type Options struct {
 	// Watch starts `vpcflow host watch` in each host namespace after
 	// provisioning (log: Dir/<host>/watch.log); Down stops it.
 	Watch bool
+	// HostFiles gives each host its host file instead of the blueprint, as
+	// on a fleet host: `vpcflow host config` writes Dir/<host>/host.yaml
+	// (HostConfigPath) before provisioning; the default Provision hook runs
+	// `host apply --host-config` and the watcher `host watch --host-config`
+	// without --host (it finds its host by the bridge's datapath id, which
+	// host apply set). Default false: both read BlueprintPath.
+	HostFiles bool
 	// Log receives the lab's progress lines (logrus text). Default: discarded.
 	Log io.Writer
 }
@@ -152,12 +159,12 @@ func Up(ctx context.Context, opts Options) (l *Lab, err error) {
 			return nil, err
 		}
 	}
-	if opts.Provision == nil || opts.Watch {
+	if opts.Provision == nil || opts.Watch || opts.HostFiles {
 		if opts.VPCFlowBin == "" {
-			return nil, errors.New("lab: Options.VPCFlowBin is required by the default Provision hook and by Watch (build it with `go build ./cmd/vpcflow`)")
+			return nil, errors.New("lab: Options.VPCFlowBin is required by the default Provision hook, Watch and HostFiles (build it with `go build ./cmd/vpcflow`)")
 		}
 		if opts.BlueprintPath == "" {
-			return nil, errors.New("lab: Options.BlueprintPath is required by the default Provision hook and by Watch (vpcflow reads the blueprint file)")
+			return nil, errors.New("lab: Options.BlueprintPath is required by the default Provision hook, Watch and HostFiles (vpcflow reads the blueprint file)")
 		}
 		bin, err := exec.LookPath(opts.VPCFlowBin)
 		if err != nil {
@@ -474,6 +481,9 @@ func (l *Lab) HostAddr(host string) (string, error) {
 
 // hostDir is a host's private OVS state directory.
 func (l *Lab) hostDir(host string) string { return filepath.Join(l.dir, host) }
+
+// HostConfigPath is where Options.HostFiles puts a host's host file.
+func (l *Lab) HostConfigPath(host string) string { return filepath.Join(l.hostDir(host), "host.yaml") }
 
 // DBSock returns the OVSDB remote of a host's ovsdb-server ("unix:<dir>/db.sock").
 func (l *Lab) DBSock(host string) string { return "unix:" + filepath.Join(l.hostDir(host), "db.sock") }
