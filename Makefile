@@ -4,7 +4,15 @@ GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 BIN := bin/vpcflow
 
-.PHONY: all build deps test unit fuzz e2e lint demo clean soak
+# Version information linked into the binary (buildinfo package; `vpcflow
+# version`). A plain `go build` falls back to Go's own build information.
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null)
+COMMIT := $(shell git rev-parse HEAD 2>/dev/null)
+BUILD_DATE := $(shell date -u $${SOURCE_DATE_EPOCH:+-d @$$SOURCE_DATE_EPOCH} +%Y-%m-%dT%H:%M:%SZ)
+BUILDINFO := github.com/vpcflow/vpcflow/buildinfo
+LDFLAGS := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT) -X $(BUILDINFO).date=$(BUILD_DATE)
+
+.PHONY: all build deps test unit fuzz e2e lint demo clean soak package package-test
 
 all: build
 
@@ -12,8 +20,21 @@ all: build
 deps:
 	bash scripts/install-deps.sh
 
+# build: a static binary (CGO_ENABLED=0: no libc, so no GLIBC symbol
+# versions; it runs on any x86-64 Linux, glibc 2.17-era hosts included).
 build:
-	$(GO) build -o $(BIN) ./cmd/vpcflow
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/vpcflow
+
+# package: dist/vpcflow_<version>_<arch>.deb with dpkg-deb (scripts/package-deb.sh;
+# the binary, the systemd units, commented examples in /etc/vpcflow).
+DIST := dist
+package: build
+	VERSION="$(VERSION)" bash scripts/package-deb.sh $(BIN) $(DIST)
+
+# package-test: builds the package and checks it (contents, dpkg -x into a
+# temporary root, the extracted vpcflow version, systemd-analyze verify).
+package-test:
+	$(GO) test -count=1 -v -run '^TestPackage' ./cmd/vpcflow/
 
 # lint: gofmt, go vet, go.mod tidy.
 lint:
@@ -59,4 +80,4 @@ demo: deps build
 	$(BIN) demo
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

@@ -80,6 +80,9 @@ type LocalState struct {
 	// the newest (Revision, Version, Origin) wins. Origin "" = this member.
 	Version uint64
 	Origin  string
+	// BuildVersion is the member's vpcflow version (buildinfo), shown in
+	// `vpcflow status`; "" from a replica too old to gossip it.
+	BuildVersion string
 }
 
 // Member is one live replica as seen locally.
@@ -798,7 +801,7 @@ func (c *Cluster) mergeEntryLocked(e *stateEntry) bool {
 func stateEqual(a, b *LocalState) bool {
 	return a.Revision == b.Revision && a.Hash == b.Hash && a.MaxGeneration == b.MaxGeneration &&
 		a.OpenFlow == b.OpenFlow && slices.Equal(a.Connected, b.Connected) && a.Version == b.Version && a.Origin == b.Origin &&
-		slices.Equal(a.Master, b.Master) && slices.Equal(a.ReplicaSet, b.ReplicaSet)
+		slices.Equal(a.Master, b.Master) && slices.Equal(a.ReplicaSet, b.ReplicaSet) && a.BuildVersion == b.BuildVersion
 }
 
 func toSet(ds []uint64) map[uint64]struct{} {

@@ -630,7 +630,7 @@ func TestValidate(t *testing.T) {
 func TestCodecRoundTrip(t *testing.T) {
 	e := &stateEntry{Name: "r1", Epoch: 1 << 62, Seq: 5, State: LocalState{
 		Revision: 1<<32 - 1, Hash: "abcdef", MaxGeneration: 1<<64 - 1, OpenFlow: "tcp:192.0.2.1:6653",
-		Connected: []uint64{0, 1, 1 << 47, 1<<64 - 1}, Version: 1<<64 - 1, Origin: "r2", Master: []uint64{1, 1 << 47}, ReplicaSet: []string{"r1", "r2"},
+		Connected: []uint64{0, 1, 1 << 47, 1<<64 - 1}, Version: 1<<64 - 1, Origin: "r2", Master: []uint64{1, 1 << 47}, ReplicaSet: []string{"r1", "r2"}, BuildVersion: "v9.9.9",
 	}}
 	got, err := decodeStateMsg(encodeStateMsg(e))
 	if err != nil {

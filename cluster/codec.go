@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
+	"unicode/utf8"
 )
 
 // Wire format of replica state (all integers unsigned varints, strings
@@ -24,12 +26,14 @@ import (
 //	ext:         length (bytes that follow) policyVersion policyOrigin
 //	             nMaster delta-encoded-sorted-dpids×nMaster
 //	             nSet name×nSet   (the replica set it enforces)
+//	             buildVersion     (its vpcflow version, informational)
 //	             [later fields]
 //
 // A state without ext (an older replica) has policy version 0, origin ""
 // (the member itself) and no MASTER list (its back-off then lasts the
-// whole ReclaimBackoff, as before). A decoder skips ext fields it does not
-// know.
+// whole ReclaimBackoff, as before). A state whose ext ends before a field
+// (a replica of an older vpcflow) leaves that field empty: no build
+// version. A decoder skips ext fields it does not know.
 //
 // (epoch, seq) orders the states of one replica: epoch is the replica's
 // start time in nanoseconds, so a restarted replica's state supersedes its
@@ -174,6 +178,7 @@ func appendExt(b []byte, e *stateEntry) []byte {
 	for _, n := range e.State.ReplicaSet {
 		x = appendString(x, n)
 	}
+	x = appendString(x, e.State.BuildVersion)
 	b = binary.AppendUvarint(b, uint64(len(x)))
 	return append(b, x...)
 }
@@ -209,6 +214,9 @@ func (r *reader) ext(e *stateEntry) {
 		for i := uint64(0); i < n && x.err == nil; i++ {
 			e.State.ReplicaSet = append(e.State.ReplicaSet, x.string())
 		}
+	}
+	if len(x.b) > 0 {
+		e.State.BuildVersion = cleanBuildVersion(x.string())
 	}
 	if x.err != nil {
 		r.err = fmt.Errorf("state extension: %w", x.err)
@@ -281,4 +289,22 @@ func normalizeConnected(in []uint64) []uint64 {
 	out := slices.Clone(in)
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// maxBuildVersion bounds a gossiped build version (informational: longer
+// ones are cut, never refused, so a future replica's state still decodes).
+const maxBuildVersion = 64
+
+// cleanBuildVersion keeps a peer's build version printable and short: it is
+// shown in `vpcflow status`, so control characters become '?'.
+func cleanBuildVersion(v string) string {
+	if len(v) > maxBuildVersion {
+		v = v[:maxBuildVersion]
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
+			return '?'
+		}
+		return r
+	}, v)
 }

@@ -246,7 +246,7 @@ func (c *Controller) publishState() {
 	sort.Slice(dpids, func(i, j int) bool { return dpids[i] < dpids[j] })
 	k := p.key(cl.Name())
 	cl.SetLocal(cluster.LocalState{Revision: p.bp.Revision, Hash: p.hash, Connected: dpids, Master: masters,
-		MaxGeneration: cl.MaxGeneration(), OpenFlow: c.opts.Listen, Version: k.Version, Origin: k.Origin})
+		MaxGeneration: cl.MaxGeneration(), OpenFlow: c.opts.Listen, Version: k.Version, Origin: k.Origin, BuildVersion: buildVersion()})
 }
 
 // ClusterStatus is the cluster part of /status.
@@ -275,6 +275,9 @@ type ClusterMember struct {
 	// (docs/cluster.md#blueprint-distribution).
 	PolicyVersion uint64 `json:"policy_version"`
 	PolicyOrigin  string `json:"policy_origin"`
+	// Version is the member's vpcflow version (gossiped; empty for a
+	// replica too old to gossip it).
+	Version string `json:"version,omitempty"`
 }
 
 func (c *Controller) clusterStatus() *ClusterStatus {
@@ -286,7 +289,7 @@ func (c *Controller) clusterStatus() *ClusterStatus {
 	for _, m := range cl.Members() {
 		cm := ClusterMember{Name: m.Name, Addr: m.Addr, Self: m.Self, Revision: m.State.Revision, Hash: m.State.Hash,
 			Connected: len(m.State.Connected), MaxGeneration: m.State.MaxGeneration, Owned: []string{},
-			PolicyVersion: m.State.Version, PolicyOrigin: cluster.KeyOf(m.Name, &m.State).Origin}
+			PolicyVersion: m.State.Version, PolicyOrigin: cluster.KeyOf(m.Name, &m.State).Origin, Version: m.State.BuildVersion}
 		for _, d := range m.Owned {
 			cm.Owned = append(cm.Owned, fmt.Sprintf("%016x", d))
 		}

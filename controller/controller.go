@@ -487,7 +487,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.mu.Unlock()
 	}
 	c.log.WithFields(logrus.Fields{"openflow": ln.Addr().String(), "http": c.opts.HTTP, "blueprint": c.sourceName(),
-		"revision": c.policy().bp.Revision}).Info("controller started")
+		"revision": c.policy().bp.Revision, "version": buildVersion(), "commit": buildCommit()}).Info("controller started")
 
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)

@@ -13,6 +13,8 @@ import (
 
 // Status is the controller's GET /status document.
 type Status struct {
+	// Version is this controller's vpcflow version (buildinfo).
+	Version       string `json:"version"`
 	Revision      uint32 `json:"revision"`
 	BlueprintHash string `json:"blueprint_hash"`
 	Blueprint     string `json:"blueprint"`
@@ -36,7 +38,7 @@ type Status struct {
 func (c *Controller) Status() Status {
 	c.mu.Lock()
 	p := c.pol
-	st := Status{Revision: p.bp.Revision, BlueprintHash: p.hash, Blueprint: p.fromName(c),
+	st := Status{Version: buildVersion(), Revision: p.bp.Revision, BlueprintHash: p.hash, Blueprint: p.fromName(c),
 		LoadedAt: p.loaded, LastReloadError: c.reloadErr, Rejected: append([]Rejected(nil), c.rejected...)}
 	if cl := c.opts.Cluster; cl != nil {
 		k := p.key(cl.Name())

@@ -53,6 +53,7 @@ func newMetrics(c *Controller) *metrics {
 	m.peerFetches = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vpcflow_blueprint_peer_fetches_total",
 		Help: "Blueprints fetched from another replica because it enforced a newer policy, by result (ok: verified and applied; error: transfer failed, refused, invalid or hash mismatch)."}, []string{"result"})
 	m.reg.MustRegister(m.peerFetches, m.dropEvents, m.dropSuppressed, m.rejected, m.hsRefused, m.reconcile, m.flowMods, m.modErrors, m.drift, m.roles, &statusCollector{c})
+	m.reg.MustRegister(newBuildInfoMetric()) // version.go
 	return m
 }
 

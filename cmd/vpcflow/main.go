@@ -40,6 +40,9 @@ func main() {
 		usage()
 		os.Exit(2)
 	}
+	if os.Args[1] == "--version" || os.Args[1] == "-version" {
+		os.Exit(runVersion(os.Args[2:]))
+	}
 	c, ok := commands[os.Args[1]]
 	if !ok {
 		fmt.Fprintf(os.Stderr, "vpcflow: unknown command %q\n", os.Args[1])

@@ -59,13 +59,13 @@ func runStatus(args []string) int {
 	if cs := st.Cluster; cs != nil {
 		fmt.Printf("cluster: this replica %s, quorum %v\n", cs.Self, cs.Quorum)
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  MEMBER\tADDRESS\tREVISION\tBLUEPRINT\tCONNECTED\tOWNS")
+		fmt.Fprintln(tw, "  MEMBER\tADDRESS\tVERSION\tREVISION\tBLUEPRINT\tCONNECTED\tOWNS")
 		for _, m := range cs.Members {
 			name := m.Name
 			if m.Self {
 				name += " (self)"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%d\t%s\n", name, m.Addr, m.Revision, short(m.Hash), m.Connected, strings.Join(m.Owned, ","))
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%d\t%s\n", name, m.Addr, dash(m.Version), m.Revision, short(m.Hash), m.Connected, strings.Join(m.Owned, ","))
 		}
 		tw.Flush()
 		if !cs.Quorum {
