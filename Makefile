@@ -10,7 +10,7 @@ VERSION := $(shell git describe --tags --always --dirty 2>/dev/null)
 COMMIT := $(shell git rev-parse HEAD 2>/dev/null)
 BUILD_DATE := $(shell date -u $${SOURCE_DATE_EPOCH:+-d @$$SOURCE_DATE_EPOCH} +%Y-%m-%dT%H:%M:%SZ)
 BUILDINFO := github.com/vpcflow/vpcflow/buildinfo
-LDFLAGS := -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT) -X $(BUILDINFO).date=$(BUILD_DATE)
+LDFLAGS := -s -w -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT) -X $(BUILDINFO).date=$(BUILD_DATE)
 
 .PHONY: all build deps test unit fuzz e2e lint demo clean soak package package-test
 
@@ -21,7 +21,9 @@ deps:
 	bash scripts/install-deps.sh
 
 # build: a static binary (CGO_ENABLED=0: no libc, so no GLIBC symbol
-# versions; it runs on any x86-64 Linux, glibc 2.17-era hosts included).
+# versions; it runs on any x86-64 Linux, glibc 2.17-era hosts included),
+# without the symbol table and DWARF (-s -w: 19 instead of 27 MB; panics
+# still print file:line).
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/vpcflow
 
@@ -32,7 +34,9 @@ package: build
 	VERSION="$(VERSION)" bash scripts/package-deb.sh $(BIN) $(DIST)
 
 # package-test: builds the package and checks it (contents, dpkg -x into a
-# temporary root, the extracted vpcflow version, systemd-analyze verify).
+# temporary root, the extracted vpcflow version, systemd-analyze verify,
+# the controller unit's ExecStart). It compresses with gzip (DEB_COMPRESS)
+# to stay fast; make unit runs it too (./cmd/...).
 package-test:
 	$(GO) test -count=1 -v -run '^TestPackage' ./cmd/vpcflow/
 
