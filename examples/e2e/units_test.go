@@ -68,7 +68,7 @@ controller*) priv=%q ;;
 *) exec "$bin" "$@" ;;
 esac
 exec unshare --mount --propagation private sh -c 'mount -o remount,bind,ro / && exec setpriv '"$priv"' "$0" "$@"' "$bin" "$@"
-`, bin, "--reuid=65534 --regid=65534 --clear-groups "+confine, "--reuid=65534 --regid=65534 --clear-groups "+confine)
+`, bin, confine, "--reuid=65534 --regid=65534 --clear-groups "+confine)
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
