@@ -50,6 +50,7 @@ bin=$1 dist=$2
 top=$(cd "$(dirname "$0")/.." && pwd)
 pkg=$top/packaging
 [[ -x $bin ]] || die "$bin: no such executable: run make build first (make package does)"
+bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 command -v dpkg-deb >/dev/null || die "dpkg-deb not found: apt-get install dpkg"
 
 # Only the static binary is packaged: it must run on any host of the
@@ -77,10 +78,20 @@ install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" "$r
 install -m 0755 "$bin" "$root/usr/bin/vpcflow"
 install -m 0644 "$pkg/systemd/vpcflow-controller.service" "$pkg/systemd/vpcflow-host-watch.service" "$root/lib/systemd/system/"
 install -m 0644 "$pkg/etc/controller.env" "$pkg/etc/host-watch.env" "$pkg/etc/blueprint.example.yaml" "$root/etc/vpcflow/"
+# The example host file is made from the example blueprint by the binary
+# itself, so the two always agree.
+{
+	echo "# /etc/vpcflow/host.example.yaml: the host file of kvm1 in blueprint.example.yaml."
+	echo "# Make each hypervisor's own on a controller machine and install it as"
+	echo "# /etc/vpcflow/host.yaml (host-watch.env reads it):"
+	echo "#   vpcflow host config --blueprint /etc/vpcflow/blueprint.yaml --host kvm1 --output-file kvm1.yaml"
+	(cd "$pkg/etc" && "$bin" host config --blueprint blueprint.example.yaml --host kvm1)
+} >"$root/etc/vpcflow/host.example.yaml" || die "vpcflow host config on the example blueprint failed"
+chmod 0644 "$root/etc/vpcflow/host.example.yaml"
 install -m 0644 "$top/README.md" "$top/docs/operations.md" "$root/usr/share/doc/vpcflow/"
 install -m 0644 "$top/LICENSE" "$root/usr/share/doc/vpcflow/copyright"
 install -m 0755 "$pkg/deb/postinst" "$pkg/deb/prerm" "$pkg/deb/postrm" "$root/DEBIAN/"
-printf '/etc/vpcflow/%s\n' controller.env host-watch.env blueprint.example.yaml >"$root/DEBIAN/conffiles"
+printf '/etc/vpcflow/%s\n' controller.env host-watch.env blueprint.example.yaml host.example.yaml >"$root/DEBIAN/conffiles"
 size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$ARCH/" -e "s/@SIZE@/$size/" \
 	-e "s/@MAINTAINER@/${MAINTAINER:-vpcflow maintainers <vpcflow@localhost>}/" \

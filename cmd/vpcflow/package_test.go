@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vpcflow/vpcflow/flows"
 )
 
 // TestPackage builds the .deb the way `make package` does (make package
@@ -55,7 +57,12 @@ func TestPackage(t *testing.T) {
 	t0 := time.Now()
 	// gzip: xz costs ~15 s of CPU for the 19 MB binary on the shared CI
 	// machine; the compressor is dpkg-deb's business, not ours.
-	out := run(t, top, "env", "DEB_COMPRESS=gzip", "make", "--no-print-directory", "package", "BIN="+bin, "DIST="+dist)
+	// BIN relative to the repository, as make's default bin/vpcflow is.
+	relBin, err := filepath.Rel(top, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := run(t, top, "env", "DEB_COMPRESS=gzip", "make", "--no-print-directory", "package", "BIN="+relBin, "DIST="+dist)
 	t.Logf("make package: %s", time.Since(t0).Round(100*time.Millisecond))
 	describe := strings.TrimSpace(run(t, top, "git", "describe", "--tags", "--always", "--dirty"))
 	commit := strings.TrimSpace(run(t, top, "git", "rev-parse", "HEAD"))
@@ -79,7 +86,7 @@ func TestPackage(t *testing.T) {
 			}
 		}
 		got := strings.Fields(run(t, "", "dpkg-deb", "-I", deb, "conffiles"))
-		want := []string{"/etc/vpcflow/blueprint.example.yaml", "/etc/vpcflow/controller.env", "/etc/vpcflow/host-watch.env"}
+		want := []string{"/etc/vpcflow/blueprint.example.yaml", "/etc/vpcflow/controller.env", "/etc/vpcflow/host-watch.env", "/etc/vpcflow/host.example.yaml"}
 		slices.Sort(got)
 		if !slices.Equal(got, want) {
 			t.Errorf("conffiles %v, want %v", got, want)
@@ -104,6 +111,7 @@ func TestPackage(t *testing.T) {
 			"/etc/vpcflow/controller.env":          "-rw-r--r-- root/root",
 			"/etc/vpcflow/host-watch.env":          "-rw-r--r-- root/root",
 			"/etc/vpcflow/blueprint.example.yaml":  "-rw-r--r-- root/root",
+			"/etc/vpcflow/host.example.yaml":       "-rw-r--r-- root/root",
 			"/usr/share/doc/vpcflow/copyright":     "-rw-r--r-- root/root",
 			"/usr/share/doc/vpcflow/operations.md": "-rw-r--r-- root/root",
 		} {
@@ -128,16 +136,20 @@ func TestPackage(t *testing.T) {
 		if out, err := exec.Command(xbin, "validate", filepath.Join(root, "etc/vpcflow/blueprint.example.yaml")).CombinedOutput(); err != nil {
 			t.Errorf("the packaged example blueprint does not validate: %v\n%s", err, out)
 		}
+		hc, err := flows.LoadHostConfig(filepath.Join(root, "etc/vpcflow/host.example.yaml"))
+		if err != nil || hc.Host.Name != "kvm1" {
+			t.Errorf("the packaged example host file: %v %+v", err, hc)
+		}
 	})
 
 	t.Run("units", func(t *testing.T) {
 		for _, c := range []struct {
-			unit, env, variable string
-			want                []string
+			unit, env, variable, config string
+			want                        []string
 		}{
-			{"vpcflow-controller.service", "controller.env", "VPCFLOW_CONTROLLER_ARGS",
+			{"vpcflow-controller.service", "controller.env", "VPCFLOW_CONTROLLER_ARGS", "--blueprint /etc/vpcflow/blueprint.yaml",
 				[]string{"User=vpcflow", "After=network-online.target openvswitch-switch.service"}},
-			{"vpcflow-host-watch.service", "host-watch.env", "VPCFLOW_HOST_WATCH_ARGS",
+			{"vpcflow-host-watch.service", "host-watch.env", "VPCFLOW_HOST_WATCH_ARGS", "--host-config /etc/vpcflow/host.yaml",
 				[]string{"User=root", "Wants=openvswitch-switch.service", "After=openvswitch-switch.service"}},
 		} {
 			u := readUnit(t, filepath.Join(root, "lib/systemd/system", c.unit))
@@ -159,8 +171,8 @@ func TestPackage(t *testing.T) {
 					t.Errorf("%s: %q: vpcflow writes no file and needs no capability", c.unit, kv)
 				}
 			}
-			if v := envValue(t, filepath.Join(root, "etc/vpcflow", c.env), c.variable); !strings.Contains(v, "--blueprint /etc/vpcflow/blueprint.yaml") {
-				t.Errorf("%s: %s=%q does not name the blueprint", c.env, c.variable, v)
+			if v := envValue(t, filepath.Join(root, "etc/vpcflow", c.env), c.variable); v != c.config && !strings.HasPrefix(v, c.config+" ") {
+				t.Errorf("%s: %s=%q does not start with %q", c.env, c.variable, v, c.config)
 			}
 		}
 	})

@@ -22,7 +22,8 @@ import (
 // without capabilities (User=root: the OVS sockets' owner). The lab must
 // converge, every watcher must close in-band control (an OVSDB write over
 // the unix socket), and a watcher must restore its bootstrap flows into an
-// emptied table (ovs-ofctl over the bridge's management socket).
+// emptied table (ovs-ofctl over the bridge's management socket). The
+// watchers run from host files without --host, as host-watch.env has it.
 // PrivateTmp is not emulated: the lab's OVS sockets live under /tmp, where
 // a production host has /run/openvswitch.
 func TestUnitsPrivileges(t *testing.T) {
@@ -76,7 +77,8 @@ exec unshare --mount --propagation private sh -c 'mount -o remount,bind,ro / && 
 	vpcflowBin = wrapper // startEnv's lab runs host apply (unconfined), host watch and the controller through it
 	t.Cleanup(func() { vpcflowBin = saved })
 
-	e := startEnvNoController(t, demoBlueprint(t, nil))
+	// Host files (no --host), as the packaged host-watch.env runs the watcher.
+	e := startEnvOpts(t, demoBlueprint(t, nil), "", filepath.Join(t.TempDir(), "lab"), nil, func(o *lab.Options) { o.HostFiles = true })
 	if err := os.Chmod(filepath.Dir(e.bpPath), 0o755); err != nil {
 		t.Fatal(err)
 	}
