@@ -46,6 +46,7 @@ func newMetrics(c *Controller) *metrics {
 		hsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "vpcflow_handshakes_refused_total",
 			Help: "Switch connections closed at accept because --max-handshakes handshakes were already in progress."}),
 	}
+	m.reg.MustRegister(newBuildInfoMetric()) // version.go
 	m.dropEvents = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vpcflow_drop_log_events_total",
 		Help: "Dropped packets logged (drop logging), by bridge and rule category."}, []string{"bridge", "rule"})
 	m.dropSuppressed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vpcflow_drop_log_suppressed_total",
@@ -53,7 +54,6 @@ func newMetrics(c *Controller) *metrics {
 	m.peerFetches = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vpcflow_blueprint_peer_fetches_total",
 		Help: "Blueprints fetched from another replica because it enforced a newer policy, by result (ok: verified and applied; error: transfer failed, refused, invalid or hash mismatch)."}, []string{"result"})
 	m.reg.MustRegister(m.peerFetches, m.dropEvents, m.dropSuppressed, m.rejected, m.hsRefused, m.reconcile, m.flowMods, m.modErrors, m.drift, m.roles, &statusCollector{c})
-	m.reg.MustRegister(newBuildInfoMetric()) // version.go
 	return m
 }
 
