@@ -12,7 +12,8 @@ import (
 // cluster member list of every replica (gossiped), in vpcflow_build_info
 // and in the "controller started" log line. (The test binary has no
 // -ldflags: the version is buildinfo's fallback; cmd/vpcflow's
-// TestPackageControllerUnit checks a `make build` binary end to end.)
+// TestPackage/controller_ExecStart checks a `make build` binary end to end,
+// examples/e2e's TestClusterMemberVersions three replicas of it.)
 func TestBuildVersionReported(t *testing.T) {
 	want := buildinfo.Get()
 	if want.Version == "" {
