@@ -149,14 +149,14 @@ func (e *Explanation) judgePolicy() {
 	shown := c // the packet as sent (an ICMP reply is an echo reply)
 	shown.ICMPType = p.ICMPType
 	ep := &ExplainPolicy{VPC: s.vpc.Name, State: e.state.String(), Connection: shown.String(), Checks: []ExplainPolicyCheck{}}
-	if e.state == ConnReply && !v.Allowed {
+	if e.state == ConnReply {
 		// Judge reads "reply" as "would be a reply if the other way were
 		// allowed" and otherwise judges the packet as opening its own
 		// connection. --state reply asserts conntrack holds the connection
 		// the other way: the flows then judge that connection (revoked:
 		// dropped). The model's verdict on it is Judge of the original.
 		orig := model.Judge(s.vpc, c.Reverse(), ConnNew)
-		if !orig.Allowed && orig.Rule != "" {
+		if !orig.Allowed {
 			v = orig
 			v.State = ConnReply
 			ep.Notes = append(ep.Notes, fmt.Sprintf("the connection this reply answers (%s) is not allowed by the rules: a tracked one (opened before a rule changed) is cut, both ways; without it the packet opens a connection of its own: explain it with --state new", c.Reverse()))
