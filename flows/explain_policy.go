@@ -9,6 +9,7 @@ package flows
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -182,13 +183,13 @@ func (e *Explanation) judgePolicy() {
 // a policy point, else not judged.
 func (e *Explanation) flowsPolicy(ep *ExplainPolicy) {
 	rules := NewPolicyRules(e.cloud.Blueprint)
-	judgedOn := ""
+	var judgedOn []string
 	for i := range e.Hops {
 		h := &e.Hops[i]
 		for k := range h.trace.Steps {
 			st := &h.trace.Steps[k]
-			if isPolicyTable(st.Table) && judgedOn == "" {
-				judgedOn = h.Host
+			if isPolicyTable(st.Table) && !slices.Contains(judgedOn, h.Host) {
+				judgedOn = append(judgedOn, h.Host)
 			}
 			last := k == len(h.trace.Steps)-1
 			if !last || !h.Dropped || !isPolicyTable(st.Table) {
@@ -206,9 +207,9 @@ func (e *Explanation) flowsPolicy(ep *ExplainPolicy) {
 		}
 	}
 	switch {
-	case judgedOn != "":
+	case len(judgedOn) > 0:
 		ep.FlowsVerdict = PolicyFlowsAllowed
-		ep.Flows = "allowed (judged on host " + judgedOn + ")"
+		ep.Flows = "allowed (judged on host " + strings.Join(judgedOn, " and ") + ")"
 	case e.DroppedBy != nil:
 		ep.FlowsVerdict = PolicyFlowsNotJudged
 		ep.Flows = fmt.Sprintf("not judged: dropped before any policy point by %s (host %s, table %s)", e.DroppedBy.Category, e.DroppedBy.Host, e.DroppedBy.TableName)

@@ -223,7 +223,13 @@ func TestPolicyObserve(t *testing.T) {
 	if len(s) > observeMetricCap+2 || other == 0 || len(s)-other != observeMetricCap {
 		t.Errorf("%d series (%d other) with --policy-metric-rules %d: %v", len(s), other, observeMetricCap, s)
 	}
-	t.Logf("policy metric: %d series for %d rules that matched: %v", len(s), len(rep.PolicyRules), s)
+	matched := 0
+	for _, r := range rep.PolicyRules {
+		if r.Packets > 0 {
+			matched++
+		}
+	}
+	t.Logf("policy metric: %d series for the %d rules that matched (of %d): %v", len(s), matched, len(rep.PolicyRules), s)
 
 	// explain --trace: the model's verdict, the flows' and ofproto/trace
 	// agree for new, established and reply packets.
