@@ -209,7 +209,11 @@ func (e *Explanation) flowsPolicy(ep *ExplainPolicy) {
 	switch {
 	case len(judgedOn) > 0:
 		ep.FlowsVerdict = PolicyFlowsAllowed
-		ep.Flows = "allowed (judged on host " + strings.Join(judgedOn, " and ") + ")"
+		on := "host " + judgedOn[0]
+		if len(judgedOn) > 1 {
+			on = "hosts " + strings.Join(judgedOn, " and ")
+		}
+		ep.Flows = "allowed (judged on " + on + ")"
 	case e.DroppedBy != nil:
 		ep.FlowsVerdict = PolicyFlowsNotJudged
 		ep.Flows = fmt.Sprintf("not judged: dropped before any policy point by %s (host %s, table %s)", e.DroppedBy.Category, e.DroppedBy.Host, e.DroppedBy.TableName)

@@ -262,7 +262,7 @@ func TestExplainPolicyStates(t *testing.T) {
 		// a reply of a connection the rules deny: a tracked one is cut
 		{ExplainQuery{From: "blue-db-1", To: "blue-web-1", Proto: "tcp", SPort: 5432, DPort: 40000, State: "reply"}, "denied by acl blue/db-acl #10", "denied by acl blue/db-acl #10 (host kvm3", 3},
 		{ExplainQuery{From: "blue-web-1", To: "blue-web-2", Proto: "tcp", DPort: 8080, State: "invalid"}, "denied by " + PolicyInvalidRule, "denied by " + PolicyInvalidRule + " (host kvm1, table policy_state", 3},
-		{ExplainQuery{From: "blue-web-1", To: "blue-web-2", Proto: "tcp", DPort: 8080}, "allowed by sg web-sg ingress[0]", "allowed (judged on host kvm1)", 0},
+		{ExplainQuery{From: "blue-web-1", To: "blue-web-2", Proto: "tcp", DPort: 8080}, "allowed by sg web-sg ingress[0]", "allowed (judged on hosts kvm1 and kvm2)", 0},
 		{ExplainQuery{From: "blue-web-1", To: "blue-web-2"}, "allowed by sg web-sg ingress[1]", "allowed", 0},                                                               // icmp echo request
 		{ExplainQuery{From: "blue-web-2", To: "blue-web-1", State: "reply"}, "allowed by established: reply of a connection allowed by sg web-sg ingress[1]", "allowed", 0}, // its echo reply
 		{ExplainQuery{From: "blue-web-1", To: "blue-web-2", Host: "kvm1"}, "allowed by sg web-sg ingress[1]", "allowed (judged on host kvm1)", 0},
