@@ -21,6 +21,9 @@ type AuditReport struct {
 	InSync        bool          `json:"in_sync"`
 	Complete      bool          `json:"complete"`
 	Bridges       []BridgeAudit `json:"bridges"`
+	// PolicyRules sums the bridges' policy_rules per rule (blueprints with
+	// ACLs or security groups only; docs/audit.md).
+	PolicyRules []flows.PolicyRuleCount `json:"policy_rules,omitempty"`
 }
 
 // BridgeAudit is one bridge's audit.
@@ -43,6 +46,10 @@ type BridgeAudit struct {
 	Extra     []AuditFlow    `json:"extra"`
 	Modified  []AuditFlow    `json:"modified"`
 	Rules     []RuleCounters `json:"rules"`
+	// PolicyRules are the network ACL and security group rules on this
+	// bridge, one per rule name, counted on the flows that decide
+	// (policy_observe.go; blueprints with a policy only).
+	PolicyRules []flows.PolicyRuleCount `json:"policy_rules,omitempty"`
 }
 
 // AuditFlow is one flow in a drift list.
@@ -113,6 +120,11 @@ func (c *Controller) Audit(ctx context.Context, host string) AuditReport {
 	if !r.Complete {
 		r.InSync = false
 	}
+	var per [][]flows.PolicyRuleCount
+	for _, a := range r.Bridges {
+		per = append(per, a.PolicyRules)
+	}
+	r.PolicyRules = flows.SumPolicyRuleCounts(per...)
 	return r
 }
 
@@ -199,6 +211,7 @@ func (b *bridge) audit(ctx context.Context, p *policy, a *BridgeAudit) error {
 		a.Rules = append(a.Rules, *rc)
 	}
 	sort.Slice(a.Rules, func(i, j int) bool { return a.Rules[i].Cookie < a.Rules[j].Cookie })
+	a.PolicyRules = policyRuleCounts(p, intended, installed, &d)
 	b.recordCounters(installed)
 	if a.Drift {
 		b.c.metrics.drift.WithLabelValues(b.label()).Inc()

@@ -85,6 +85,11 @@ type Options struct {
 	DropLog bool
 	// DropLogRate is the meter rate in packets/s per bridge (default 20).
 	DropLogRate uint32
+	// PolicyMetricRules caps the policy rules with their own
+	// vpcflow_policy_rule_* series (policy_observe.go); the others are
+	// counted under rule="other". 0 = DefaultPolicyMetricRules; negative =
+	// none (every rule under "other"); at most MaxPolicyMetricRules.
+	PolicyMetricRules int
 	// Provision makes the controller provision hosts that have an `ovsdb:`
 	// endpoint (only the owner replica of a host does).
 	Provision bool
@@ -152,6 +157,11 @@ func (o *Options) defaults() {
 	if o.DropLogRate == 0 {
 		o.DropLogRate = 20
 	}
+	if o.PolicyMetricRules == 0 {
+		o.PolicyMetricRules = DefaultPolicyMetricRules
+	} else if o.PolicyMetricRules < 0 {
+		o.PolicyMetricRules = 0
+	}
 	if o.ProvisionInterval == 0 {
 		o.ProvisionInterval = 30 * time.Second
 	}
@@ -194,6 +204,9 @@ type policy struct {
 	mu    sync.Mutex
 	plans map[string]*flows.Compiled
 	descs map[string]map[flows.Cookie]string // per host: rule -> description
+
+	rulesOnce sync.Once
+	rules     *flows.PolicyRules // policy rule names (policy_observe.go)
 }
 
 func newPolicy(bp *flows.Blueprint, opts flows.CompileOptions) *policy {
@@ -300,6 +313,9 @@ type Controller struct {
 // New loads the blueprint and returns a controller ready to Run.
 func New(opts Options) (*Controller, error) {
 	opts.defaults()
+	if err := checkPolicyMetricRules(opts.PolicyMetricRules); err != nil {
+		return nil, err
+	}
 	c := &Controller{opts: opts, log: opts.Log, bridges: map[uint64]*bridge{}, knownHosts: map[uint64]flows.Host{},
 		fullSem: make(chan struct{}, opts.FullReconciles), provKick: make(chan struct{}, 1),
 		syncWake: make(chan struct{}, 1), fetchKick: make(chan struct{}, 1),

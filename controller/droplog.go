@@ -13,7 +13,10 @@ import (
 )
 
 // Drop logging (Options.DropLog): the security drop flows (spoof-drop,
-// mgmt-guard, tunnel-allowlist-drop) also send the packet's first
+// mgmt-guard, tunnel-allowlist-drop) and the policy's drops (ACL deny
+// rules, an ACL list's ingress no-match, a VM's security-group no-match,
+// ct-invalid; the line then names the rule: policy_rule, verdict) also
+// send the packet's first
 // flows.DropLogMaxLen bytes to the controller through OpenFlow meter
 // flows.DropLogMeter, a DROP band of DropLogRate packets/s per bridge: the
 // switch rate-limits, allowed traffic never touches the meter, and the
@@ -175,6 +178,7 @@ func (b *bridge) logDrops(ctx context.Context) {
 			if d := b.c.describeRule(b, pi.cookie); d != "" {
 				lf["what"] = d
 			}
+			policyDropFields(b.c.policy().policyRules(), pi, lf)
 			if s := b.conn.PacketInsSuppressed(); s != lastSuppressed {
 				lf["suppressed_total"] = s
 				b.c.metrics.dropSuppressed.WithLabelValues(b.label()).Add(float64(s - lastSuppressed))

@@ -25,6 +25,8 @@ type metrics struct {
 
 	dropEvents     *prometheus.CounterVec
 	dropSuppressed *prometheus.CounterVec
+	// policy is the per-rule policy metric (policy_observe.go).
+	policy *policyMetrics
 }
 
 func newMetrics(c *Controller) *metrics {
@@ -53,7 +55,8 @@ func newMetrics(c *Controller) *metrics {
 		Help: "Drop-log events discarded by the controller because it could not keep up (the switch's meter drops more, see ovs-ofctl meter-stats)."}, []string{"bridge"})
 	m.peerFetches = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vpcflow_blueprint_peer_fetches_total",
 		Help: "Blueprints fetched from another replica because it enforced a newer policy, by result (ok: verified and applied; error: transfer failed, refused, invalid or hash mismatch)."}, []string{"result"})
-	m.reg.MustRegister(m.peerFetches, m.dropEvents, m.dropSuppressed, m.rejected, m.hsRefused, m.reconcile, m.flowMods, m.modErrors, m.drift, m.roles, &statusCollector{c})
+	m.policy = newPolicyMetrics(c.opts.PolicyMetricRules)
+	m.reg.MustRegister(m.peerFetches, m.dropEvents, m.dropSuppressed, m.rejected, m.hsRefused, m.reconcile, m.flowMods, m.modErrors, m.drift, m.roles, &statusCollector{c}, m.policy)
 	return m
 }
 
@@ -69,6 +72,7 @@ func (b *bridge) recordCounters(installed []flows.Flow) {
 	b.mu.Lock()
 	b.catPackets = pk
 	b.mu.Unlock()
+	b.recordPolicyCounters(installed)
 }
 
 // statusCollector exports gauges computed from the controller's status.

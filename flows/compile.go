@@ -81,9 +81,11 @@ func (v *hostView) tierPeers(vni uint32) []*Host {
 // CompileOptions change what Compile emits.
 type CompileOptions struct {
 	// DropLog sends packets dropped by the security rules (spoof-drop,
-	// mgmt-guard, tunnel-allowlist-drop) to the controller too, through
-	// OpenFlow meter DropLogMeter (rate-limited on the switch), so the
-	// controller can log them. Allowed traffic is never metered.
+	// mgmt-guard, tunnel-allowlist-drop) and by the policy (ACL deny
+	// rules, an ACL list's ingress no-match verdict, a security-group VM's
+	// no-match drop, ct-invalid) to the controller too, through OpenFlow
+	// meter DropLogMeter (rate-limited on the switch), so the controller
+	// can log them. Allowed traffic is never metered.
 	DropLog bool
 	// NoNotes leaves Flow.Note empty: the reconcile path never reads notes,
 	// and formatting them is a third of a compile. Audit and compile output
@@ -98,9 +100,16 @@ const (
 	DropLogMaxLen = 128
 )
 
-// DropLogged reports whether drop logging applies to a category.
+// DropLogged reports whether drop logging applies to a category. Only the
+// category's drop flows (no action, no goto) are logged: an ACL allow rule,
+// an egress no-match verdict (allowed) and conjunction clause flows keep
+// their actions and never touch the meter.
 func DropLogged(c Category) bool {
-	return c == CatSpoofDrop || c == CatMgmtGuard || c == CatTunnelDrop
+	switch c {
+	case CatSpoofDrop, CatMgmtGuard, CatTunnelDrop, CatACLRule, CatACLDefault, CatSGDefault, CatCtInvalid:
+		return true
+	}
+	return false
 }
 
 // builder accumulates flows and contract violations.

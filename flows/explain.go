@@ -51,6 +51,9 @@ type ExplainQuery struct {
 	// VNI is the tunnel key of an underlay source's packet (default: the
 	// destination VM's tier).
 	VNI uint32 `json:"vni,omitempty"`
+	// State is the packet's conntrack state: new (default), established,
+	// reply or invalid (Packet.Conn; explain_policy.go).
+	State string `json:"state,omitempty"`
 }
 
 // ExplainEndpoint is the source or destination in blueprint terms.
@@ -178,14 +181,24 @@ type Explanation struct {
 	Lost        []string          `json:"lost,omitempty"`
 	// Trace is the ofproto/trace comparison (CheckTrace), when run.
 	Trace *TraceReport `json:"trace,omitempty"`
+	// Policy is the model's and the flows' policy verdict (ACLs and
+	// security groups), when the blueprint has a policy and the packet
+	// meets it (explain_policy.go).
+	Policy *ExplainPolicy `json:"policy,omitempty"`
 
-	cloud *Cloud
+	cloud   *Cloud
+	state   ConnState
+	subject *policySubject
 }
 
 // ExitCode is the `vpcflow explain` exit code for the verdict: 0 delivered
-// or forwarded, 3 dropped; 1 when a trace comparison disagreed.
+// or forwarded, 3 dropped; 1 when a trace comparison disagreed or the
+// flows disagree with the policy model.
 func (e *Explanation) ExitCode() int {
 	if e.Trace != nil && !e.Trace.Agree {
+		return 1
+	}
+	if e.Policy != nil && !e.Policy.Agree {
 		return 1
 	}
 	if e.Verdict == VerdictDropped {
@@ -340,8 +353,15 @@ func Explain(c *Cloud, q ExplainQuery) (*Explanation, error) {
 	if q.From == "" || q.To == "" {
 		return nil, fmt.Errorf("--from and --to are required")
 	}
+	state, err := ParseConnState(q.State)
+	if err != nil {
+		return nil, err
+	}
+	if q.ARP && state != ConnNew {
+		return nil, fmt.Errorf("--state applies to IPv4 packets, not to --arp")
+	}
 	e := &Explanation{Schema: ExplainSchema, Blueprint: bp.Source, Revision: bp.Revision, cloud: c,
-		DeliveredTo: []ExplainDelivery{}, Notes: []string{}, Hops: []ExplainHop{}}
+		DeliveredTo: []ExplainDelivery{}, Notes: []string{}, Hops: []ExplainHop{}, state: state}
 	var spoofMAC MAC
 	var spoofIP netip.Addr
 	if q.SpoofMAC != "" {
@@ -372,6 +392,7 @@ func Explain(c *Cloud, q ExplainQuery) (*Explanation, error) {
 	}
 	e.Query = q
 	e.build(j, q.Host)
+	e.judgePolicy()
 	return e, nil
 }
 
@@ -413,6 +434,7 @@ func (e *Explanation) fromVM(q ExplainQuery, spoofMAC MAC, spoofIP netip.Addr) (
 		default:
 			p = ICMPPacket(src.VM.Port, srcMAC, dstMAC, srcIP, dstIP)
 		}
+		e.preparePolicy(&p, src.VPC)
 	}
 	e.Packet = p.String()
 	if q.Host == "" || q.Host == src.VM.Host {
@@ -577,6 +599,7 @@ func (e *Explanation) fromUnderlay(q ExplainQuery, spoofMAC MAC, spoofIP netip.A
 		default:
 			inner = ICMPPacket("", innerMAC, r.VM.HW, innerSrc, r.VM.Addr)
 		}
+		e.preparePolicy(&inner, r.VPC)
 		inner.TunID, inner.InPort = key, c.tunnelPort()
 		e.Packet = fmt.Sprintf("%s carrying [%s]", outer, inner)
 		e.note("%s packet from the underlay node %s to host %s (%s), key %d, inner %s -> VM %s; the outer source MAC is %s (%s)",
@@ -613,6 +636,7 @@ func (e *Explanation) fromUnderlay(q ExplainQuery, spoofMAC MAC, spoofIP netip.A
 	default:
 		p = ICMPPacket(in, srcMAC, dstMAC, srcAddr, dst)
 	}
+	e.preparePolicy(&p, nil)
 	e.Packet = p.String()
 	e.note("plain (not encapsulated) packet from the underlay node %s arriving on host %s's uplink %s", srcAddr, h.Name, in)
 	return c.Trace(host, p), nil
@@ -668,6 +692,8 @@ func DescribeRule(bp *Blueprint, c Cookie) string {
 	switch c.Category() {
 	case CatACLRule, CatSGRule:
 		return describePolicyRule(bp, c)
+	case CatACLDefault, CatSGDefault, CatCtInvalid, CatPolicyPass:
+		return describePolicyPlumbing(bp, c)
 	case CatClassify:
 		switch obj {
 		case objUplink:
@@ -1012,6 +1038,9 @@ func (e *Explanation) Text() string {
 	case q.Proto != "icmp":
 		what = fmt.Sprintf("%s %d->%d", q.Proto, q.SPort, q.DPort)
 	}
+	if q.State != "" && q.State != "new" {
+		what += ", state " + q.State
+	}
 	fmt.Fprintf(&b, "explain %s -> %s (%s)", q.From, q.To, what)
 	if q.Host != "" {
 		fmt.Fprintf(&b, " on host %s only", q.Host)
@@ -1024,6 +1053,9 @@ func (e *Explanation) Text() string {
 		fmt.Fprintf(&b, "verdict: %s\n", e.Summary)
 	} else {
 		fmt.Fprintf(&b, "verdict: %s: %s\n", e.Verdict, e.Summary)
+	}
+	if e.Policy != nil {
+		b.WriteString(e.Policy.text())
 	}
 	for i, h := range e.Hops {
 		fmt.Fprintf(&b, "\nhop %d: %s on %s: %s\n", i+1, h.Stage, h.Host, h.Packet)
@@ -1109,7 +1141,7 @@ func OFProtoTraceFlow(p Packet, tunnelPort string) string {
 		case ProtoUDP:
 			f = append(f, fmt.Sprintf("udp_src=%d", p.L4Src), fmt.Sprintf("udp_dst=%d", p.L4Dst))
 		case ProtoICMP:
-			f = append(f, "icmp_type=8", "icmp_code=0")
+			f = append(f, fmt.Sprintf("icmp_type=%d", p.ICMPType), fmt.Sprintf("icmp_code=%d", p.ICMPCode))
 		}
 	case EthARP:
 		f = append(f, fmt.Sprintf("arp_op=%d", p.ARPOp), "arp_spa="+addrOrZero(p.ARPSpa), "arp_tpa="+addrOrZero(p.ARPTpa),

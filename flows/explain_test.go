@@ -328,6 +328,7 @@ func TestOFProtoTraceFlow(t *testing.T) {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
 	p = ICMPPacket(TunnelPortVXLAN, MAC{1}, MAC{2}, mustAddr("10.0.0.1"), mustAddr("10.0.0.2"))
+	p.ICMPType = 8 // explain sends echo requests (and echo replies with --state reply)
 	p.TunID, p.TunSrc, p.TunDst = 5001, mustAddr("192.0.2.11"), mustAddr("192.0.2.12")
 	if got, want := OFProtoTraceFlow(p, TunnelPortVXLAN), "icmp,in_port=vpcflow-vxlan,tun_id=0x1389,tun_src=192.0.2.11,tun_dst=192.0.2.12,dl_src=01:00:00:00:00:00,dl_dst=02:00:00:00:00:00,nw_src=10.0.0.1,nw_dst=10.0.0.2,nw_ttl=64,icmp_type=8,icmp_code=0"; got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)

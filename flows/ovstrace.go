@@ -353,9 +353,19 @@ func (e *Explanation) CheckTrace(ctx context.Context, bridge string, run TraceRu
 			}
 			flow = ut.flow
 		}
+		// One --ct-next per conntrack lookup on the way: the state the
+		// model assumed (explain --state), so policy packets are traced
+		// as new, established, reply or invalid alike.
+		args := []string{"ofproto/trace"}
+		opts := ""
+		for _, f := range e.ctNext(g) {
+			args = append(args, "--ct-next", f)
+			opts += "--ct-next " + f + " "
+		}
+		args = append(args, bridge, flow)
 		chk := TraceCheck{Host: first.Host, Hops: g, Adjusted: ut.adjusted,
-			Command: fmt.Sprintf("ovs-appctl ofproto/trace %s '%s'", bridge, flow)}
-		out, err := run(ctx, first.Host, "ofproto/trace", bridge, flow)
+			Command: fmt.Sprintf("ovs-appctl ofproto/trace %s%s '%s'", opts, bridge, flow)}
+		out, err := run(ctx, first.Host, args...)
 		if err != nil {
 			return nil, fmt.Errorf("host %s: %s: %w", first.Host, chk.Command, err)
 		}

@@ -117,4 +117,35 @@ func printAudit(rep *controller.AuditReport, all bool) {
 		}
 	}
 	tw.Flush()
+	printPolicyRules(rep)
+}
+
+// printPolicyRules lists the network ACL and security group rules, summed
+// over the audited bridges: the flows that decide (installed/intended),
+// their counters, and the hosts where a rule's flows differ.
+func printPolicyRules(rep *controller.AuditReport) {
+	if len(rep.PolicyRules) == 0 {
+		return
+	}
+	drift := map[string][]string{}
+	for _, b := range rep.Bridges {
+		for _, r := range b.PolicyRules {
+			if !r.InSync {
+				drift[r.Rule] = append(drift[r.Rule], dash(b.Host))
+			}
+		}
+	}
+	fmt.Println("\npolicy rules (the flows that decide, installed/intended; packets and bytes summed over the audited hosts):")
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RULE\tVERDICT\tFLOWS\tPACKETS\tBYTES\tSTATE")
+	for _, r := range rep.PolicyRules {
+		state := "in sync"
+		if h := drift[r.Rule]; len(h) > 0 {
+			state = "DRIFT on " + strings.Join(h, ", ")
+		} else if !r.InSync {
+			state = "DRIFT"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%d\t%s\n", r.Rule, r.Verdict, r.FlowsInstalled, r.FlowsIntended, r.Packets, r.Bytes, state)
+	}
+	tw.Flush()
 }

@@ -94,7 +94,8 @@ func runController(args []string) int {
 	noPeerFetch := fs.Bool("cluster-no-fetch", false, "replica mode: never take a newer blueprint from a peer (each replica reads only its own file; stand by while a peer enforces a newer one)")
 	maxHandshakes := fs.Int("max-handshakes", 128, "switch connections allowed between accept and a completed handshake (TLS, OpenFlow, identity check); more are closed at once")
 	reloadGather := fs.Duration("reload-gather", 100*time.Millisecond, "how long a reload's bridges wait for each other to write their deltas together (0 = no waiting)")
-	dropLog := fs.Bool("drop-log", false, "log packets dropped by the security rules (spoofing, management guard, tunnel allowlist) via rate-limited packet-ins")
+	dropLog := fs.Bool("drop-log", false, "log packets dropped by the security rules (spoofing, management guard, tunnel allowlist) and by the policy (ACL denies, security groups, conntrack invalid) via rate-limited packet-ins")
+	policyMetricRules := fs.Int("policy-metric-rules", controller.DefaultPolicyMetricRules, fmt.Sprintf("policy rules (ACLs, security groups) with their own vpcflow_policy_rule_* series, 0..%d; the others are counted as rule=\"other\" (0: every rule as \"other\")", controller.MaxPolicyMetricRules))
 	dropLogRate := fs.Uint("drop-log-rate", 20, "drop logging: packets/s per bridge the switch sends at most (OpenFlow meter)")
 	provision := fs.Bool("provision", false, "provision hosts that have an ovsdb: endpoint (cloudbr0 settings, controller targets, tunnel port); in replica mode only each host's owner does")
 	clusterBind := fs.String("cluster-bind", "", "replica mode: memberlist bind address IP[:PORT] (port default 7946); use the management address")
@@ -135,7 +136,15 @@ func runController(args []string) int {
 		fmt.Fprintln(os.Stderr, "vpcflow controller:", err)
 		return 2
 	}
-	opts := controller.Options{BlueprintPath: *bpPath, Listen: *listen, HTTP: *httpAddr,
+	if *policyMetricRules < 0 || *policyMetricRules > controller.MaxPolicyMetricRules {
+		fmt.Fprintf(os.Stderr, "vpcflow controller: --policy-metric-rules %d: want 0..%d (rules with their own vpcflow_policy_rule_* series; the rest are counted as rule=\"other\")\n", *policyMetricRules, controller.MaxPolicyMetricRules)
+		return 2
+	}
+	pmr := *policyMetricRules
+	if pmr == 0 {
+		pmr = -1 // Options: negative = every rule under "other"
+	}
+	opts := controller.Options{PolicyMetricRules: pmr, BlueprintPath: *bpPath, Listen: *listen, HTTP: *httpAddr,
 		DriftInterval: *drift, FullReconciles: *fullReconciles, ReloadGather: gatherOption(*reloadGather), Provision: *provision, DropLog: *dropLog, DropLogRate: uint32(*dropLogRate), NoPeerFetch: *noPeerFetch, Log: log}
 	if *maxHandshakes < 1 {
 		fmt.Fprintf(os.Stderr, "vpcflow controller: --max-handshakes %d: must be at least 1 (default 128)\n", *maxHandshakes)

@@ -38,8 +38,10 @@ func runExplain(args []string) int {
 		fmt.Fprintln(fs.Output(), `usage: vpcflow explain --blueprint FILE --from VM|underlay:IP --to VM|IP [flags]
 
 Explains, in blueprint terms and in flows, whether the packet is delivered or
-dropped and by which rule. Exit: 0 delivered (or forwarded with --host),
-3 dropped, 1 error or ofproto/trace disagreement, 2 usage.
+dropped and by which rule; with ACLs or security groups, also the policy
+model's verdict next to the flows'. Exit: 0 delivered (or forwarded with
+--host), 3 dropped, 1 error, ofproto/trace disagreement or flows disagreeing
+with the policy model, 2 usage.
 
 flags:`)
 		fs.PrintDefaults()
@@ -55,6 +57,7 @@ flags:`)
 	spoofMAC := fs.String("spoof-mac", "", "source MAC to send with instead of the VM's (underlay source: the outer source MAC)")
 	spoofIP := fs.String("spoof-ip", "", "source IPv4 to send with instead of the VM's (underlay source: the inner source address)")
 	vni := fs.Uint("vni", 0, "underlay source: tunnel key of the encapsulated packet (default: the destination VM's tier)")
+	state := fs.String("state", "new", "the packet's conntrack state: new, established (a later packet of a connection), reply (a reply of the connection opened the other way: --from/--to/--sport/--dport describe the reply itself) or invalid")
 	format := fs.String("format", "text", "text or json")
 	trace := fs.Bool("trace", false, "also run ovs-appctl ofproto/trace for every hop on the real bridge and compare (needs the hosts' ovs-vswitchd)")
 	bridge := fs.String("bridge", "cloudbr0", "bridge to trace")
@@ -81,6 +84,10 @@ flags:`)
 		fmt.Fprintln(os.Stderr, "vpcflow explain: --dport/--sport must be 0..65535")
 		return explainUsage
 	}
+	if _, err := flows.ParseConnState(*state); err != nil {
+		fmt.Fprintln(os.Stderr, "vpcflow explain:", err)
+		return explainUsage
+	}
 	if *vni > 16777215 {
 		fmt.Fprintln(os.Stderr, "vpcflow explain: --vni must be 1..16777215")
 		return explainUsage
@@ -102,6 +109,9 @@ flags:`)
 	}
 	q := flows.ExplainQuery{From: *from, To: *to, Proto: *proto, DPort: uint16(*dport), SPort: uint16(*sport),
 		ARP: *arp, Host: *host, SpoofMAC: *spoofMAC, SpoofIP: *spoofIP, VNI: uint32(*vni)}
+	if *state != "new" {
+		q.State = *state
+	}
 	e, err := flows.Explain(cloud, q)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vpcflow explain:", err)
@@ -126,6 +136,9 @@ flags:`)
 	}
 	if e.Trace != nil && !e.Trace.Agree {
 		fmt.Fprintln(os.Stderr, "vpcflow explain: Open vSwitch disagrees with the model (see the DIFF lines): the installed flows do not implement the blueprint; run `vpcflow audit` for drift")
+	}
+	if e.Policy != nil && !e.Policy.Agree {
+		fmt.Fprintf(os.Stderr, "vpcflow explain: the compiled flows disagree with the policy model: %s (a compiler bug: please report it with the blueprint)\n", e.Policy.Diff)
 	}
 	return e.ExitCode()
 }
