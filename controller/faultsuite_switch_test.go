@@ -542,6 +542,7 @@ func (sw *fsSwitch) applyLocked(c *fsConn, msgs [][]byte) {
 	var adds, dels int
 	var regress []string
 	minRev := uint32(math.MaxUint32)
+	maxAdd := uint32(0)
 	for _, m := range msgs {
 		if len(m) < 56 {
 			continue
@@ -560,6 +561,7 @@ func (sw *fsSwitch) applyLocked(c *fsConn, msgs [][]byte) {
 		case flows.CmdAdd, 1, 2: // ADD, MODIFY, MODIFY_STRICT: write the flow
 			rev := flows.Cookie(cookie).Revision()
 			minRev = min(minRev, rev)
+			maxAdd = max(maxAdd, rev)
 			if rev < maxRev && len(regress) < 3 {
 				regress = append(regress, fmt.Sprintf("cookie 0x%016x (rev %d) table %d prio %d", cookie, rev, tbl, prio))
 			}
@@ -579,17 +581,23 @@ func (sw *fsSwitch) applyLocked(c *fsConn, msgs [][]byte) {
 			}
 		}
 	}
-	wr := sw.obs.policyRevision(c.replica)
+	// The revision a write carries is that of its content: the highest
+	// cookie revision of its adds and modifies. A deletes-only bundle
+	// always modifies the revision marker (fence.go, stampMarker) unless
+	// the marker already holds its revision (a repair within one
+	// revision): so a write that removes what a newer revision removed
+	// carries that revision. The replica's enforced revision when the
+	// switch accepts a write is not it: a bundle computed and sent before
+	// a reload lands after it (a slow switch), carrying the older content.
 	if len(regress) > 0 {
 		sw.obs.violation(invRevision, "switch %s: %s (gen %d) wrote revision %d over a table holding revision %d: %s",
 			sw.name, c.replica, sw.electionID, minRev, maxRev, strings.Join(regress, "; "))
-	} else if wr < sw.highWater {
-		sw.obs.violation(invRevision, "switch %s: %s (gen %d), enforcing revision %d, wrote (%d adds, %d deletes) after a writer of revision %d (whose changes may have left no cookie: e.g. a removed VM)",
-			sw.name, c.replica, sw.electionID, wr, adds, dels, sw.highWater)
+	} else if adds > 0 && maxAdd < sw.highWater {
+		sw.obs.violation(invRevision, "switch %s: %s (gen %d) wrote content of revision %d (%d adds, %d deletes) after a write of revision %d (whose changes may have left no cookie: e.g. a removed VM)",
+			sw.name, c.replica, sw.electionID, maxAdd, adds, dels, sw.highWater)
 	}
-	sw.highWater = max(sw.highWater, wr)
 	if adds > 0 {
-		sw.highWater = max(sw.highWater, minRev)
+		sw.highWater = max(sw.highWater, maxAdd)
 	}
 	revNote := ""
 	if adds > 0 {
