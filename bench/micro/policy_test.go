@@ -1,6 +1,8 @@
 package micro
 
 import (
+	"os"
+	"path/filepath"
 	"sort"
 	"testing"
 	"time"
@@ -127,5 +129,31 @@ func TestPolicyRuleChangeScope(t *testing.T) {
 		touched, mods, perHost[0], perHost[len(perHost)-1], untouched, time.Since(start).Round(time.Millisecond))
 	if touched == 0 || untouched == 0 {
 		t.Errorf("the change touched %d hosts and spared %d: the bench does not measure scope", touched, untouched)
+	}
+}
+
+// BenchmarkPolicyLoad200 is what a reload of the policy blueprint costs
+// before any bridge is touched (the controller's write -> "blueprint
+// loaded"): read, parse and validate the file (compact YAML, as the
+// bridges bench writes it), hash it and index it.
+func BenchmarkPolicyLoad200(b *testing.B) {
+	raw, err := gen.Build(gen.Realistic(200))
+	if err != nil {
+		b.Fatal(err)
+	}
+	gen.AddPolicy(raw)
+	p := filepath.Join(b.TempDir(), "bp.yaml")
+	if err := os.WriteFile(p, gen.YAML(raw), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		bp, err := flows.Load(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = bp.Hash()
+		_ = flows.NewIndex(bp)
 	}
 }
