@@ -5,9 +5,11 @@
 //   - initial convergence of all bridges vs the switch side alone (the sum
 //     of per-bridge `ovs-ofctl --bundle add-flows` of the same flows),
 //     controller CPU seconds, peak RSS and goroutines;
-//   - incremental change (add one VM; move one VM to another host): per
-//     affected bridge the time from "blueprint loaded" to its barrier-
-//     confirmed reconcile, p50/p99, and flow-mods to unaffected bridges;
+//   - incremental change (add one VM; move one VM to another host; with
+//     -change acl-rule, edit one rule of the policy blueprint's 1,000 ACL
+//     rules): per affected bridge the time from "blueprint loaded" and from
+//     the blueprint file's write to its barrier-confirmed reconcile,
+//     p50/p99, and flow-mods to unaffected bridges;
 //   - reconnect storm: controller restart and controller targets removed
 //     and restored (flow-mods must be 0), and an ovs-vswitchd restart
 //     (empty tables: full re-install).
@@ -39,31 +41,34 @@ import (
 const spares = 6 // spare dummy ports per bridge for added/moved VMs
 
 type result struct {
-	Bridges          int     `json:"bridges"`
-	VSwitchds        int     `json:"vswitchds"`
-	VMsPerHost       int     `json:"vms_per_host"`
-	Tiers            int     `json:"tiers"`
-	FlowsPerBridge   int     `json:"flows_per_bridge_h0"`
-	FlowsTotal       int     `json:"flows_total"`
-	SwitchSideMs     float64 `json:"switch_side_sum_ms"`
-	ConvergeMs       float64 `json:"controller_converge_ms"`
-	Ratio            float64 `json:"ratio"`
-	CtlCPUSeconds    float64 `json:"controller_cpu_s"`
-	CtlBaseRSSKiB    int     `json:"controller_base_rss_kib"`
-	CtlHWMKiB        int     `json:"controller_peak_rss_kib"`
-	BytesPerFlow     float64 `json:"controller_rss_bytes_per_flow_above_base"`
-	Goroutines       int     `json:"controller_goroutines_max"`
-	VSwitchdHWMKiB   int     `json:"vswitchd_peak_rss_kib"`
-	AddVM            change  `json:"add_vm"`
-	MoveVM           change  `json:"move_vm"`
-	RestartMs        float64 `json:"controller_restart_converge_ms"`
-	RestartFlowMods  uint64  `json:"controller_restart_flow_mods"`
-	RetargetMs       float64 `json:"targets_restored_converge_ms"`
-	RetargetFlowMods uint64  `json:"targets_restored_flow_mods"`
-	MovedMs          float64 `json:"targets_moved_ms"`
-	MovedFlowMods    uint64  `json:"targets_moved_flow_mods"`
-	OVSRestartMs     float64 `json:"vswitchd_restart_converge_ms"`
-	OVSRestartMods   uint64  `json:"vswitchd_restart_flow_mods"`
+	Bridges          int       `json:"bridges"`
+	VSwitchds        int       `json:"vswitchds"`
+	VMsPerHost       int       `json:"vms_per_host"`
+	Tiers            int       `json:"tiers"`
+	FlowsPerBridge   int       `json:"flows_per_bridge_h0"`
+	FlowsTotal       int       `json:"flows_total"`
+	SwitchSideMs     float64   `json:"switch_side_sum_ms"`
+	ConvergeMs       float64   `json:"controller_converge_ms"`
+	Ratio            float64   `json:"ratio"`
+	CtlCPUSeconds    float64   `json:"controller_cpu_s"`
+	CtlBaseRSSKiB    int       `json:"controller_base_rss_kib"`
+	CtlHWMKiB        int       `json:"controller_peak_rss_kib"`
+	BytesPerFlow     float64   `json:"controller_rss_bytes_per_flow_above_base"`
+	Goroutines       int       `json:"controller_goroutines_max"`
+	VSwitchdHWMKiB   int       `json:"vswitchd_peak_rss_kib"`
+	Policy           bool      `json:"policy_blueprint"`  // the blueprint carries the 1,000 ACL rules and security groups (gen.AddPolicy)
+	Load             [2]string `json:"loadavg_start_end"` // /proc/loadavg when the changes started and ended
+	AddVM            change    `json:"add_vm"`
+	MoveVM           change    `json:"move_vm"`
+	ACLRule          change    `json:"acl_rule"`
+	RestartMs        float64   `json:"controller_restart_converge_ms"`
+	RestartFlowMods  uint64    `json:"controller_restart_flow_mods"`
+	RetargetMs       float64   `json:"targets_restored_converge_ms"`
+	RetargetFlowMods uint64    `json:"targets_restored_flow_mods"`
+	MovedMs          float64   `json:"targets_moved_ms"`
+	MovedFlowMods    uint64    `json:"targets_moved_flow_mods"`
+	OVSRestartMs     float64   `json:"vswitchd_restart_converge_ms"`
+	OVSRestartMods   uint64    `json:"vswitchd_restart_flow_mods"`
 }
 
 type change struct {
@@ -73,6 +78,23 @@ type change struct {
 	P50Ms          float64   `json:"p50_ms"`
 	P99Ms          float64   `json:"p99_ms"`
 	MaxMs          float64   `json:"max_ms"`
+	// End to end: the blueprint file written (the bench's clock, just
+	// before the rename) -> each affected bridge's reconcile, so reading,
+	// parsing, validating and indexing the file are included.
+	WriteLatenciesMs []float64 `json:"write_latencies_ms"`
+	WriteP50Ms       float64   `json:"write_p50_ms"`
+	WriteP99Ms       float64   `json:"write_p99_ms"`
+	// Per change: load -> applied p50 and max over its affected bridges
+	// (the samples of one change move together; the pooled p99 is mostly
+	// the worst change or two).
+	PerChangeP50Ms []float64 `json:"per_change_load_p50_ms"`
+	PerChangeMaxMs []float64 `json:"per_change_load_max_ms"`
+	// "blueprint loaded" - write: reading, parsing, validating, indexing.
+	LoadMs []float64 `json:"write_to_loaded_ms"`
+	// Per change, the medians over its affected bridges of the reconcile
+	// line's took_diff, took_gather, took_switch; and of its flow_mods.
+	PhaseMedianMs  [][3]float64 `json:"per_change_diff_gather_switch_median_ms"`
+	FlowModsMedian []float64    `json:"per_change_flow_mods_median"`
 	// CPU spent between the blueprint write and the last bridge applied:
 	// ovs-vswitchd's main (OpenFlow) thread, and the whole controller.
 	SwitchCPUMs []float64 `json:"vswitchd_main_thread_cpu_ms"`
@@ -84,6 +106,10 @@ type change struct {
 	UnaffectedModsSum uint64    `json:"unaffected_flow_mods"`
 	UnaffectedBridges int       `json:"unaffected_bridges_checked"`
 	WrongAffected     int       `json:"affected_mismatch"`
+	// Bridges whose connection was re-established during a change (an
+	// overloaded machine: echo timeouts); their flow-mods are counted
+	// from the reconnect.
+	Reconnects int `json:"bridges_reconnected"`
 }
 
 type bench struct {
@@ -110,6 +136,7 @@ func main() {
 	vms := flag.Int("vms", 20, "VMs per host")
 	tiers := flag.Int("tiers", 50, "tiers")
 	changes := flag.Int("changes", 5, "incremental changes of each kind")
+	flag.StringVar(&changeKinds, "change", "add,move", "kinds of incremental change, comma-separated: add, move, acl-rule (acl-rule adds the policy blueprint's 1,000 ACL rules and security groups, bench/gen AddPolicy, to the blueprint)")
 	jsonOut := flag.String("json", "", "write results as JSON here")
 	cpuprofile := flag.String("cpuprofile", "", "controller CPU profile of the initial convergence + changes (file)")
 	heapprofile := flag.String("heapprofile", "", "controller heap profile right after initial convergence (file)")
@@ -137,7 +164,40 @@ var (
 	reloadGather   string
 	storms         bool
 	vswitchds      int
+	changeKinds    string
 )
+
+// kinds parses -change.
+func kinds() ([]string, error) {
+	var out []string
+	for _, k := range strings.Split(changeKinds, ",") {
+		switch k = strings.TrimSpace(k); k {
+		case "add", "move", "acl-rule":
+			out = append(out, k)
+		case "":
+		default:
+			return nil, fmt.Errorf("-change %q: unknown kind %q (want add, move or acl-rule, comma-separated)", changeKinds, k)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("-change %q: no kind (want add, move or acl-rule, comma-separated)", changeKinds)
+	}
+	return out, nil
+}
+
+func has(ks []string, k string) bool {
+	for _, x := range ks {
+		if x == k {
+			return true
+		}
+	}
+	return false
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	return strings.TrimSpace(string(b))
+}
 
 // ctlArgs are the extra controller flags of every start.
 func ctlArgs(extra ...string) []string {
@@ -169,6 +229,10 @@ func run(n, vms, tiers, changes int, jsonOut, cpuprofile, heapprofile string, sk
 	if !keep {
 		defer os.RemoveAll(dir)
 	}
+	ks, err := kinds()
+	if err != nil {
+		return err
+	}
 	b := &bench{ctx: ctx, dir: dir, dpidBr: map[string]int{}}
 	b.res.Bridges, b.res.VMsPerHost, b.res.Tiers, b.res.VSwitchds = n, vms, tiers, vswitchds
 	if b.bin, err = ovsbench.BuildTools(dir); err != nil {
@@ -177,6 +241,10 @@ func run(n, vms, tiers, changes int, jsonOut, cpuprofile, heapprofile string, sk
 	spec := gen.Spec{Hosts: n, VMsPerHost: vms, Tiers: tiers}
 	if b.raw, err = gen.Build(spec); err != nil {
 		return err
+	}
+	if has(ks, "acl-rule") {
+		gen.AddPolicy(b.raw)
+		b.res.Policy = true
 	}
 	b.bpPath = filepath.Join(dir, "blueprint.yaml")
 	if err := b.writeBlueprint(); err != nil {
@@ -345,22 +413,22 @@ func run(n, vms, tiers, changes int, jsonOut, cpuprofile, heapprofile string, sk
 	if changeProfile != "" {
 		waitProf = b.ctl.StartCPUProfile(changeProfile, time.Duration(changes)*9*time.Second)
 	}
-	for r := 0; r < changes; r++ {
-		if err := b.change(&b.res.AddVM, "add", r); err != nil {
-			return err
+	b.res.Load[0] = loadavg()
+	for _, k := range ks {
+		for r := 0; r < changes; r++ {
+			if err := b.change(b.res.of(k), k, r); err != nil {
+				return err
+			}
 		}
 	}
-	for r := 0; r < changes; r++ {
-		if err := b.change(&b.res.MoveVM, "move", r); err != nil {
-			return err
-		}
-	}
+	b.res.Load[1] = loadavg()
 	if err := waitProf(); err != nil {
 		return fmt.Errorf("change profile: %w", err)
 	}
-	for _, c := range []*change{&b.res.AddVM, &b.res.MoveVM} {
+	for _, c := range []*change{&b.res.AddVM, &b.res.MoveVM, &b.res.ACLRule} {
 		c.P50Ms, c.P99Ms = ovsbench.Percentile(c.LatenciesMs, 50), ovsbench.Percentile(c.LatenciesMs, 99)
 		c.MaxMs = ovsbench.Percentile(c.LatenciesMs, 100)
+		c.WriteP50Ms, c.WriteP99Ms = ovsbench.Percentile(c.WriteLatenciesMs, 50), ovsbench.Percentile(c.WriteLatenciesMs, 99)
 	}
 
 	if !storms {
@@ -430,6 +498,18 @@ func run(n, vms, tiers, changes int, jsonOut, cpuprofile, heapprofile string, sk
 
 	b.print()
 	return ovsbench.WriteJSON(jsonOut, b.res)
+}
+
+var phaseNames = [3]string{"took_diff", "took_gather", "took_switch"}
+
+func (r *result) of(kind string) *change {
+	switch kind {
+	case "add":
+		return &r.AddVM
+	case "move":
+		return &r.MoveVM
+	}
+	return &r.ACLRule
 }
 
 func (b *bench) writeBlueprint() error {
@@ -583,12 +663,22 @@ func (b *bench) waitAllConverged(_ int, timeout time.Duration) (time.Time, error
 // differ, with the flows each must add or rewrite.
 func affected(old, cur *flows.Blueprint) (map[int][]flows.Flow, error) {
 	out := map[int][]flows.Flow{}
-	for i := range cur.Hosts {
-		a, err := flows.Compile(old, cur.Hosts[i].Name)
+	// One index per blueprint (flows.Compile builds one per call: 400
+	// index builds per change, most of the bench's time between changes).
+	ixo, ixc := flows.NewIndex(old), flows.NewIndex(cur)
+	compile := func(ix *flows.Index, host string) ([]flows.Flow, error) {
+		c, err := flows.CompileHost(ix, host, flows.CompileOptions{NoNotes: true})
 		if err != nil {
 			return nil, err
 		}
-		c, err := flows.Compile(cur, cur.Hosts[i].Name)
+		return c.Flows()
+	}
+	for i := range cur.Hosts {
+		a, err := compile(ixo, cur.Hosts[i].Name)
+		if err != nil {
+			return nil, err
+		}
+		c, err := compile(ixc, cur.Hosts[i].Name)
 		if err != nil {
 			return nil, err
 		}
@@ -649,6 +739,12 @@ func (b *bench) change(res *change, kind string, r int) error {
 		vm.Host = gen.HostName(target)
 		vm.Port = fmt.Sprintf("h%ds%d", target, b.spareAt[target])
 		b.spareAt[target]++
+	case "acl-rule":
+		// One rule of one VPC's list now matches another tcp port: VPC r
+		// (mod VPCs), rule 7r+1 (mod 100), port 20000+r.
+		if err := gen.EditACLRule(b.raw, r%len(b.raw.VPCs), (7*r)%gen.PolicyRulesPerList+1, 20000+r); err != nil {
+			return err
+		}
 	}
 	b.raw.Revision++
 	cur, y, err := gen.Parse(b.raw)
@@ -665,8 +761,19 @@ func (b *bench) change(res *change, kind string, r int) error {
 	}
 	mods0 := map[string]uint64{}
 	recs0 := reconciles(st0)
+	conn0 := map[string]time.Time{}
 	for _, br := range st0.Bridges {
 		mods0[br.DatapathID] = br.FlowModsSent
+		conn0[br.DatapathID] = br.ConnectedSince
+	}
+	// A bridge that reconnected during the change starts its counters
+	// from 0: count all it sent since (a resync of an unchanged table
+	// sends 0), never a negative difference.
+	since := func(br *controller.BridgeStatus) (sent, r0 uint64) {
+		if !br.ConnectedSince.Equal(conn0[br.DatapathID]) {
+			return br.FlowModsSent, 0
+		}
+		return br.FlowModsSent - mods0[br.DatapathID], recs0[br.DatapathID]
 	}
 	b.tail.Poll()
 	b.tail.Lines = nil
@@ -721,7 +828,7 @@ func (b *bench) change(res *change, kind string, r int) error {
 	}
 	if err := b.waitStatusEvery(100*time.Millisecond, func(st *controller.Status) bool {
 		for _, br := range st.Bridges {
-			if br.Revision != rev || !br.Converged || br.Reconciles <= recs0[br.DatapathID] {
+			if _, r0 := since(&br); br.Revision != rev || !br.Converged || br.Reconciles <= r0 {
 				return false
 			}
 		}
@@ -734,6 +841,8 @@ func (b *bench) change(res *change, kind string, r int) error {
 	b.tail.Poll()
 	var loaded time.Time
 	applied := map[string]time.Time{}
+	var phases [3][]float64
+	var mods []float64
 	for _, l := range b.tail.Lines {
 		if l.Time.Before(tw) {
 			continue
@@ -744,8 +853,17 @@ func (b *bench) change(res *change, kind string, r int) error {
 				loaded = l.Time
 			}
 		case "reconciled":
-			if !loaded.IsZero() {
+			// The first one after the load: a later line of the same
+			// bridge (a drift check that found and fixed something) is
+			// not this change's.
+			if _, seen := applied[l.Str("bridge")]; !loaded.IsZero() && !seen {
 				applied[l.Str("bridge")] = l.Time
+				for k, name := range phaseNames {
+					if d, err := time.ParseDuration(l.Str(name)); err == nil {
+						phases[k] = append(phases[k], ovsbench.Ms(d))
+					}
+				}
+				mods = append(mods, l.Num("flow_mods"))
 			}
 		}
 	}
@@ -759,9 +877,13 @@ func (b *bench) change(res *change, kind string, r int) error {
 	}
 	var lastApplied time.Time
 	naff := 0
+	n0 := len(res.LatenciesMs)
 	for _, br := range st1.Bridges {
 		i := b.dpidBr[br.DatapathID]
-		sent := br.FlowModsSent - mods0[br.DatapathID]
+		sent, _ := since(&br)
+		if !br.ConnectedSince.Equal(conn0[br.DatapathID]) {
+			res.Reconnects++
+		}
 		if _, ok := aff[i]; ok {
 			naff++
 			at, ok := applied[br.DatapathID]
@@ -770,6 +892,7 @@ func (b *bench) change(res *change, kind string, r int) error {
 				continue
 			}
 			res.LatenciesMs = append(res.LatenciesMs, ovsbench.Ms(at.Sub(loaded)))
+			res.WriteLatenciesMs = append(res.WriteLatenciesMs, ovsbench.Ms(at.Sub(tw)))
 			if at.After(lastApplied) {
 				lastApplied = at
 			}
@@ -787,11 +910,20 @@ func (b *bench) change(res *change, kind string, r int) error {
 	res.Runs++
 	res.AffectedPerRun = append(res.AffectedPerRun, naff)
 	res.WriteToAppliedMs = append(res.WriteToAppliedMs, ovsbench.Ms(lastApplied.Sub(tw)))
-	lat := res.LatenciesMs[len(res.LatenciesMs)-naff+res.WrongAffected:]
+	lat := append([]float64(nil), res.LatenciesMs[n0:]...)
 	sort.Float64s(lat)
-	logf("%s VM run %d: revision %d, %d affected bridges, load->applied p50 %.1f ms max %.1f ms, write->all applied %.1f ms, unaffected flow-mods so far %d, CPU vswitchd main %.0f ms controller %.0f ms",
-		kind, r+1, rev, naff, ovsbench.Percentile(lat, 50), ovsbench.Percentile(lat, 100), ovsbench.Ms(lastApplied.Sub(tw)), res.UnaffectedModsSum,
-		res.SwitchCPUMs[len(res.SwitchCPUMs)-1], res.CtlCPUMs[len(res.CtlCPUMs)-1])
+	res.PerChangeP50Ms = append(res.PerChangeP50Ms, ovsbench.Percentile(lat, 50))
+	res.PerChangeMaxMs = append(res.PerChangeMaxMs, ovsbench.Percentile(lat, 100))
+	res.LoadMs = append(res.LoadMs, ovsbench.Ms(loaded.Sub(tw)))
+	var ph [3]float64
+	for k := range phases {
+		ph[k] = ovsbench.Median(phases[k])
+	}
+	res.PhaseMedianMs = append(res.PhaseMedianMs, ph)
+	res.FlowModsMedian = append(res.FlowModsMedian, ovsbench.Median(mods))
+	logf("%s run %d: revision %d, %d affected bridges (flow-mods median %.0f max %.0f), write->loaded %.1f ms, load->applied p50 %.1f ms max %.1f ms (median diff %.0f gather %.0f switch %.0f ms), write->all applied %.1f ms, unaffected flow-mods so far %d, CPU vswitchd main %.0f ms controller %.0f ms, loadavg %s",
+		kind, r+1, rev, naff, ovsbench.Median(mods), ovsbench.Percentile(mods, 100), ovsbench.Ms(loaded.Sub(tw)), ovsbench.Percentile(lat, 50), ovsbench.Percentile(lat, 100), ph[0], ph[1], ph[2], ovsbench.Ms(lastApplied.Sub(tw)), res.UnaffectedModsSum,
+		res.SwitchCPUMs[len(res.SwitchCPUMs)-1], res.CtlCPUMs[len(res.CtlCPUMs)-1], loadavg())
 	return nil
 }
 
@@ -817,8 +949,8 @@ func tierIP(cidr string, k int) string {
 
 func (b *bench) print() {
 	r := &b.res
-	fmt.Printf("\nMany bridges: %d bridges in %d ovs-vswitchd, %d VMs/host, %d tiers, %d flows/bridge (h0), %d flows total\n",
-		r.Bridges, r.VSwitchds, r.VMsPerHost, r.Tiers, r.FlowsPerBridge, r.FlowsTotal)
+	fmt.Printf("\nMany bridges: %d bridges in %d ovs-vswitchd, %d VMs/host, %d tiers, %d flows/bridge (h0), %d flows total, policy blueprint %v, loadavg %s -> %s\n",
+		r.Bridges, r.VSwitchds, r.VMsPerHost, r.Tiers, r.FlowsPerBridge, r.FlowsTotal, r.Policy, r.Load[0], r.Load[1])
 	fmt.Printf("%-44s %12s\n", "metric", "value")
 	row := func(k string, f string, v ...any) { fmt.Printf("%-44s %12s\n", k, fmt.Sprintf(f, v...)) }
 	row("switch side alone (sum of ofctl bundles) ms", "%.0f", r.SwitchSideMs)
@@ -832,15 +964,21 @@ func (b *bench) print() {
 	for _, c := range []struct {
 		n string
 		c *change
-	}{{"add VM", &r.AddVM}, {"move VM", &r.MoveVM}} {
+	}{{"add VM", &r.AddVM}, {"move VM", &r.MoveVM}, {"ACL rule", &r.ACLRule}} {
+		if c.c.Runs == 0 {
+			continue
+		}
 		row(c.n+": runs / affected per run", "%d / %v", c.c.Runs, c.c.AffectedPerRun)
 		row(c.n+": load->applied p50 / p99 ms", "%.1f / %.1f", c.c.P50Ms, c.c.P99Ms)
+		row(c.n+": write->applied (per bridge) p50 / p99 ms", "%.1f / %.1f", c.c.WriteP50Ms, c.c.WriteP99Ms)
+		row(c.n+": write->loaded median ms", "%.1f", ovsbench.Median(c.c.LoadMs))
 		row(c.n+": write->all applied median ms", "%.1f", ovsbench.Median(c.c.WriteToAppliedMs))
 		row(c.n+": switch side alone, one bridge's delta (ovs-ofctl --bundle) p50 / max ms", "%.1f / %.1f",
 			ovsbench.Percentile(c.c.SwitchFloorMs, 50), ovsbench.Percentile(c.c.SwitchFloorMs, 100))
 		row(c.n+": CPU ms per change: vswitchd main / controller", "%.0f / %.0f", ovsbench.Median(c.c.SwitchCPUMs), ovsbench.Median(c.c.CtlCPUMs))
 		row(c.n+": unaffected flow-mods (bridges checked)", "%d (%d)", c.c.UnaffectedModsSum, c.c.UnaffectedBridges)
 		row(c.n+": affected-set mismatches", "%d", c.c.WrongAffected)
+		row(c.n+": bridges reconnected during a change", "%d", c.c.Reconnects)
 	}
 	row("controller restart: converged ms / flow-mods", "%.0f / %d", r.RestartMs, r.RestartFlowMods)
 	row("targets moved away and back: ms / flow-mods", "%.0f / %d", r.MovedMs, r.MovedFlowMods)

@@ -174,19 +174,29 @@ func YAML(bp *flows.Blueprint) []byte {
 	}
 	b.WriteString("vpcs:\n")
 	for _, p := range bp.VPCs {
-		fmt.Fprintf(&b, "  - name: %s\n    tiers:\n", p.Name)
+		fmt.Fprintf(&b, "  - name: %s\n", p.Name)
+		aclYAML(&b, &p)
+		b.WriteString("    tiers:\n")
 		for _, t := range p.Tiers {
 			fmt.Fprintf(&b, "      - name: %s\n        vni: %d\n        cidr: %s\n", t.Name, t.VNI, t.CIDR)
+			if t.ACL != "" {
+				fmt.Fprintf(&b, "        acl: %s\n", t.ACL)
+			}
 			if len(t.VMs) == 0 {
 				b.WriteString("        vms: []\n")
 				continue
 			}
 			b.WriteString("        vms:\n")
 			for _, m := range t.VMs {
-				fmt.Fprintf(&b, "          - {name: %s, host: %s, port: %s, mac: \"%s\", ip: %s}\n", m.Name, m.Host, m.Port, m.MAC, m.IP)
+				fmt.Fprintf(&b, "          - {name: %s, host: %s, port: %s, mac: \"%s\", ip: %s", m.Name, m.Host, m.Port, m.MAC, m.IP)
+				if len(m.SecurityGroups) > 0 {
+					fmt.Fprintf(&b, ", security_groups: [%s]", strings.Join(m.SecurityGroups, ", "))
+				}
+				b.WriteString("}\n")
 			}
 		}
 	}
+	sgYAML(&b, bp.SecurityGroups)
 	return []byte(b.String())
 }
 

@@ -1,7 +1,8 @@
 package micro
 
 import (
-	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"testing"
 	"time"
@@ -30,45 +31,11 @@ func policyBlueprint(tb testing.TB, rule int) *flows.Blueprint {
 		tb.Fatal(err)
 	}
 	raw.Revision = 1
-	for vi := range raw.VPCs {
-		p := &raw.VPCs[vi]
-		l := flows.ACLList{Name: "tiers"}
-		for n := 1; n <= 100; n++ {
-			r := flows.ACLRule{Number: n * 10, Action: flows.ActionAllow, Direction: flows.DirIngress, Protocol: "tcp",
-				Ports: fmt.Sprint(1000 + n), CIDRs: []string{fmt.Sprintf("10.%d.0.0/16", 64+n%64), "192.0.2.0/24"}}
-			switch n % 4 {
-			case 1:
-				r.Action = flows.ActionDeny
-				r.Ports = fmt.Sprintf("%d-%d", 2000+n*10, 2009+n*10)
-			case 2:
-				r.Direction = flows.DirEgress
-				r.Protocol = "udp"
-			case 3:
-				r.Protocol, r.Ports = "icmp", ""
-				t := 8
-				r.ICMP = &flows.ICMPSpec{Type: &t}
-			}
-			if vi == 0 && n == rule {
-				r.Ports = "4444"
-				r.Protocol, r.ICMP = "tcp", nil
-			}
-			l.Rules = append(l.Rules, r)
+	gen.AddPolicy(raw)
+	if rule >= 0 {
+		if err := gen.EditACLRule(raw, 0, rule, 4444); err != nil {
+			tb.Fatal(err)
 		}
-		p.ACLs = []flows.ACLList{l}
-		for ti := range p.Tiers {
-			t := &p.Tiers[ti]
-			t.ACL = "tiers"
-			role := []string{"web-sg", "web-sg", "app-sg", "app-sg", "db-sg"}[ti%5]
-			for k := range t.VMs {
-				t.VMs[k].SecurityGroups = []string{role}
-			}
-		}
-	}
-	raw.SecurityGroups = []flows.SecurityGroup{
-		{Name: "web-sg", Ingress: []flows.SGRule{{Protocol: "tcp", Ports: "80", CIDRs: []string{"0.0.0.0/0"}}, {Protocol: "tcp", Ports: "443", CIDRs: []string{"0.0.0.0/0"}}}},
-		{Name: "app-sg", Ingress: []flows.SGRule{{Protocol: "tcp", Ports: "8080-8089", Groups: []string{"web-sg"}}},
-			Egress: []flows.SGRule{{Protocol: "tcp", Ports: "5432", Groups: []string{"db-sg"}}, {Protocol: "udp", Ports: "53", CIDRs: []string{"10.0.0.0/8"}}}},
-		{Name: "db-sg", Ingress: []flows.SGRule{{Protocol: "tcp", Ports: "5432", Groups: []string{"app-sg"}}, {Protocol: "tcp", Ports: "7000-7010", Groups: []string{"web-sg", "app-sg"}}}},
 	}
 	data, err := yaml.Marshal(raw)
 	if err != nil {
@@ -162,5 +129,31 @@ func TestPolicyRuleChangeScope(t *testing.T) {
 		touched, mods, perHost[0], perHost[len(perHost)-1], untouched, time.Since(start).Round(time.Millisecond))
 	if touched == 0 || untouched == 0 {
 		t.Errorf("the change touched %d hosts and spared %d: the bench does not measure scope", touched, untouched)
+	}
+}
+
+// BenchmarkPolicyLoad200 is what a reload of the policy blueprint costs
+// before any bridge is touched (the controller's write -> "blueprint
+// loaded"): read, parse and validate the file (compact YAML, as the
+// bridges bench writes it), hash it and index it.
+func BenchmarkPolicyLoad200(b *testing.B) {
+	raw, err := gen.Build(gen.Realistic(200))
+	if err != nil {
+		b.Fatal(err)
+	}
+	gen.AddPolicy(raw)
+	p := filepath.Join(b.TempDir(), "bp.yaml")
+	if err := os.WriteFile(p, gen.YAML(raw), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		bp, err := flows.Load(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = bp.Hash()
+		_ = flows.NewIndex(bp)
 	}
 }
