@@ -246,16 +246,7 @@ func ParseHostConfig(name string, data []byte) (c *HostConfig, err error) {
 		}
 	}
 	c.Source = name
-	errs := d.errs
-	for _, fe := range c.validate() {
-		if d.failed(fe.Field) {
-			continue
-		}
-		fe.File = name
-		p := d.lookup(fe.Field)
-		fe.Line, fe.Column = p.line, p.col
-		errs = append(errs, fe)
-	}
+	errs := d.placeValidation(name, d.errs, c.validate())
 	if len(errs) > 0 {
 		sortFieldErrors(errs)
 		return nil, &ValidationError{Errors: errs}

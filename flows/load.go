@@ -86,15 +86,7 @@ func parse(name string, data []byte, lint bool) (bp *Blueprint, err error) {
 		// Pathological input: what was decoded is arbitrary.
 		return nil, &ValidationError{Errors: errs}
 	}
-	for _, fe := range b.validate() {
-		if d.failed(fe.Field) {
-			continue
-		}
-		fe.File = name
-		p := d.lookup(fe.Field)
-		fe.Line, fe.Column = p.line, p.col
-		errs = append(errs, fe)
-	}
+	errs = d.placeValidation(name, errs, b.validate())
 	if len(errs) > 0 {
 		sortFieldErrors(errs)
 		return nil, &ValidationError{Errors: errs}
@@ -201,6 +193,22 @@ func (d *nodeDecoder) errorAt(n *yaml.Node, path, format string, args ...any) {
 }
 
 // failed reports whether path, or an ancestor of it, failed to decode.
+// placeValidation appends the validator's errors to errs, each with the
+// file and the line:column of its field, leaving out fields whose decoding
+// already failed (their error is already in errs).
+func (d *nodeDecoder) placeValidation(name string, errs, fes []FieldError) []FieldError {
+	for _, fe := range fes {
+		if d.failed(fe.Field) {
+			continue
+		}
+		fe.File = name
+		p := d.lookup(fe.Field)
+		fe.Line, fe.Column = p.line, p.col
+		errs = append(errs, fe)
+	}
+	return errs
+}
+
 func (d *nodeDecoder) failed(path string) bool {
 	for _, e := range d.errs {
 		if e.Field == "" {
