@@ -280,6 +280,10 @@ func (b *bridge) run(ctx context.Context) {
 			}
 			want, why := b.c.wantMaster(b.dpid, p)
 			b.update(func(s *BridgeStatus) { s.Owner = b.c.ownerOf(b.dpid) })
+			handover := "" // the replica a planned move hands this bridge to
+			if !want && b.conn.Role() == OFRoleMaster {
+				handover = b.c.handoverTo(b.dpid, why)
+			}
 			switch {
 			case want && !master && blocked():
 				retry = blockedRetry()
@@ -322,12 +326,12 @@ func (b *bridge) run(ctx context.Context) {
 				}
 				master = false
 				b.update(func(s *BridgeStatus) { s.Converged = false; s.Standby = why })
-			case !want && b.conn.Role() == OFRoleMaster && b.c.handoverTo(b.dpid, why) != "":
+			case handover != "":
 				// A planned move (a replica that connected later outranks us
 				// in the hash, or ours came back): stop writing at once but
 				// keep the role until the new owner's claim demotes us, so
 				// the switch is never without a master while it settles.
-				to := b.c.handoverTo(b.dpid, why)
+				to := handover
 				if master {
 					b.log.WithField("to", to).Info("ownership moved: stopped writing; keeping MASTER until the new owner claims")
 				}

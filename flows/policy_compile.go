@@ -62,8 +62,7 @@ func IsPolicyVM(t *Tier, vm *VM) bool {
 
 // policyIndex is what the policy compile needs, computed once per Index.
 type policyIndex struct {
-	tierPolicy map[uint32]bool // tier key -> has a policy VM
-	vpcPolicy  map[*VPC]bool
+	tierPolicy map[uint32]bool   // tier key -> has a policy VM
 	hostVPCs   map[string][]*VPC // host -> VPCs with a local policy VM, blueprint order
 	vpcFP      map[*VPC]uint64
 	model      *PolicyModel
@@ -73,7 +72,7 @@ type policyIndex struct {
 }
 
 func newPolicyIndex(bp *Blueprint) *policyIndex {
-	pi := &policyIndex{tierPolicy: map[uint32]bool{}, vpcPolicy: map[*VPC]bool{}, hostVPCs: map[string][]*VPC{}, vpcFP: map[*VPC]uint64{},
+	pi := &policyIndex{tierPolicy: map[uint32]bool{}, hostVPCs: map[string][]*VPC{}, vpcFP: map[*VPC]uint64{},
 		cache: map[polKey]*vpcPolicyFlows{}}
 	if !bp.UsesPolicy() {
 		return pi
@@ -120,7 +119,6 @@ func newPolicyIndex(bp *Blueprint) *policyIndex {
 				f.str("|")
 				if IsPolicyVM(t, vm) {
 					pi.tierPolicy[t.Key] = true
-					pi.vpcPolicy[p] = true
 					if !containsVPC(pi.hostVPCs[vm.Host], p) {
 						pi.hostVPCs[vm.Host] = append(pi.hostVPCs[vm.Host], p)
 					}
@@ -293,7 +291,7 @@ func (b *builder) buildVPCPolicy(ix *Index, p *VPC) {
 	vpc := exact(RegPolVPC, uint64(p.ID))
 	c0 := MakeCookie(CatPolicyPass, p.ID, 0)
 	for _, tb := range []TableID{TSGOut, TACLOut, TACLIn, TSGIn} {
-		b.add(Flow{Table: tb, Priority: prioPolVPCPass, Cookie: c0, Match: ipMatch(vpc), Goto: tb + 1 + boolTable(tb == TSGIn),
+		b.add(Flow{Table: tb, Priority: prioPolVPCPass, Cookie: c0, Match: ipMatch(vpc), Goto: rulePass(tb),
 			Note: b.notef("vpc %s: no %s check applies", p.Name, TableName(tb))})
 	}
 	// Not judged by ACLs: the router's own addresses (VR NICs, distributed gateways).
@@ -310,7 +308,7 @@ func (b *builder) buildVPCPolicy(ix *Index, p *VPC) {
 		}
 	}
 	sort.Slice(routers, func(i, j int) bool { return routers[i].Less(routers[j]) })
-	routers = dedupAddrs(routers)
+	routers = slices.Compact(routers)
 	for _, tb := range []TableID{TACLOut, TACLIn} {
 		for _, a := range routers {
 			for _, f := range []Field{RegPolSrc, RegPolDst} {
@@ -394,23 +392,6 @@ func mergeClauses(fs []Flow) ([]Flow, error) {
 		}
 	}
 	return out, nil
-}
-
-func boolTable(b bool) TableID {
-	if b {
-		return TPolCommit - TSGIn - 1
-	}
-	return 0
-}
-
-func dedupAddrs(a []netip.Addr) []netip.Addr {
-	out := a[:0]
-	for i, x := range a {
-		if i == 0 || x != a[i-1] {
-			out = append(out, x)
-		}
-	}
-	return out
 }
 
 // aclTier: tier t's ACL in both directions: inside the tier not judged,
