@@ -748,7 +748,7 @@ func (b *bridge) reconcile(parent context.Context, p *policy, h *flows.Host, rem
 }
 
 // reconcileDelta applies a reload to a table known to hold b.confirmed: it
-// diffs only the segments that changed (flows.ChangedSegments), sends the
+// diffs only the segments that changed (deltaDiff), sends the
 // difference in one bundle, and reads back just the flows it wrote (by
 // their exact cookies, in the commit's write) to prove they are installed.
 // With no changed segment it sends nothing and reads nothing. Any doubt
@@ -757,14 +757,11 @@ func (b *bridge) reconcile(parent context.Context, p *policy, h *flows.Host, rem
 func (b *bridge) reconcileDelta(ctx context.Context, p *policy, h *flows.Host, cur *flows.Compiled, start time.Time) error {
 	prev := b.confirmed
 	b.confirmed = nil
-	before, after, err := flows.ChangedSegments(prev, cur)
+	ports := flows.PortMap(b.conn.Ports())
+	d, err := deltaDiff(p, prev, cur, ports)
 	if err != nil {
 		return err
 	}
-	ports := flows.PortMap(b.conn.Ports())
-	was, _ := flows.Bind(before, ports)
-	now, _ := flows.Bind(after, ports)
-	d := DiffFlows(now, was)
 	// No table read here: confirmed is set only by a full reconcile that
 	// passed the revision fence, and cleared whenever another controller
 	// may have written since (a claim, a role status, any failed write), so

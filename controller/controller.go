@@ -207,6 +207,10 @@ type policy struct {
 
 	rulesOnce sync.Once
 	rules     *flows.PolicyRules // policy rule names (policy_observe.go)
+
+	// sharedDeltas: diffs of changed shared segments, once per reload
+	// (delta_shared.go).
+	sharedDeltas sharedDeltas
 }
 
 func newPolicy(bp *flows.Blueprint, opts flows.CompileOptions) *policy {
