@@ -167,6 +167,13 @@ func (r *PolicyRules) ByName(name string) (PolicyRule, bool) {
 // false: not a policy rule of this blueprint, e.g. plumbing or a stale
 // rule).
 func (r *PolicyRules) Lookup(c Cookie, t TableID) (PolicyRule, bool) {
+	if p := r.lookup(c, t); p != nil {
+		return *p, true
+	}
+	return PolicyRule{}, false
+}
+
+func (r *PolicyRules) lookup(c Cookie, t TableID) *PolicyRule {
 	k := policyRuleKey{c.Rule(), 0}
 	switch c.Category() {
 	case CatACLRule, CatSGRule, CatACLDefault:
@@ -175,12 +182,9 @@ func (r *PolicyRules) Lookup(c Cookie, t TableID) (PolicyRule, bool) {
 	case CatSGDefault:
 		k.table = t
 	default:
-		return PolicyRule{}, false
+		return nil
 	}
-	if p, ok := r.byKey[k]; ok {
-		return *p, true
-	}
-	return PolicyRule{}, false
+	return r.byKey[k]
 }
 
 // IsPolicyCategory reports whether flows of category c judge packets (the
@@ -232,19 +236,23 @@ type PolicyRuleCount struct {
 // blueprint does not know (stale cookies) are left out (audit lists them
 // as extra).
 func (r *PolicyRules) Count(intended, installed []Flow, drift ...[]Flow) []PolicyRuleCount {
-	rows := map[string]*PolicyRuleCount{}
+	// Rows by rule position (Order indexes list): a drift check counts
+	// 12,000 policy flows per bridge, so no map or name per flow.
+	rows := make([]*PolicyRuleCount, len(r.list))
+	var used []int
 	row := func(f *Flow) *PolicyRuleCount {
 		if !IsPolicyCategory(f.Cookie.Category()) {
 			return nil
 		}
-		pr, ok := r.Lookup(f.Cookie, f.Table)
-		if !ok {
+		pr := r.lookup(f.Cookie, f.Table)
+		if pr == nil {
 			return nil
 		}
-		rc := rows[pr.Name]
+		rc := rows[pr.Order]
 		if rc == nil {
 			rc = &PolicyRuleCount{Rule: pr.Name, Verdict: pr.Verdict, Category: pr.Kind.String(), InSync: true, Order: pr.Order}
-			rows[pr.Name] = rc
+			rows[pr.Order] = rc
+			used = append(used, pr.Order)
 		}
 		return rc
 	}
@@ -268,14 +276,15 @@ func (r *PolicyRules) Count(intended, installed []Flow, drift ...[]Flow) []Polic
 			}
 		}
 	}
-	out := make([]PolicyRuleCount, 0, len(rows))
-	for _, rc := range rows {
+	sort.Ints(used)
+	out := make([]PolicyRuleCount, 0, len(used))
+	for _, o := range used {
+		rc := rows[o]
 		if rc.FlowsIntended != rc.FlowsInstalled {
 			rc.InSync = false
 		}
 		out = append(out, *rc)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Order < out[j].Order })
 	return out
 }
 
