@@ -24,8 +24,8 @@ func runAudit(args []string) int {
 	host := fs.String("host", "", "audit only this host")
 	format := fs.String("format", "table", "table or json (json is the stable compliance format, docs/audit.md)")
 	all := fs.Bool("all-rules", false, "table format: list every rule's counters, not only drop rules that matched packets")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if *format != "table" && *format != "json" {
 		fmt.Fprintln(os.Stderr, "vpcflow audit: --format must be table or json")

@@ -17,8 +17,8 @@ func runCompile(args []string) int {
 	bpPath := fs.String("blueprint", "", "blueprint file (required)")
 	host := fs.String("host", "", "host name from the blueprint (required)")
 	bare := fs.Bool("bare", false, "print only flows, no rule annotations")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if *bpPath == "" || *host == "" {
 		fmt.Fprintln(os.Stderr, "vpcflow compile: --blueprint and --host are required")

@@ -59,8 +59,8 @@ func runDoctor(args []string) int {
 	tlsKey := fs.String("tls-key", "", "ssl: OVSDB endpoints: client key")
 	tlsCA := fs.String("tls-ca", "", "ssl: OVSDB endpoints: CA certificate the server must chain to")
 	wait := fs.Duration("wait", tunnel.DefaultDoctorWait, "how long to poll values OVS writes lazily (Controller.is_connected lags ~5 s); 0 = no polling")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "vpcflow doctor: unexpected argument %q (all options are flags)\n", fs.Arg(0))

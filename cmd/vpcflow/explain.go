@@ -65,8 +65,8 @@ flags:`)
 	fs.Var(&rundirs, "rundir", "HOST=DIR: OVS_RUNDIR of a host's ovs-vswitchd for --trace (repeatable; default: the environment's OVS_RUNDIR for every host)")
 	fs.Var(&traceCmds, "trace-cmd", "[HOST=]PREFIX: command prefix that runs ovs-appctl for a host, {host} is replaced by the host name, e.g. 'ssh root@{host}' or 'ip netns exec lab-{host}' (repeatable)")
 	timeout := fs.Duration("timeout", 10*time.Second, "timeout of each ovs-appctl call")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "vpcflow explain: unexpected argument %q\n", fs.Arg(0))

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -64,13 +63,12 @@ func runHost(args []string) int {
 		return runHostApply(args[1:])
 	case "watch":
 		return runHostWatch(args[1:])
-	case "-h", "-help", "--help", "help":
+	}
+	if isHelp(args[0]) {
 		fmt.Fprintln(os.Stderr, hostUsage)
 		return 0
-	default:
-		fmt.Fprintf(os.Stderr, "vpcflow host: unknown subcommand %q\n%s\n", args[0], hostUsage)
-		return 2
 	}
+	return unknownSub(os.Stderr, "host", args[0])
 }
 
 // hostFlags are the flags apply and watch share.
@@ -123,11 +121,8 @@ func (h *hostFlags) parse(name string, fs *flag.FlagSet, args []string) (*flows.
 		fmt.Fprintln(os.Stderr, hostUsage+"\n\nflags of vpcflow host "+name+":")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, nil, 0
-		}
-		return nil, nil, 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return nil, nil, code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "vpcflow host %s: unexpected argument %q (all options are flags)\n", name, fs.Arg(0))

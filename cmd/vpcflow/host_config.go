@@ -31,8 +31,8 @@ vpcflow host watch need on that hypervisor, without the tenant inventory. Instal
 /etc/vpcflow/host.yaml and run the host tools with --host-config /etc/vpcflow/host.yaml.`)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() != 0 {
 		fmt.Fprintf(stderr, "vpcflow host config: unexpected argument %q (all options are flags)\n", fs.Arg(0))

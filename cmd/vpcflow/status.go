@@ -38,8 +38,8 @@ func runStatus(args []string) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	url := fs.String("controller", "http://127.0.0.1:9653", "controller status API URL")
 	asJSON := fs.Bool("json", false, "print the raw JSON document")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	st, err := fetchStatus(*url)
 	if err != nil {

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func testFlagSet(name string, buf *bytes.Buffer) (*flag.FlagSet, *string, *bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(buf)
+	s := fs.String("format", "table", "output format")
+	b := fs.Bool("strict", false, "strict")
+	return fs, s, b
+}
+
+// TestParseFlagsInterleaved: flags before and after positional arguments,
+// -flag and --flag, "--" ends the flags, a flag whose value is "--".
+func TestParseFlagsInterleaved(t *testing.T) {
+	for _, c := range []struct {
+		args   []string
+		format string
+		strict bool
+		pos    []string
+	}{
+		{[]string{"a.yaml", "--format", "json", "--strict"}, "json", true, []string{"a.yaml"}},
+		{[]string{"-strict", "a.yaml", "-format=yaml", "b.yaml"}, "yaml", true, []string{"a.yaml", "b.yaml"}},
+		{[]string{"a.yaml", "--", "--strict", "-x"}, "table", false, []string{"a.yaml", "--strict", "-x"}},
+		{[]string{"--format", "--", "a.yaml", "--strict"}, "--", true, []string{"a.yaml"}},
+		{[]string{"--strict", "--", "a.yaml"}, "table", true, []string{"a.yaml"}},
+		{nil, "table", false, nil},
+	} {
+		var buf bytes.Buffer
+		fs, format, strict := testFlagSet("validate", &buf)
+		code, ok := parseFlags(fs, c.args)
+		if !ok || code != 0 {
+			t.Errorf("%q: exit %d ok %v: %s", c.args, code, ok, buf.String())
+			continue
+		}
+		if *format != c.format || *strict != c.strict || !slices.Equal(fs.Args(), c.pos) {
+			t.Errorf("%q: format %q strict %v args %q, want %q %v %q", c.args, *format, *strict, fs.Args(), c.format, c.strict, c.pos)
+		}
+	}
+}
+
+// TestParseFlagsErrors: help exits 0 and prints the usage; an unknown flag
+// exits 2 naming the closest flag; positional arguments are refused by
+// commands that take none.
+func TestParseFlagsErrors(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"validate", []string{"-h"}, 0, "-format string"},
+		{"validate", []string{"a.yaml", "--help"}, 0, "-strict"},
+		{"validate", []string{"--fromat", "json"}, 2, "vpcflow validate: unknown flag --fromat: did you mean --format? (vpcflow validate -h lists the flags)"},
+		{"validate", []string{"--strikt"}, 2, "did you mean --strict?"},
+		{"validate", []string{"--zzzzzz"}, 2, "unknown flag --zzzzzz (vpcflow validate -h"},
+		{"validate", []string{"a.yaml", "--format"}, 2, "flag --format needs a value"},
+		{"validate", []string{"--strict=maybe"}, 2, "invalid boolean value"},
+		{"compile", []string{"kvm1"}, 2, `vpcflow compile: unexpected argument "kvm1": all options are flags`},
+	} {
+		var buf bytes.Buffer
+		fs, _, _ := testFlagSet(c.name, &buf)
+		code, ok := parseFlags(fs, c.args)
+		if ok || code != c.code || !strings.Contains(buf.String(), c.want) {
+			t.Errorf("%s %q: exit %d ok %v, want exit %d and %q in:\n%s", c.name, c.args, code, ok, c.code, c.want, buf.String())
+		}
+	}
+}
+
+func TestSuggest(t *testing.T) {
+	cmds := []string{"audit", "compile", "controller", "status", "validate", "version", "explain"}
+	for in, want := range map[string]string{
+		"audti": "audit", "stat": "status", "valdate": "validate", "versoin": "version",
+		"explian": "explain", "contr": "controller", "xyzzy": "", "s": "",
+	} {
+		if got := suggest(in, cmds); got != want {
+			t.Errorf("suggest(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
