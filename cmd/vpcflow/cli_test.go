@@ -84,3 +84,61 @@ func TestSuggest(t *testing.T) {
 		}
 	}
 }
+
+// TestOutputFlag: -o and --output set the format, the deprecated --format
+// and --json aliases still work, an unknown format is a usage error.
+func TestOutputFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+		code int
+	}{
+		{nil, "table", 0},
+		{[]string{"-o", "json"}, "json", 0},
+		{[]string{"--output=yaml"}, "yaml", 0},
+		{[]string{"-o", "text"}, "table", 0},
+		{[]string{"--format", "json"}, "json", 0},
+		{[]string{"--json"}, "json", 0},
+		{[]string{"--json=false"}, "table", 0},
+		{[]string{"-o", "xml"}, "", 2},
+	} {
+		var buf bytes.Buffer
+		fs := flag.NewFlagSet("audit", flag.ContinueOnError)
+		fs.SetOutput(&buf)
+		format := addOutputFlag(fs, "table", "format")
+		addDeprecatedJSONFlag(fs, "json", format)
+		code, ok := parseFlags(fs, c.args)
+		if code != c.code || (ok && *format != c.want) {
+			t.Errorf("%q: exit %d format %q, want exit %d format %q: %s", c.args, code, *format, c.code, c.want, buf.String())
+		}
+	}
+	var buf bytes.Buffer
+	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
+	fs.SetOutput(&buf)
+	addOutputFlag(fs, "table", "format")
+	fs.PrintDefaults()
+	if !strings.Contains(buf.String(), "deprecated: use -o") || !strings.Contains(buf.String(), "-o format\n    \toutput format: table, json or yaml (default table)") {
+		t.Errorf("help text:\n%s", buf.String())
+	}
+}
+
+// TestWriteYAML: the YAML document has the JSON keys in the JSON order,
+// in block style, with strings quoted only where YAML needs it.
+func TestWriteYAML(t *testing.T) {
+	v := struct {
+		Name   string   `json:"name"`
+		DPID   string   `json:"datapath_id"`
+		Yes    string   `json:"flag"`
+		Count  int      `json:"count"`
+		Hosts  []string `json:"hosts"`
+		Absent string   `json:"absent,omitempty"`
+	}{"kvm1", "00000000000000a1", "yes", 3, []string{"a", "b"}, ""}
+	var buf bytes.Buffer
+	if err := writeYAML(&buf, v); err != nil {
+		t.Fatal(err)
+	}
+	want := "name: kvm1\ndatapath_id: \"00000000000000a1\"\nflag: \"yes\"\ncount: 3\nhosts:\n  - a\n  - b\n"
+	if buf.String() != want {
+		t.Errorf("got:\n%s\nwant:\n%s", buf.String(), want)
+	}
+}
