@@ -3,6 +3,10 @@ package main
 import (
 	"bytes"
 	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -140,5 +144,45 @@ func TestWriteYAML(t *testing.T) {
 	want := "name: kvm1\ndatapath_id: \"00000000000000a1\"\nflag: \"yes\"\ncount: 3\nhosts:\n  - a\n  - b\n"
 	if buf.String() != want {
 		t.Errorf("got:\n%s\nwant:\n%s", buf.String(), want)
+	}
+}
+
+// TestBashCompletion sources the generated script in bash and completes
+// command names, subcommands, flags and -o values.
+func TestBashCompletion(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash")
+	}
+	var script bytes.Buffer
+	writeBashCompletion(&script, false)
+	file := filepath.Join(t.TempDir(), "vpcflow.bash")
+	if err := os.WriteFile(file, script.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		words []string
+		want  string
+	}{
+		{[]string{"vpcflow", "aud"}, "audit"},
+		{[]string{"vpcflow", "comp"}, "compile completion"},
+		{[]string{"vpcflow", "host", "w"}, "watch"},
+		{[]string{"vpcflow", "audit", "--fo"}, "--format"},
+		{[]string{"vpcflow", "host", "watch", "--inband"}, "--inband-recovery"},
+		{[]string{"vpcflow", "policy", "lint", "--st"}, "--strict"},
+		{[]string{"vpcflow", "status", "-o", ""}, "table json yaml"},
+		{[]string{"vpcflow", "explain", "--format", "y"}, "yaml"},
+		{[]string{"vpcflow", "completion", ""}, "bash zsh"},
+		{[]string{"vpcflow", "help", "vali"}, "validate"},
+	} {
+		words := make([]string, len(c.words))
+		for i, w := range c.words {
+			words[i] = "'" + w + "'"
+		}
+		drv := fmt.Sprintf(`source %s; COMP_WORDS=(%s); COMP_CWORD=%d; _vpcflow; echo "${COMPREPLY[*]}"`, file, strings.Join(words, " "), len(words)-1)
+		out, err := exec.Command(bash, "--norc", "-c", drv).CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != c.want {
+			t.Errorf("complete %q: %q (%v), want %q", c.words, out, err, c.want)
+		}
 	}
 }
