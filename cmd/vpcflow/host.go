@@ -344,7 +344,7 @@ func runHostWatch(args []string) int {
 	cfg := src.Config()
 	ep := hf.endpoint(host)
 	log.WithFields(logrus.Fields{"bridge": hf.bridge, "host": host.Name, "host_by": hf.by, "file": hf.src, "uplink": host.Uplink, "ovsdb": ep, "interval": interval.String()}).
-		Info("watching management flows to manage in-band control")
+		Info(watchStartMessage(*inbandRecovery))
 	tcfg, err := hf.tlsConfig(ep)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vpcflow host watch:", err)
@@ -363,4 +363,16 @@ func runHostWatch(args []string) int {
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// watchStartMessage says what the watcher does about in-band control: by
+// default it never opens it (it installs the bootstrap management flows
+// itself and keeps every Controller row out-of-band); only
+// --inband-recovery opens it, while the management flows are missing or no
+// controller is reachable (tunnel.DecideMode).
+func watchStartMessage(inbandRecovery bool) string {
+	if inbandRecovery {
+		return "watching the management flows: in-band control is opened only while they are missing or no controller is reachable (--inband-recovery), closed otherwise"
+	}
+	return "watching the management flows: in-band control kept closed (Controller rows out-of-band); missing management flows are reinstalled from the bootstrap flows"
 }
