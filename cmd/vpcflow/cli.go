@@ -14,6 +14,7 @@ package main
 // fs.Parse.
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -139,14 +140,30 @@ func isBoolFlag(f *flag.Flag) bool {
 	return ok && b.IsBoolFlag()
 }
 
-// printUsage prints the command's usage: its own Usage, or a generic one.
+// printUsage prints the command's usage. A command without a Usage of its
+// own (the flag package's "Usage of NAME:") gets a header in the
+// conventions' words: the usage line and the command's summary. What a
+// Usage writes to the flag set's output is collected first, so it stays
+// after what it writes to stderr directly (its header).
 func printUsage(fs *flag.FlagSet, usage func()) {
+	out := fs.Output()
+	var buf bytes.Buffer
+	fs.SetOutput(&buf)
 	if usage != nil {
 		usage()
-		return
+	} else {
+		fs.PrintDefaults()
 	}
-	fmt.Fprintf(fs.Output(), "usage: vpcflow %s [flags]\n\nflags:\n", fs.Name())
-	fs.PrintDefaults()
+	fs.SetOutput(out)
+	text := buf.String()
+	if rest, ok := strings.CutPrefix(text, "Usage of "+fs.Name()+":\n"); ok || usage == nil {
+		head := "usage: vpcflow " + fs.Name() + " [flags]\n"
+		if c, ok := commands[fs.Name()]; ok {
+			head += "\n" + c.summary + "\n"
+		}
+		text = head + "\nflags:\n" + rest
+	}
+	io.WriteString(out, text)
 }
 
 // flagErrorHint rewrites a flag package error in the conventions' words,
