@@ -151,7 +151,7 @@ func (h *hostFlags) parse(name string, fs *flag.FlagSet, args []string) (*flows.
 		hc, err := flows.LoadHostConfig(h.hostConfig)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "vpcflow host %s: %v\n", name, err)
-			return nil, nil, 1
+			return nil, nil, loadExit(err) // 1 invalid, 2 unreadable
 		}
 		// The host file's own settings; flags override them.
 		if hc.Bridge != "" && !set["bridge"] {
@@ -166,7 +166,7 @@ func (h *hostFlags) parse(name string, fs *flag.FlagSet, args []string) (*flows.
 		var err error
 		if bp, err = flows.Load(h.blueprint); err != nil {
 			fmt.Fprintf(os.Stderr, "vpcflow host %s: %v\n", name, err)
-			return nil, nil, 1
+			return nil, nil, loadExit(err) // 1 invalid, 2 unreadable
 		}
 		candidates = len(bp.Hosts)
 	}
