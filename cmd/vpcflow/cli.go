@@ -305,3 +305,12 @@ func unknownCommand(name string) int {
 	fmt.Fprintf(os.Stderr, "vpcflow: unknown command %q%s (vpcflow -h lists the commands)\n", name, hint)
 	return exitUsage
 }
+
+// parseExit maps a flag.Parse error to the exit code: 0 for -h, 2 else.
+// Kept for code that still calls fs.Parse itself; commands use parseFlags.
+func parseExit(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	return exitUsage
+}

@@ -208,3 +208,19 @@ func testCompletion(t *testing.T, shell string) {
 		}
 	}
 }
+
+// TestCompletionKnowsEveryCommand: every registered command is either in
+// completionFlags (it parses with parseFlags first, so completion may run
+// it in collection mode) or is completion itself.
+func TestCompletionKnowsEveryCommand(t *testing.T) {
+	for _, n := range commandNames() {
+		if !completionFlags[n] && n != "completion" {
+			t.Errorf("command %q is not in completionFlags: make it parse with parseFlags (cli.go) before it does anything, then add it", n)
+		}
+	}
+	for n := range completionFlags {
+		if _, ok := commands[n]; !ok {
+			t.Errorf("completionFlags names %q, which is no command", n)
+		}
+	}
+}

@@ -46,6 +46,18 @@ func runCompletion(args []string) int {
 	return exitOK
 }
 
+// completionFlags names the commands whose flags completion collects by
+// running them in collection mode: each calls parseFlags before doing
+// anything else (a command that did not would run for real). A new
+// command is added here once it parses with parseFlags; until then
+// completion offers only its name (TestCompletionKnowsEveryCommand fails
+// as a reminder).
+var completionFlags = map[string]bool{
+	"audit": true, "blueprint": true, "compile": true, "controller": true, "demo": true,
+	"doctor": true, "explain": true, "host": true, "pki": true, "policy": true,
+	"status": true, "validate": true, "version": true,
+}
+
 // cmdFlags is what completion knows of one command or subcommand.
 type cmdFlags struct {
 	flags   []string // --name, sorted
@@ -120,7 +132,7 @@ func writeBashCompletion(w io.Writer, zsh bool) {
 			}
 		}
 		for _, k := range keys {
-			if n == "completion" {
+			if !completionFlags[n] {
 				continue
 			}
 			cf := collectFlags(c.run, k)
