@@ -64,6 +64,7 @@ func cliCases() []cliCase {
 		{"status-unreachable", []string{"status", "--controller", "http://127.0.0.1:1"}},
 		{"audit-unreachable", []string{"audit", "--controller", "http://127.0.0.1:1", "-o", "json"}},
 		{"version-bad-output", []string{"version", "-o", "xml"}},
+		{"pki-sign-slash-name", []string{"pki", "sign", "--dir", "testdata/cli/no-pki", "--type", "switch", "--name", "sub/kvm1"}},
 	}
 	for _, n := range commandNames() {
 		if subs, ok := subcommands[n]; ok && n != "completion" {
