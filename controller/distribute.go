@@ -18,7 +18,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"strconv"
 	"time"
@@ -63,9 +62,9 @@ func (in incoming) name(c *Controller) string {
 // loadFile reads and parses a blueprint file (what flows.Load does),
 // keeping its bytes for distribution.
 func loadFile(path string) (*flows.Blueprint, []byte, error) {
-	data, err := os.ReadFile(path)
+	data, err := flows.ReadFile(path) // bounded: flows.MaxBlueprintBytes
 	if err != nil {
-		return nil, nil, fmt.Errorf("read blueprint: %w", err)
+		return nil, nil, err
 	}
 	bp, err := flows.Parse(path, data)
 	if err != nil {

@@ -212,7 +212,7 @@ func ParseHostConfig(name string, data []byte) (c *HostConfig, err error) {
 		if errors.Is(err, io.EOF) {
 			return nil, one(0, 0, empty)
 		}
-		return nil, &ValidationError{Errors: yamlErrors(name, err)}
+		return nil, &ValidationError{Errors: yamlErrors(name, data, err)}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -242,7 +242,7 @@ func ParseHostConfig(name string, data []byte) (c *HostConfig, err error) {
 		sd := yaml.NewDecoder(bytes.NewReader(data))
 		sd.KnownFields(true)
 		if err := sd.Decode(&strict); err != nil {
-			d.errs = append(d.errs, yamlErrors(name, err)...)
+			d.errs = append(d.errs, yamlErrors(name, data, err)...)
 		}
 	}
 	c.Source = name

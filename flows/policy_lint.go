@@ -11,7 +11,6 @@ package flows
 
 import (
 	"fmt"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -102,9 +101,9 @@ func ParseForLint(name string, data []byte) (*Blueprint, error) {
 // LoadForLint reads the blueprint file at path and parses it with
 // ParseForLint.
 func LoadForLint(path string) (*Blueprint, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read blueprint: %w", err)
+		return nil, err
 	}
 	return ParseForLint(path, data)
 }

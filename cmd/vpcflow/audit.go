@@ -22,14 +22,10 @@ func runAudit(args []string) int {
 	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
 	ctl := fs.String("controller", "http://127.0.0.1:9653", "controller API URL")
 	host := fs.String("host", "", "audit only this host")
-	format := fs.String("format", "table", "table or json (json is the stable compliance format, docs/audit.md)")
+	format := addOutputFlag(fs, "table", "format") // json is the stable compliance format, docs/audit.md
 	all := fs.Bool("all-rules", false, "table format: list every rule's counters, not only drop rules that matched packets")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
-	}
-	if *format != "table" && *format != "json" {
-		fmt.Fprintln(os.Stderr, "vpcflow audit: --format must be table or json")
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	u := strings.TrimRight(*ctl, "/") + "/audit"
 	if *host != "" {
@@ -55,10 +51,11 @@ func runAudit(args []string) int {
 		fmt.Fprintf(os.Stderr, "vpcflow audit: no bridge for host %q\n", *host)
 		return 2
 	}
-	if *format == "json" {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(rep)
+	if *format != "table" {
+		if err := writeStructured(os.Stdout, *format, rep); err != nil {
+			fmt.Fprintln(os.Stderr, "vpcflow audit:", err)
+			return 2
+		}
 	} else {
 		printAudit(&rep, *all)
 	}

@@ -22,8 +22,11 @@ func init() {
 func runBlueprint(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] != "export" {
 		fmt.Fprintln(stderr, "usage: vpcflow blueprint export --source cloudstack --cloudstack-url URL --cloudstack-base FILE [keys] [-o FILE]")
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		if len(args) > 0 && isHelp(args[0]) {
 			return 0
+		}
+		if len(args) > 0 {
+			return unknownSub(stderr, "blueprint", args[0])
 		}
 		return 2
 	}
@@ -47,8 +50,8 @@ func runBlueprintExport(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: vpcflow blueprint export --source cloudstack --cloudstack-url URL --cloudstack-base FILE [keys] [-o FILE]\n\nBuild the blueprint from CloudStack, validate it like a file, and write it as YAML for review.\nKeys: --api-key-file/--secret-key-file, CLOUDSTACK_API_KEY/CLOUDSTACK_SECRET_KEY, or --api-key/--secret-key.")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() != 0 {
 		fmt.Fprintf(stderr, "vpcflow blueprint export: unexpected argument %q\n", fs.Arg(0))

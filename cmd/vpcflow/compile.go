@@ -17,8 +17,9 @@ func runCompile(args []string) int {
 	bpPath := fs.String("blueprint", "", "blueprint file (required)")
 	host := fs.String("host", "", "host name from the blueprint (required)")
 	bare := fs.Bool("bare", false, "print only flows, no rule annotations")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	format := addOutputFlag(fs, "text")
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if *bpPath == "" || *host == "" {
 		fmt.Fprintln(os.Stderr, "vpcflow compile: --blueprint and --host are required")
@@ -27,12 +28,19 @@ func runCompile(args []string) int {
 	bp, err := flows.Load(*bpPath)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return loadExit(err)
 	}
 	fl, err := flows.Compile(bp, *host)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vpcflow compile:", err)
 		return 1
+	}
+	if *format != "text" {
+		if err := writeStructured(os.Stdout, *format, newCompileDoc(*bpPath, *host, bp, fl)); err != nil {
+			fmt.Fprintln(os.Stderr, "vpcflow compile:", err)
+			return 2
+		}
+		return 0
 	}
 	fmt.Print(flows.Render(fl, !*bare))
 	return 0

@@ -113,8 +113,8 @@ func runController(args []string) int {
 	clusterRestrict := fs.Bool("cluster-restrict", false, "replica mode: enforce --cluster-allow (empty list = deny all)")
 	logFormat := fs.String("log-format", "text", "text or json")
 	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	switch *source {
 	case "file":

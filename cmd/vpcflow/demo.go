@@ -59,8 +59,8 @@ func runDemo(args []string) int {
 	bpPath := fs.String("blueprint", "", "blueprint to run (default: the built-in demo, examples/demo/blueprint.yaml)")
 	keep := fs.Bool("keep", false, "keep the lab running after the report until Ctrl-C (explore it with ip netns / ovs-ofctl)")
 	noInstall := fs.Bool("no-install", false, "do not apt-get install missing tools")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "vpcflow demo: must run as root (it creates network namespaces and OVS daemons)")

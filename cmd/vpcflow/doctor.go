@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,7 +23,7 @@ func init() {
 
 const doctorUsage = `usage:
   vpcflow doctor [--host-config FILE | --blueprint FILE [--host NAME]] [--ovsdb unix:PATH|tcp:IP:PORT|ssl:IP:PORT] [--bridge cloudbr0]
-                 [--uplink DEV] [--guest-mtu 1500] [--controller-url http://IP:PORT] [--format text|json]
+                 [--uplink DEV] [--guest-mtu 1500] [--controller-url http://IP:PORT] [-o text|json|yaml]
                  [--tls-cert FILE --tls-key FILE --tls-ca FILE  (ssl: endpoints)]
 
 Runs on a hypervisor and reads (never changes) Open vSwitch, /sys, /proc and the
@@ -54,20 +53,16 @@ func runDoctor(args []string) int {
 	uplink := fs.String("uplink", "", "uplink NIC (default: the host's uplink from the blueprint, else the bridge's only NIC port)")
 	guestMTU := fs.Int("guest-mtu", tunnel.DefaultGuestMTU, "guest MTU the uplink must carry after encapsulation")
 	ctlURL := fs.String("controller-url", tunnel.DefaultControllerURL, "controller status API (the default is checked only if it answers)")
-	format := fs.String("format", "text", "output format: text or json")
+	format := addOutputFlag(fs, "text", "format")
 	tlsCert := fs.String("tls-cert", "", "ssl: OVSDB endpoints: client certificate (vpcflow pki sign)")
 	tlsKey := fs.String("tls-key", "", "ssl: OVSDB endpoints: client key")
 	tlsCA := fs.String("tls-ca", "", "ssl: OVSDB endpoints: CA certificate the server must chain to")
 	wait := fs.Duration("wait", tunnel.DefaultDoctorWait, "how long to poll values OVS writes lazily (Controller.is_connected lags ~5 s); 0 = no polling")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "vpcflow doctor: unexpected argument %q (all options are flags)\n", fs.Arg(0))
-		return 2
-	}
-	if *format != "text" && *format != "json" {
-		fmt.Fprintf(os.Stderr, "vpcflow doctor: --format %q: want text or json\n", *format)
 		return 2
 	}
 	if *hostConfig != "" && (*bpPath != "" || *hostName != "") {
@@ -172,10 +167,8 @@ func runDoctor(args []string) int {
 		fmt.Fprintln(os.Stderr, "vpcflow doctor: interrupted")
 		return 2
 	}
-	if *format == "json" {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(results); err != nil {
+	if *format != "text" {
+		if err := writeStructured(os.Stdout, *format, results); err != nil {
 			fmt.Fprintln(os.Stderr, "vpcflow doctor:", err)
 			return 2
 		}

@@ -58,15 +58,15 @@ flags:`)
 	spoofIP := fs.String("spoof-ip", "", "source IPv4 to send with instead of the VM's (underlay source: the inner source address)")
 	vni := fs.Uint("vni", 0, "underlay source: tunnel key of the encapsulated packet (default: the destination VM's tier)")
 	state := fs.String("state", "new", "the packet's conntrack state: new, established (a later packet of a connection), reply (a reply of the connection opened the other way: --from/--to/--sport/--dport describe the reply itself) or invalid")
-	format := fs.String("format", "text", "text or json")
+	format := addOutputFlag(fs, "text", "format")
 	trace := fs.Bool("trace", false, "also run ovs-appctl ofproto/trace for every hop on the real bridge and compare (needs the hosts' ovs-vswitchd)")
 	bridge := fs.String("bridge", "cloudbr0", "bridge to trace")
 	var rundirs, traceCmds multiFlag
 	fs.Var(&rundirs, "rundir", "HOST=DIR: OVS_RUNDIR of a host's ovs-vswitchd for --trace (repeatable; default: the environment's OVS_RUNDIR for every host)")
 	fs.Var(&traceCmds, "trace-cmd", "[HOST=]PREFIX: command prefix that runs ovs-appctl for a host, {host} is replaced by the host name, e.g. 'ssh root@{host}' or 'ip netns exec lab-{host}' (repeatable)")
 	timeout := fs.Duration("timeout", 10*time.Second, "timeout of each ovs-appctl call")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "vpcflow explain: unexpected argument %q\n", fs.Arg(0))
@@ -74,10 +74,6 @@ flags:`)
 	}
 	if *bpPath == "" || *from == "" || *to == "" {
 		fmt.Fprintln(os.Stderr, "vpcflow explain: --blueprint, --from and --to are required (see vpcflow explain -h)")
-		return explainUsage
-	}
-	if *format != "text" && *format != "json" {
-		fmt.Fprintf(os.Stderr, "vpcflow explain: --format %q: use text or json\n", *format)
 		return explainUsage
 	}
 	if *dport > 65535 || *sport > 65535 {
@@ -128,6 +124,11 @@ flags:`)
 		enc.SetIndent("", "  ")
 		enc.SetEscapeHTML(false)
 		if err := enc.Encode(e); err != nil {
+			fmt.Fprintln(os.Stderr, "vpcflow explain:", err)
+			return explainError
+		}
+	} else if *format == "yaml" {
+		if err := writeYAML(os.Stdout, e); err != nil {
 			fmt.Fprintln(os.Stderr, "vpcflow explain:", err)
 			return explainError
 		}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -64,13 +63,12 @@ func runHost(args []string) int {
 		return runHostApply(args[1:])
 	case "watch":
 		return runHostWatch(args[1:])
-	case "-h", "-help", "--help", "help":
+	}
+	if isHelp(args[0]) {
 		fmt.Fprintln(os.Stderr, hostUsage)
 		return 0
-	default:
-		fmt.Fprintf(os.Stderr, "vpcflow host: unknown subcommand %q\n%s\n", args[0], hostUsage)
-		return 2
 	}
+	return unknownSub(os.Stderr, "host", args[0])
 }
 
 // hostFlags are the flags apply and watch share.
@@ -123,11 +121,8 @@ func (h *hostFlags) parse(name string, fs *flag.FlagSet, args []string) (*flows.
 		fmt.Fprintln(os.Stderr, hostUsage+"\n\nflags of vpcflow host "+name+":")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, nil, 0
-		}
-		return nil, nil, 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return nil, nil, code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "vpcflow host %s: unexpected argument %q (all options are flags)\n", name, fs.Arg(0))
@@ -156,7 +151,7 @@ func (h *hostFlags) parse(name string, fs *flag.FlagSet, args []string) (*flows.
 		hc, err := flows.LoadHostConfig(h.hostConfig)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "vpcflow host %s: %v\n", name, err)
-			return nil, nil, 1
+			return nil, nil, loadExit(err) // 1 invalid, 2 unreadable
 		}
 		// The host file's own settings; flags override them.
 		if hc.Bridge != "" && !set["bridge"] {
@@ -171,7 +166,7 @@ func (h *hostFlags) parse(name string, fs *flag.FlagSet, args []string) (*flows.
 		var err error
 		if bp, err = flows.Load(h.blueprint); err != nil {
 			fmt.Fprintf(os.Stderr, "vpcflow host %s: %v\n", name, err)
-			return nil, nil, 1
+			return nil, nil, loadExit(err) // 1 invalid, 2 unreadable
 		}
 		candidates = len(bp.Hosts)
 	}
@@ -349,7 +344,7 @@ func runHostWatch(args []string) int {
 	cfg := src.Config()
 	ep := hf.endpoint(host)
 	log.WithFields(logrus.Fields{"bridge": hf.bridge, "host": host.Name, "host_by": hf.by, "file": hf.src, "uplink": host.Uplink, "ovsdb": ep, "interval": interval.String()}).
-		Info("watching management flows to manage in-band control")
+		Info(watchStartMessage(*inbandRecovery))
 	tcfg, err := hf.tlsConfig(ep)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vpcflow host watch:", err)
@@ -368,4 +363,16 @@ func runHostWatch(args []string) int {
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// watchStartMessage says what the watcher does about in-band control: by
+// default it never opens it (it installs the bootstrap management flows
+// itself and keeps every Controller row out-of-band); only
+// --inband-recovery opens it, while the management flows are missing or no
+// controller is reachable (tunnel.DecideMode).
+func watchStartMessage(inbandRecovery bool) string {
+	if inbandRecovery {
+		return "watching the management flows: in-band control is opened only while they are missing or no controller is reachable (--inband-recovery), closed otherwise"
+	}
+	return "watching the management flows: in-band control kept closed (Controller rows out-of-band); missing management flows are reinstalled from the bootstrap flows"
 }

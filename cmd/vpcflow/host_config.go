@@ -11,7 +11,7 @@ import (
 
 // runHostConfig implements `vpcflow host config`: print (or write) one
 // host's file, kind vpcflow.host/v1. Exit 0 written, 1 invalid blueprint
-// or unknown host or write error, 2 usage.
+// or unknown host or write error, 2 usage or unreadable blueprint.
 func runHostConfig(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("host config", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -31,8 +31,8 @@ vpcflow host watch need on that hypervisor, without the tenant inventory. Instal
 /etc/vpcflow/host.yaml and run the host tools with --host-config /etc/vpcflow/host.yaml.`)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() != 0 {
 		fmt.Fprintf(stderr, "vpcflow host config: unexpected argument %q (all options are flags)\n", fs.Arg(0))
@@ -54,7 +54,7 @@ vpcflow host watch need on that hypervisor, without the tenant inventory. Instal
 	bp, err := flows.Load(*bpPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "vpcflow host config: %v\n", err)
-		return 1
+		return loadExit(err) // 1 invalid, 2 unreadable
 	}
 	hc, err := flows.HostConfigFor(bp, *host)
 	if err != nil {

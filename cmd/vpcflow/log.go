@@ -7,6 +7,12 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
+// logTimeFormat is the text logs' timestamp: RFC 3339 with the date,
+// milliseconds and the zone offset (2026-12-08T01:45:40.123Z), so lines
+// from several days and hosts sort and compare. JSON logs use logrus's
+// default, RFC 3339 too.
+const logTimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
 // newLogger builds the process logger: text for a terminal, JSON with
 // --log-format json.
 func newLogger(format, level string) (*logrus.Logger, error) {
@@ -14,7 +20,7 @@ func newLogger(format, level string) (*logrus.Logger, error) {
 	l.SetOutput(os.Stderr)
 	switch format {
 	case "", "text":
-		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "15:04:05.000"})
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: logTimeFormat})
 	case "json":
 		l.SetFormatter(&logrus.JSONFormatter{})
 	default:

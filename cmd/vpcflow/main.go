@@ -3,10 +3,9 @@
 package main
 
 import (
-	"flag"
 	"fmt"
+	"io"
 	"os"
-	"sort"
 )
 
 // command is one subcommand: it parses its own flags from args and returns
@@ -22,40 +21,14 @@ func register(name, summary string, run func(args []string) int) {
 	commands[name] = command{summary: summary, run: run}
 }
 
-func usage() {
-	fmt.Fprintln(os.Stderr, "usage: vpcflow COMMAND [flags]\n\ncommands:")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: vpcflow COMMAND [flags] [arguments]\n\ncommands:")
+	for _, n := range commandNames() {
+		fmt.Fprintf(w, "  %-12s %s\n", n, commands[n].summary)
 	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(os.Stderr, "  %-12s %s\n", n, commands[n].summary)
-	}
-	fmt.Fprintln(os.Stderr, "\nRun 'vpcflow COMMAND -h' for a command's flags.")
+	fmt.Fprintln(w, "\nFlags are --flag or -flag, before or after the arguments; -- ends them.\nExit codes: 0 ok, 1 a finding (drift, lint findings, invalid blueprint, ...), 2 usage or cannot tell.\nRun 'vpcflow COMMAND -h' (or 'vpcflow help COMMAND') for a command's flags.")
 }
 
 func main() {
-	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
-		usage()
-		os.Exit(2)
-	}
-	if os.Args[1] == "--version" || os.Args[1] == "-version" {
-		os.Exit(runVersion(os.Args[2:]))
-	}
-	c, ok := commands[os.Args[1]]
-	if !ok {
-		fmt.Fprintf(os.Stderr, "vpcflow: unknown command %q\n", os.Args[1])
-		usage()
-		os.Exit(2)
-	}
-	os.Exit(c.run(os.Args[2:]))
-}
-
-// parseExit maps a flag parse error to the exit code: 0 for -h, 2 otherwise.
-func parseExit(err error) int {
-	if err == flag.ErrHelp {
-		return 0
-	}
-	return 2
+	os.Exit(runMain(os.Args[1:]))
 }

@@ -18,11 +18,17 @@ func init() {
 
 func runPKI(args []string) int {
 	if len(args) == 0 || (args[0] != "init" && args[0] != "sign") {
+		if len(args) > 0 && !isHelp(args[0]) {
+			return unknownSub(os.Stderr, "pki", args[0])
+		}
 		fmt.Fprintln(os.Stderr, "usage: vpcflow pki init --dir DIR\n       vpcflow pki sign --dir DIR --type switch|controller --name NAME [--ip IP,...]\n\n"+
 			"init creates two CAs, as ovs-pki does: DIR/controllerca (issues controller certificates; switches trust only it)\n"+
 			"and DIR/switchca (issues hypervisor certificates; controllers trust only it). sign issues DIR/NAME.pem and\n"+
 			"DIR/NAME.key (CommonName NAME: use the blueprint host name for a hypervisor — the controller refuses a switch\n"+
 			"whose certificate names another host) and never overwrites a file.")
+		if len(args) > 0 {
+			return 0 // -h
+		}
 		return 2
 	}
 	fs := flag.NewFlagSet("pki "+args[0], flag.ContinueOnError)
@@ -31,8 +37,8 @@ func runPKI(args []string) int {
 	kind := fs.String("type", "", "sign: switch (a hypervisor) or controller (a replica)")
 	ips := fs.String("ip", "", "sign: comma-separated IP addresses for the certificate")
 	days := fs.Int("days", 825, "validity in days")
-	if err := fs.Parse(args[1:]); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args[1:]); !ok {
+		return code
 	}
 	if *dir == "" {
 		fmt.Fprintln(os.Stderr, "vpcflow pki: --dir is required")

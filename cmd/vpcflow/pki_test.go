@@ -22,6 +22,10 @@ func TestPKISignCLI(t *testing.T) {
 		{[]string{"sign", "--dir", dir, "--type", "admin", "--name", "kvm1"}, 2},              // bad --type
 		{[]string{"sign", "--dir", dir, "--type", "switch", "--name", "../evil"}, 2},          // path
 		{[]string{"sign", "--dir", dir, "--type", "controller", "--name", "a/../../evil"}, 2}, // path
+		{[]string{"sign", "--dir", dir, "--type", "switch", "--name", "sub/kvm1"}, 2},         // a / alone
+		{[]string{"sign", "--dir", dir, "--type", "switch", "--name", `sub\kvm1`}, 2},         // a backslash
+		{[]string{"sign", "--dir", dir, "--type", "switch", "--name", "/etc/kvm1"}, 2},        // absolute
+		{[]string{"sign", "--dir", dir, "--type", "switch", "--name", ".kvm1"}, 2},            // hidden file
 		{[]string{"sign", "--dir", dir, "--type", "switch", "--name", "kvm1"}, 0},             // ok
 		{[]string{"sign", "--dir", dir, "--type", "switch", "--name", "kvm1"}, 1},             // exists
 		{[]string{"sign", "--dir", dir, "--type", "controller", "--name", "kvm1"}, 1},         // exists

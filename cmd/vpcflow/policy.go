@@ -21,12 +21,12 @@ const policyUsage = "usage: vpcflow policy lint [--json] [--strict] BLUEPRINT"
 
 func runPolicy(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] != "lint" {
-		fmt.Fprintln(stderr, policyUsage)
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			return 0
+		if len(args) > 0 && !isHelp(args[0]) {
+			return unknownSub(stderr, "policy", args[0])
 		}
+		fmt.Fprintln(stderr, policyUsage)
 		if len(args) > 0 {
-			fmt.Fprintf(stderr, "vpcflow policy: unknown subcommand %q (known: lint)\n", args[0])
+			return 0 // -h
 		}
 		return 2
 	}
@@ -79,22 +79,6 @@ func (s lintSummary) String() string {
 	return fmt.Sprintf("%s, %s, %d info", plural(s.Errors, "error"), plural(s.Warnings, "warning"), s.Info)
 }
 
-// parseInterspersed parses flags before and after the positional
-// arguments ("lint FILE --json" as well as "lint --json FILE").
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
 // runPolicyLint implements "vpcflow policy lint": load the blueprint as
 // validate does, print every finding and a summary.
 func runPolicyLint(args []string, stdout, stderr io.Writer) int {
@@ -106,13 +90,10 @@ func runPolicyLint(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, policyUsage+"\n\nFind policy mistakes validation cannot refuse: shadowed ACL rules, redundant security group rules,\nadministrative ports open to wide prefixes, host service ports mgmt_guard drops anyway, unused lists\nand groups, references to empty groups (docs/policy.md, \"Lint\").\nExit: 0 no finding or info only, 1 a warning or an error (--strict: any finding), 2 invalid blueprint or usage.")
 		fs.PrintDefaults()
 	}
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return lintExitInvalid
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
+	pos := fs.Args()
 	if len(pos) != 1 {
 		fmt.Fprintln(stderr, "vpcflow policy lint: want exactly one BLUEPRINT file")
 		fs.Usage()

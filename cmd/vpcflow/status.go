@@ -37,19 +37,21 @@ func fetchStatus(url string) (*controller.Status, error) {
 func runStatus(args []string) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	url := fs.String("controller", "http://127.0.0.1:9653", "controller status API URL")
-	asJSON := fs.Bool("json", false, "print the raw JSON document")
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	format := addOutputFlag(fs, "table")
+	addDeprecatedJSONFlag(fs, "json", format)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	st, err := fetchStatus(*url)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vpcflow status:", err)
 		return 2
 	}
-	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(st)
+	if *format != "table" { // the document as the controller sent it; exit 0 when reached
+		if err := writeStructured(os.Stdout, *format, st); err != nil {
+			fmt.Fprintln(os.Stderr, "vpcflow status:", err)
+			return 2
+		}
 		return 0
 	}
 	fmt.Printf("blueprint %s revision %d (%s)\n", st.Blueprint, st.Revision, short(st.BlueprintHash))

@@ -21,15 +21,13 @@ func init() {
 func runValidate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	format := addOutputFlag(fs, "text")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: vpcflow validate FILE\n\nCheck a blueprint: print a summary and exit 0, or print every error and exit 1.")
+		fmt.Fprintln(stderr, "usage: vpcflow validate [-o text|json|yaml] FILE\n\nCheck a blueprint: print a summary and exit 0, or print every error and exit 1\n(2: usage, or the file cannot be read). -o json|yaml prints one document\n(file, valid, counts, errors) on stdout instead.\n\nflags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintln(stderr, "vpcflow validate: want exactly one blueprint FILE")
@@ -37,26 +35,40 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	file := fs.Arg(0)
+	doc := validateDoc{File: file}
 	bp, err := flows.Load(file)
+	code := 0
 	if err != nil {
-		var ve *flows.ValidationError
-		if errors.As(err, &ve) {
-			for _, fe := range ve.Errors {
-				fmt.Fprintln(stderr, fe.Error())
+		code = loadExit(err)
+		doc.Errors = loadErrors(file, err)
+		if *format == "text" {
+			var ve *flows.ValidationError
+			if errors.As(err, &ve) {
+				for _, fe := range ve.Errors {
+					fmt.Fprintln(stderr, fe.Error())
+				}
+			} else {
+				fmt.Fprintf(stderr, "vpcflow validate: %v\n", err)
 			}
-		} else {
-			fmt.Fprintf(stderr, "vpcflow validate: %v\n", err)
+			return code
 		}
-		return 1
+	} else {
+		doc.Valid, doc.Revision, doc.Hosts, doc.VPCs = true, bp.Revision, len(bp.Hosts), len(bp.VPCs)
+		for _, v := range bp.VPCs {
+			doc.Tiers += len(v.Tiers)
+			for _, t := range v.Tiers {
+				doc.VMs += len(t.VMs)
+			}
+		}
 	}
-	tiers, vms := 0, 0
-	for _, v := range bp.VPCs {
-		tiers += len(v.Tiers)
-		for _, t := range v.Tiers {
-			vms += len(t.VMs)
+	if *format != "text" {
+		if err := writeStructured(stdout, *format, doc); err != nil {
+			fmt.Fprintf(stderr, "vpcflow validate: %v\n", err)
+			return 2
 		}
+		return code
 	}
 	fmt.Fprintf(stdout, "%s: ok (revision %d, %d hosts, %d VPCs, %d tiers, %d VMs)\n",
-		file, bp.Revision, len(bp.Hosts), len(bp.VPCs), tiers, vms)
+		file, doc.Revision, doc.Hosts, doc.VPCs, doc.Tiers, doc.VMs)
 	return 0
 }

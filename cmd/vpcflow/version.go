@@ -30,8 +30,8 @@ func runVersion(args []string) int {
 		fmt.Fprintln(os.Stderr, "usage: vpcflow version [-o text|json]   (or vpcflow --version [-o text|json])")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return parseExit(err)
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "vpcflow version: unexpected argument %q (usage: vpcflow version [-o text|json])\n", fs.Arg(0))
