@@ -139,6 +139,10 @@ var errPreempted = errors.New("drift check preempted by a reload")
 // it computed with; it wrote nothing and the bridge's loop runs again.
 var errStalePolicy = errors.New("a newer blueprint was loaded during the reconcile")
 
+// testHookDecoded, when set by a test, runs in a drift check after the
+// table is decoded, before it may be preempted for the last time.
+var testHookDecoded func(readCtx context.Context)
+
 // driftRetry is how soon a preempted drift check runs again.
 const driftRetry = 2 * time.Second
 
@@ -662,6 +666,15 @@ func (b *bridge) reconcile(parent context.Context, p *policy, h *flows.Host, rem
 	installed, err := decodeFlows(raw, names)
 	if err != nil {
 		return err
+	}
+	// Decoding a whole table takes tens of ms under load: a reload that
+	// arrived meanwhile still goes first (its bridges write together, so
+	// one bridge's diff here would hold all of them at the gate).
+	if testHookDecoded != nil && reason == "drift check" {
+		testHookDecoded(readCtx)
+	}
+	if perr := preempted(); perr != nil {
+		return perr
 	}
 	stopPreempt() // from here on the reconcile may write: it runs to its end
 	// The revision fence: never write over flows of a newer blueprint.
