@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages vpcflow's lab, demo and tests need (systemd:
-# systemd-analyze for the package test), if any is
+# systemd-analyze for the package test; prometheus: promtool for the metrics
+# and alert-rule tests, its daemon is not needed), if any is
 # missing. Idempotent; non-interactive (CI has no stdin).
 set -euo pipefail
-pkgs="openvswitch-switch iproute2 iputils-ping tcpdump ethtool python3-scapy nftables make systemd"
+pkgs="openvswitch-switch iproute2 iputils-ping tcpdump ethtool python3-scapy nftables make systemd prometheus"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -113,7 +113,7 @@ func TestAuditDriftAndRepair(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"vpcflow_switches_connected 3", "vpcflow_flows_installed{", "vpcflow_drift_detected_total{bridge=\"00000000000000a2\"}",
-		"vpcflow_reconcile_duration_seconds_bucket", "vpcflow_rule_packets{", "vpcflow_blueprint_revision 1", "vpcflow_flow_mods_total{"} {
+		"vpcflow_reconcile_duration_seconds_bucket", "vpcflow_rule_packets_total{", "vpcflow_blueprint_revision 1", "vpcflow_flow_mods_total{"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}

@@ -1,0 +1,191 @@
+package controller
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vpcflow/vpcflow/flows"
+)
+
+// Per-bridge metric state that outlives a connection: the per-category
+// packet counters, the blueprint apply latency and the intended flow
+// count. Every map here is keyed by datapath id and pruned at each scrape
+// to the blueprint's hosts and the connected bridges, so its size is
+// bounded by them.
+
+func dpidLabel(dpid uint64) string { return fmt.Sprintf("%016x", dpid) }
+
+// ruleCounters makes vpcflow_rule_packets_total{bridge,category,drop} a
+// counter: OpenFlow flow counters restart when a flow is re-added (drift
+// repair, a changed rule, an ovs-vswitchd restart), so the per-category
+// sum read from the switch can fall. Each read adds the increase since the
+// previous read of the bridge; a category whose sum fell had its flows'
+// counters restarted, and its whole new sum is added. The series therefore
+// only grow, across reconnects too (the state is kept per datapath id).
+type ruleCounters struct {
+	mu sync.Mutex
+	m  map[uint64]map[flows.Category]*catCounter
+}
+
+type catCounter struct{ last, total uint64 }
+
+func newRuleCounters() *ruleCounters {
+	return &ruleCounters{m: map[uint64]map[flows.Category]*catCounter{}}
+}
+
+func (r *ruleCounters) observe(dpid uint64, pk map[flows.Category]uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cats := r.m[dpid]
+	if cats == nil {
+		cats = map[flows.Category]*catCounter{}
+		r.m[dpid] = cats
+	}
+	for cat, now := range pk {
+		cc := cats[cat]
+		if cc == nil {
+			cc = &catCounter{}
+			cats[cat] = cc
+		}
+		if now >= cc.last {
+			cc.total += now - cc.last
+		} else { // the category's flow counters restarted: all of now is new
+			cc.total += now
+		}
+		cc.last = now
+	}
+	for cat, cc := range cats { // a category no longer installed: its flows are gone
+		if _, ok := pk[cat]; !ok {
+			cc.last = 0
+		}
+	}
+}
+
+var descRulePkts = prometheus.NewDesc("vpcflow_rule_packets_total",
+	"Packets matched by the bridge's flows of one rule category, accumulated over the reads of its flow table (reconcile, drift tick, audit); drop=\"true\" marks the security counters.",
+	[]string{"bridge", "category", "drop"}, nil)
+
+func (r *ruleCounters) collect(ch chan<- prometheus.Metric, keep func(uint64) bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for dpid, cats := range r.m {
+		if !keep(dpid) {
+			delete(r.m, dpid)
+			continue
+		}
+		for cat, cc := range cats {
+			ch <- prometheus.MustNewConstMetric(descRulePkts, prometheus.CounterValue, float64(cc.total), dpidLabel(dpid), cat.String(), fmt.Sprint(cat.IsDrop()))
+		}
+	}
+}
+
+// appliedLatency is vpcflow_blueprint_apply_duration_seconds: from a
+// blueprint being accepted (Reload, a peer's policy, a source poll) to a
+// bridge converged under it, one observation per bridge and blueprint.
+// A blueprint loaded before the bridge connected is not observed (that
+// time is the connection's, not the reload's).
+type appliedLatency struct {
+	h  prometheus.Histogram
+	mu sync.Mutex
+	m  map[uint64]*policy // the last policy observed per bridge
+}
+
+func newAppliedLatency() *appliedLatency {
+	return &appliedLatency{m: map[uint64]*policy{},
+		h: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vpcflow_blueprint_apply_duration_seconds",
+			Help:    "Time from a blueprint being accepted to a bridge converged under it (one observation per bridge and blueprint loaded while the bridge was connected).",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 15)})}
+}
+
+func (a *appliedLatency) observe(dpid uint64, p *policy, connectedSince, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.m[dpid] == p {
+		return
+	}
+	a.m[dpid] = p
+	if p.loaded.After(connectedSince) {
+		a.h.Observe(now.Sub(p.loaded).Seconds())
+	}
+}
+
+func (a *appliedLatency) prune(keep func(uint64) bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for dpid := range a.m {
+		if !keep(dpid) {
+			delete(a.m, dpid)
+		}
+	}
+}
+
+// intendedCache is vpcflow_flows_intended per bridge: the flows the
+// blueprint in force compiles for the bridge's host, bound to the bridge's
+// ports when it is connected (flows of a VM whose port is not on the
+// bridge are not sent, as audit's flows_intended), all of them when it is
+// not. It is computed from the policy, not from the last reconcile, so it
+// is right while a switch is disconnected and right after a reload before
+// the bridge has reconciled. Recomputed only when the policy or the port
+// set changes.
+type intendedCache struct {
+	mu sync.Mutex
+	m  map[uint64]intendedEntry
+}
+
+type intendedEntry struct {
+	p     *policy
+	ports string // sorted port names; "\x00" when disconnected
+	n     int
+}
+
+// count returns the intended flow count of host on dpid under p; ports is
+// nil for a disconnected bridge.
+func (ic *intendedCache) count(p *policy, dpid uint64, host string, ports map[string]uint32) (int, error) {
+	sig := "\x00"
+	if ports != nil {
+		names := make([]string, 0, len(ports))
+		for n := range ports {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		sig = strings.Join(names, "\n")
+	}
+	ic.mu.Lock()
+	e, ok := ic.m[dpid]
+	ic.mu.Unlock()
+	if ok && e.p == p && e.ports == sig {
+		return e.n, nil
+	}
+	plan, err := p.plan(host)
+	if err != nil {
+		return 0, err
+	}
+	fs, err := plan.Flows()
+	if err != nil {
+		return 0, err
+	}
+	n := len(fs)
+	if ports != nil {
+		bound, _ := flows.Bind(fs, flows.PortMap(ports))
+		n = len(bound)
+	}
+	ic.mu.Lock()
+	ic.m[dpid] = intendedEntry{p: p, ports: sig, n: n}
+	ic.mu.Unlock()
+	return n, nil
+}
+
+func (ic *intendedCache) prune(keep func(uint64) bool) {
+	ic.mu.Lock()
+	defer ic.mu.Unlock()
+	for dpid := range ic.m {
+		if !keep(dpid) {
+			delete(ic.m, dpid)
+		}
+	}
+}
