@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -89,7 +90,11 @@ func (b *bridge) label() string { return dpidLabel(b.dpid) }
 func (b *bridge) recordCounters(installed []flows.Flow) {
 	pk := map[flows.Category]uint64{}
 	for i := range installed {
-		pk[installed[i].Cookie.Category()] += installed[i].Packets
+		cat := installed[i].Cookie.Category()
+		if strings.HasPrefix(cat.String(), "category-") {
+			cat = flows.CatUnknown // a foreign cookie's top byte: one series, not up to 256
+		}
+		pk[cat] += installed[i].Packets
 	}
 	b.c.metrics.rules.observe(b.dpid, pk)
 	b.recordPolicyCounters(installed)

@@ -107,13 +107,16 @@ func TestPackage(t *testing.T) {
 			"/usr/bin/vpcflow": "-rwxr-xr-x root/root",
 			"/lib/systemd/system/vpcflow-controller.service": "-rw-r--r-- root/root",
 			"/lib/systemd/system/vpcflow-host-watch.service": "-rw-r--r-- root/root",
-			"/etc/vpcflow/":                        "drwxr-xr-x root/root",
-			"/etc/vpcflow/controller.env":          "-rw-r--r-- root/root",
-			"/etc/vpcflow/host-watch.env":          "-rw-r--r-- root/root",
-			"/etc/vpcflow/blueprint.example.yaml":  "-rw-r--r-- root/root",
-			"/etc/vpcflow/host.example.yaml":       "-rw-r--r-- root/root",
-			"/usr/share/doc/vpcflow/copyright":     "-rw-r--r-- root/root",
-			"/usr/share/doc/vpcflow/operations.md": "-rw-r--r-- root/root",
+			"/etc/vpcflow/":                                     "drwxr-xr-x root/root",
+			"/etc/vpcflow/controller.env":                       "-rw-r--r-- root/root",
+			"/etc/vpcflow/host-watch.env":                       "-rw-r--r-- root/root",
+			"/etc/vpcflow/blueprint.example.yaml":               "-rw-r--r-- root/root",
+			"/etc/vpcflow/host.example.yaml":                    "-rw-r--r-- root/root",
+			"/usr/share/doc/vpcflow/copyright":                  "-rw-r--r-- root/root",
+			"/usr/share/doc/vpcflow/operations.md":              "-rw-r--r-- root/root",
+			"/usr/share/doc/vpcflow/metrics.md":                 "-rw-r--r-- root/root",
+			"/usr/share/vpcflow/grafana/vpcflow.json":           "-rw-r--r-- root/root",
+			"/usr/share/vpcflow/prometheus/vpcflow-alerts.yaml": "-rw-r--r-- root/root",
 		} {
 			if got := list[path]; got != want {
 				t.Errorf("%s: %q, want %q", path, got, want)
@@ -139,6 +142,15 @@ func TestPackage(t *testing.T) {
 		hc, err := flows.LoadHostConfig(filepath.Join(root, "etc/vpcflow/host.example.yaml"))
 		if err != nil || hc.Host.Name != "kvm1" {
 			t.Errorf("the packaged example host file: %v %+v", err, hc)
+		}
+		// The monitoring files are the repository's (controller tests check those).
+		for pkgPath, src := range map[string]string{"usr/share/vpcflow/grafana/vpcflow.json": "packaging/grafana/vpcflow.json",
+			"usr/share/vpcflow/prometheus/vpcflow-alerts.yaml": "packaging/prometheus/vpcflow-alerts.yaml"} {
+			got, err1 := os.ReadFile(filepath.Join(root, pkgPath))
+			want, err2 := os.ReadFile(filepath.Join(top, src))
+			if err1 != nil || err2 != nil || !bytes.Equal(got, want) {
+				t.Errorf("/%s differs from %s (%v, %v)", pkgPath, src, err1, err2)
+			}
 		}
 	})
 
