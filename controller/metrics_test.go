@@ -206,3 +206,41 @@ func TestMetricsConventions(t *testing.T) {
 		t.Errorf("vpcflow_tls_certificate_expiry_timestamp_seconds = %v (present %v), want %d", v, ok, notAfter.Unix())
 	}
 }
+
+// histogramCount is the sample count of an unlabelled histogram.
+func histogramCount(t *testing.T, c *Controller, name string) uint64 {
+	t.Helper()
+	mfs, err := c.metrics.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	t.Fatalf("%s not exported", name)
+	return 0
+}
+
+// TestBlueprintApplyDuration: a reload converged on a connected bridge is
+// one observation of vpcflow_blueprint_apply_duration_seconds; the
+// blueprint in force when the bridge connected, and later reconciles under
+// the same blueprint (a drift check), are none.
+func TestBlueprintApplyDuration(t *testing.T) {
+	ctl := ofStartFenceCtl(t, t.TempDir(), "bp.yaml", ofFenceBlueprint(t, 2, false, ""), nil)
+	const name = "vpcflow_blueprint_apply_duration_seconds"
+	ctl.connect(&ofFenceTable{}, nil)
+	ctl.waitKvm1("kvm1 converged at revision 2", func(s BridgeStatus) bool { return s.Converged && s.Revision == 2 })
+	if n := histogramCount(t, ctl.c, name); n != 0 {
+		t.Fatalf("%s: %d observations for the blueprint loaded before the switch connected, want 0", name, n)
+	}
+	ctl.reload(ofFenceBlueprint(t, 3, true, ""))
+	ofWaitFor(t, 15*time.Second, "one observation after the reload", func() bool { return histogramCount(t, ctl.c, name) == 1 })
+	r := ctl.kvm1().Reconciles
+	ctl.c.kickAll("drift check")
+	ctl.waitKvm1("a drift check ran", func(s BridgeStatus) bool { return s.Reconciles > r })
+	if n := histogramCount(t, ctl.c, name); n != 1 {
+		t.Fatalf("%s: %d observations after a drift check under the same blueprint, want 1", name, n)
+	}
+}
