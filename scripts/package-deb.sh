@@ -89,9 +89,11 @@ install -m 0644 "$pkg/etc/controller.env" "$pkg/etc/host-watch.env" "$pkg/etc/bl
 	(cd "$pkg/etc" && "$bin" host config --blueprint blueprint.example.yaml --host kvm1)
 } >"$root/etc/vpcflow/host.example.yaml" || die "vpcflow host config on the example blueprint failed"
 chmod 0644 "$root/etc/vpcflow/host.example.yaml"
-install -m 0644 "$top/README.md" "$top/docs/operations.md" "$top/docs/metrics.md" "$root/usr/share/doc/vpcflow/"
-# Monitoring (docs/metrics.md): the Grafana dashboard and the Prometheus
-# alert rules, to import or to name in prometheus.yml's rule_files.
+install -m 0644 "$top/README.md" "$top/docs/operations.md" "$root/usr/share/doc/vpcflow/"
+# Monitoring (docs/metrics.md): the metrics reference, the Grafana
+# dashboard and the Prometheus alert rules (to import, or to name in
+# prometheus.yml's rule_files).
+install -m 0644 "$top/docs/metrics.md" "$root/usr/share/doc/vpcflow/"
 install -d -m 0755 "$root/usr/share/vpcflow/grafana" "$root/usr/share/vpcflow/prometheus"
 install -m 0644 "$pkg/grafana/vpcflow.json" "$root/usr/share/vpcflow/grafana/"
 install -m 0644 "$pkg/prometheus/vpcflow-alerts.yaml" "$root/usr/share/vpcflow/prometheus/"
