@@ -16,7 +16,7 @@ var (
 	descBrConn     = prometheus.NewDesc("vpcflow_bridge_connected", "1 when the blueprint host's switch is connected to this controller.", []string{"bridge"}, nil)
 	descConverged  = prometheus.NewDesc("vpcflow_bridge_converged", "1 when the bridge is converged (MASTER, bundle acked, read-back equal).", []string{"bridge"}, nil)
 	descIntended   = prometheus.NewDesc("vpcflow_flows_intended", "Flows the blueprint in force compiles for the bridge's host (bound to the bridge's ports while it is connected; all of them while it is not).", []string{"bridge"}, nil)
-	descInstalled  = prometheus.NewDesc("vpcflow_flows_installed", "Flows read back from the bridge at this controller's last read (0 before the first).", []string{"bridge"}, nil)
+	descInstalled  = prometheus.NewDesc("vpcflow_flows_installed", "Flows read back from the bridge at this controller's last read (0 before the first and while disconnected).", []string{"bridge"}, nil)
 	descRevision   = prometheus.NewDesc("vpcflow_blueprint_revision", "Revision of the blueprint in force.", nil, nil)
 	descReloadErr  = prometheus.NewDesc("vpcflow_blueprint_reload_rejected", "1 when the last blueprint reload was rejected (the last good policy is in force).", nil, nil)
 	descMembers    = prometheus.NewDesc("vpcflow_cluster_members", "Live replicas seen by this replica (cluster mode).", nil, nil)
