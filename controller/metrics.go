@@ -36,8 +36,10 @@ type metrics struct {
 	dropSuppressed *prometheus.CounterVec
 	// policy is the per-rule policy metric (policy_observe.go).
 	policy *policyMetrics
-	// rules is the per-category packet counter (metrics_bridge.go).
+	// rules is the per-category packet counter and flows the per-flow
+	// state it and the policy metric count increases with (metrics_bridge.go).
 	rules *ruleCounters
+	flows *flowTracker
 	// applied is the blueprint-to-bridge latency (metrics_bridge.go).
 	applied *appliedLatency
 	// intended caches vpcflow_flows_intended per bridge (metrics_bridge.go).
@@ -63,6 +65,7 @@ func newMetrics(c *Controller) *metrics {
 		hsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "vpcflow_handshakes_refused_total",
 			Help: "Switch connections closed at accept because --max-handshakes handshakes were already in progress."}),
 		rules:    newRuleCounters(),
+		flows:    newFlowTracker(),
 		applied:  newAppliedLatency(),
 		intended: &intendedCache{m: map[uint64]intendedEntry{}},
 	}
@@ -86,18 +89,29 @@ func (b *bridge) label() string { return dpidLabel(b.dpid) }
 
 // recordCounters feeds the per-category packet counters
 // (vpcflow_rule_packets_total) and the per-rule policy metric from a read
-// of the installed flows (reconcile and audit both read them).
+// of the installed flows (reconcile and audit both read them): only the
+// increases since the previous read count (flowTracker).
 func (b *bridge) recordCounters(installed []flows.Flow) {
+	deltas := b.c.metrics.flows.deltas(b.dpid, installed, time.Now())
 	pk := map[flows.Category]uint64{}
-	for i := range installed {
-		cat := installed[i].Cookie.Category()
-		if strings.HasPrefix(cat.String(), "category-") {
-			cat = flows.CatUnknown // a foreign cookie's top byte: one series, not up to 256
-		}
-		pk[cat] += installed[i].Packets
+	for i := range installed { // every installed category has a series
+		pk[metricCategory(installed[i].Cookie)] += 0
 	}
-	b.c.metrics.rules.observe(b.dpid, pk)
-	b.recordPolicyCounters(installed)
+	for i := range deltas {
+		pk[metricCategory(deltas[i].Cookie)] += deltas[i].Packets
+	}
+	b.c.metrics.rules.add(b.dpid, pk)
+	b.recordPolicyCounters(deltas)
+}
+
+// metricCategory is the category label of a cookie: a foreign cookie's top
+// byte is "unknown" (one series, not up to 256).
+func metricCategory(c flows.Cookie) flows.Category {
+	cat := c.Category()
+	if strings.HasPrefix(cat.String(), "category-") {
+		return flows.CatUnknown
+	}
+	return cat
 }
 
 // observeApplied is called after a reconcile that converged under policy

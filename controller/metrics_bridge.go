@@ -20,49 +20,114 @@ import (
 
 func dpidLabel(dpid uint64) string { return fmt.Sprintf("%016x", dpid) }
 
-// ruleCounters makes vpcflow_rule_packets_total{bridge,category,drop} a
-// counter: OpenFlow flow counters restart when a flow is re-added (drift
-// repair, a changed rule, an ovs-vswitchd restart), so the per-category
-// sum read from the switch can fall. Each read adds the increase since the
-// previous read of the bridge; a category whose sum fell had its flows'
-// counters restarted, and its whole new sum is added. The series therefore
-// only grow, across reconnects too (the state is kept per datapath id).
+// flowTracker turns reads of a bridge's flow table into increases.
+// OpenFlow flow counters restart when a flow is re-added (drift repair, a
+// changed rule, an ovs-vswitchd restart), and two reads of one table can
+// be recorded out of order (an audit racing a reconcile). Per flow (table,
+// priority, cookie, match) it keeps the counters and the creation time
+// (the read's time minus the flow's duration) of the last read:
+//
+//   - counters not below the last read's: the increase;
+//   - counters below it and the flow created later (by more than
+//     flowRestartSlack): a re-added flow, all of its counters are new;
+//   - counters below it otherwise: an older read recorded late, nothing
+//     (the last read's counters are kept);
+//   - a flow not seen before: all of its counters (so the first read after
+//     a start counts what the switch counted before).
+//
+// Flows gone from a read are forgotten. Memory: one entry per installed
+// flow of the bridges in the blueprint or connected (pruned at scrape).
+type flowTracker struct {
+	mu sync.Mutex
+	m  map[uint64]map[flowKey]flowSample
+}
+
+type flowKey struct {
+	table  flows.TableID
+	prio   uint16
+	cookie flows.Cookie
+	match  string
+}
+
+type flowSample struct {
+	packets, bytes uint64
+	created        int64 // Unix ms
+}
+
+// flowRestartSlack bounds the error of a creation time computed from a
+// read's duration and the time it is recorded.
+const flowRestartSlack = 5000 // ms
+
+func newFlowTracker() *flowTracker { return &flowTracker{m: map[uint64]map[flowKey]flowSample{}} }
+
+// deltas records a read of dpid's flows made about now and returns the
+// flows whose counters grew, with the increase as their counters (shallow
+// copies: only Packets and Bytes differ).
+func (ft *flowTracker) deltas(dpid uint64, installed []flows.Flow, now time.Time) []flows.Flow {
+	nowMs := now.UnixMilli()
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	prev := ft.m[dpid]
+	cur := make(map[flowKey]flowSample, len(installed))
+	var out []flows.Flow
+	for i := range installed {
+		f := &installed[i]
+		k := flowKey{f.Table, f.Priority, f.Cookie, string(f.RawMatch)}
+		s := flowSample{f.Packets, f.Bytes, nowMs - int64(f.DurationMs)}
+		dp, db := f.Packets, f.Bytes
+		if p, ok := prev[k]; ok {
+			switch {
+			case f.Packets >= p.packets && f.Bytes >= p.bytes:
+				dp, db = f.Packets-p.packets, f.Bytes-p.bytes
+			case s.created > p.created+flowRestartSlack: // re-added: all new
+			default: // an older read recorded late
+				dp, db, s = 0, 0, p
+			}
+		}
+		cur[k] = s
+		if dp != 0 || db != 0 {
+			g := *f
+			g.Packets, g.Bytes = dp, db
+			out = append(out, g)
+		}
+	}
+	ft.m[dpid] = cur
+	return out
+}
+
+func (ft *flowTracker) prune(keep func(uint64) bool) {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	for dpid := range ft.m {
+		if !keep(dpid) {
+			delete(ft.m, dpid)
+		}
+	}
+}
+
+// ruleCounters is vpcflow_rule_packets_total{bridge,category,drop}: the
+// per-category sums of the flows' increases (flowTracker), so the series
+// only grow, across reconnects too (kept per datapath id).
 type ruleCounters struct {
 	mu sync.Mutex
-	m  map[uint64]map[flows.Category]*catCounter
+	m  map[uint64]map[flows.Category]uint64
 }
-
-type catCounter struct{ last, total uint64 }
 
 func newRuleCounters() *ruleCounters {
-	return &ruleCounters{m: map[uint64]map[flows.Category]*catCounter{}}
+	return &ruleCounters{m: map[uint64]map[flows.Category]uint64{}}
 }
 
-func (r *ruleCounters) observe(dpid uint64, pk map[flows.Category]uint64) {
+// add adds per-category increases (a category with 0 gets its series).
+func (r *ruleCounters) add(dpid uint64, pk map[flows.Category]uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	cats := r.m[dpid]
 	if cats == nil {
-		cats = map[flows.Category]*catCounter{}
+		cats = map[flows.Category]uint64{}
 		r.m[dpid] = cats
 	}
-	for cat, now := range pk {
-		cc := cats[cat]
-		if cc == nil {
-			cc = &catCounter{}
-			cats[cat] = cc
-		}
-		if now >= cc.last {
-			cc.total += now - cc.last
-		} else { // the category's flow counters restarted: all of now is new
-			cc.total += now
-		}
-		cc.last = now
-	}
-	for cat, cc := range cats { // a category no longer installed: its flows are gone
-		if _, ok := pk[cat]; !ok {
-			cc.last = 0
-		}
+	for cat, n := range pk {
+		cats[cat] += n
 	}
 }
 
@@ -78,8 +143,8 @@ func (r *ruleCounters) collect(ch chan<- prometheus.Metric, keep func(uint64) bo
 			delete(r.m, dpid)
 			continue
 		}
-		for cat, cc := range cats {
-			ch <- prometheus.MustNewConstMetric(descRulePkts, prometheus.CounterValue, float64(cc.total), dpidLabel(dpid), cat.String(), fmt.Sprint(cat.IsDrop()))
+		for cat, n := range cats {
+			ch <- prometheus.MustNewConstMetric(descRulePkts, prometheus.CounterValue, float64(n), dpidLabel(dpid), cat.String(), fmt.Sprint(cat.IsDrop()))
 		}
 	}
 }

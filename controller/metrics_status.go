@@ -100,6 +100,7 @@ func (s *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descReloadErr, prometheus.GaugeValue, b2f(st.LastReloadError != ""))
 	c.metrics.rules.collect(ch, keep)
 	c.metrics.applied.prune(keep)
+	c.metrics.flows.prune(keep)
 	c.metrics.intended.prune(keep)
 	if cs := st.Cluster; cs != nil {
 		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(len(cs.Members)))

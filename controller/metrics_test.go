@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/vpcflow/vpcflow/flows"
 )
 
@@ -119,24 +121,53 @@ func TestMetricsFlowsIntendedDisconnected(t *testing.T) {
 	}
 }
 
-// TestRulePacketsCounter: vpcflow_rule_packets_total is a counter that
-// only grows: a fall of a category's sum (its flows re-added) adds the
-// new sum; the state survives a reconnect (same datapath id).
-func TestRulePacketsCounter(t *testing.T) {
+// TestFlowTrackerDeltas: reads of a table become increases per flow: a
+// growing counter adds its growth; a re-added flow (counter fell, created
+// later) adds all of its new counter; an older read recorded late (counter
+// fell, same flow) adds nothing; one flow of a category re-added does not
+// count the category's other flows again (the per-category sum fell, yet
+// only the re-added flow is new). The per-category counter is their sum.
+func TestFlowTrackerDeltas(t *testing.T) {
+	ft := newFlowTracker()
+	t0 := time.Unix(1_000_000, 0)
+	flow := func(match string, pk, ageMs uint64) flows.Flow {
+		return flows.Flow{Table: 30, Priority: 100, Cookie: flows.MakeCookie(flows.CatSpoofDrop, 0, 1), RawMatch: []byte(match),
+			Packets: pk, Bytes: 100 * pk, DurationMs: ageMs}
+	}
+	sum := func(fs []flows.Flow) (pk, by uint64) {
+		for _, f := range fs {
+			pk, by = pk+f.Packets, by+f.Bytes
+		}
+		return
+	}
 	r := newRuleCounters()
-	seq := []struct{ now, total uint64 }{{10, 10}, {15, 15}, {15, 15}, {3, 18}, {5, 20}}
-	for i, s := range seq {
-		r.observe(0xa1, map[flows.Category]uint64{flows.CatSpoofDrop: s.now})
-		if got := r.m[0xa1][flows.CatSpoofDrop].total; got != s.total {
-			t.Fatalf("read %d (switch sum %d): total %d, want %d", i, s.now, got, s.total)
+	var total uint64
+	step := func(what string, at time.Time, want uint64, fs ...flows.Flow) {
+		t.Helper()
+		d := ft.deltas(0xa1, fs, at)
+		pk, by := sum(d)
+		if pk != want || by != 100*want {
+			t.Fatalf("%s: increase %d packets, %d bytes; want %d, %d", what, pk, by, want, 100*want)
+		}
+		r.add(0xa1, map[flows.Category]uint64{flows.CatSpoofDrop: pk})
+		total += want
+		if got := r.m[0xa1][flows.CatSpoofDrop]; got != total {
+			t.Fatalf("%s: category counter %d, want %d", what, got, total)
 		}
 	}
-	// The category disappears (its flows removed), then comes back at 4.
-	r.observe(0xa1, map[flows.Category]uint64{})
-	r.observe(0xa1, map[flows.Category]uint64{flows.CatSpoofDrop: 4})
-	if got := r.m[0xa1][flows.CatSpoofDrop].total; got != 24 {
-		t.Fatalf("after the category's flows came back: total %d, want 24", got)
-	}
+	// Two VMs' spoof-drop flows, an hour old at the first read.
+	step("first read", t0, 150, flow("vm1", 100, 3600_000), flow("vm2", 50, 3600_000))
+	step("growth", t0.Add(30*time.Second), 15, flow("vm1", 110, 3630_000), flow("vm2", 55, 3630_000))
+	// vm2's flow re-added 10 s ago (drift repair): its 3 packets are new,
+	// vm1 grew by 1; the category's sum fell from 165 to 114.
+	step("one flow re-added", t0.Add(60*time.Second), 4, flow("vm1", 111, 3660_000), flow("vm2", 3, 10_000))
+	// An audit's read from 2 s earlier, recorded now: nothing.
+	step("older read recorded late", t0.Add(61*time.Second), 0, flow("vm1", 110, 3658_000), flow("vm2", 2, 8_000))
+	step("growth after the late read", t0.Add(90*time.Second), 2, flow("vm1", 112, 3690_000), flow("vm2", 4, 40_000))
+	// ovs-vswitchd restarted: every flow re-added 1 s ago.
+	step("switch restarted", t0.Add(120*time.Second), 3, flow("vm1", 2, 1_000), flow("vm2", 1, 1_000))
+	// A flow removed and a new one (another match) added.
+	step("flow replaced", t0.Add(150*time.Second), 9, flow("vm1", 2, 31_000), flow("vm3", 9, 5_000))
 }
 
 // testCert is a self-signed certificate valid until notAfter.
@@ -226,7 +257,7 @@ func histogramCount(t *testing.T, c *Controller, name string) uint64 {
 // TestBlueprintApplyDuration: a reload converged on a connected bridge is
 // one observation of vpcflow_blueprint_apply_duration_seconds; the
 // blueprint in force when the bridge connected, and later reconciles under
-// the same blueprint (a drift check), are none.
+// the same blueprint, are none.
 func TestBlueprintApplyDuration(t *testing.T) {
 	ctl := ofStartFenceCtl(t, t.TempDir(), "bp.yaml", ofFenceBlueprint(t, 2, false, ""), nil)
 	const name = "vpcflow_blueprint_apply_duration_seconds"
@@ -237,10 +268,29 @@ func TestBlueprintApplyDuration(t *testing.T) {
 	}
 	ctl.reload(ofFenceBlueprint(t, 3, true, ""))
 	ofWaitFor(t, 15*time.Second, "one observation after the reload", func() bool { return histogramCount(t, ctl.c, name) == 1 })
-	r := ctl.kvm1().Reconciles
-	ctl.c.kickAll("drift check")
-	ctl.waitKvm1("a drift check ran", func(s BridgeStatus) bool { return s.Reconciles > r })
-	if n := histogramCount(t, ctl.c, name); n != 1 {
-		t.Fatalf("%s: %d observations after a drift check under the same blueprint, want 1", name, n)
+
+	// The rules alone: once per bridge and blueprint, none for a blueprint
+	// older than the connection.
+	a := newAppliedLatency()
+	t0 := time.Now()
+	old, p2, p3 := &policy{loaded: t0.Add(-time.Minute)}, &policy{loaded: t0.Add(time.Second)}, &policy{loaded: t0.Add(2 * time.Second)}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(a.h)
+	count := func() uint64 {
+		mfs, err := reg.Gather()
+		if err != nil || len(mfs) != 1 {
+			t.Fatalf("gather: %v (%d families)", err, len(mfs))
+		}
+		return mfs[0].GetMetric()[0].GetHistogram().GetSampleCount()
+	}
+	for i, s := range []struct {
+		dpid uint64
+		p    *policy
+		want uint64
+	}{{0xa1, old, 0}, {0xa1, p2, 1}, {0xa1, p2, 1}, {0xa2, p2, 2}, {0xa1, p3, 3}, {0xa1, p3, 3}} {
+		a.observe(s.dpid, s.p, t0, t0.Add(5*time.Second))
+		if got := count(); got != s.want {
+			t.Fatalf("step %d: %d observations, want %d", i, got, s.want)
+		}
 	}
 }
