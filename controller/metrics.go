@@ -2,6 +2,7 @@ package controller
 
 import (
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +45,8 @@ type metrics struct {
 	applied *appliedLatency
 	// intended caches vpcflow_flows_intended per bridge (metrics_bridge.go).
 	intended *intendedCache
+	// lastPrune is when maybePrune last ran (Unix ns).
+	lastPrune atomic.Int64
 }
 
 func newMetrics(c *Controller) *metrics {
@@ -102,6 +105,32 @@ func (b *bridge) recordCounters(installed []flows.Flow) {
 	}
 	b.c.metrics.rules.add(b.dpid, pk)
 	b.recordPolicyCounters(deltas)
+	b.c.metrics.maybePrune(b.c)
+}
+
+// pruneEvery bounds how long per-bridge metric state of a datapath that
+// left (disconnected and not in the blueprint) is kept without a scrape.
+const pruneEvery = time.Minute
+
+// maybePrune drops the per-bridge state of datapaths that are neither in
+// the blueprint nor connected, at most every pruneEvery (each scrape
+// prunes too), so the state stays bounded even if nobody scrapes.
+func (m *metrics) maybePrune(c *Controller) {
+	now := time.Now().UnixNano()
+	last := m.lastPrune.Load()
+	if now-last < int64(pruneEvery) || !m.lastPrune.CompareAndSwap(last, now) {
+		return
+	}
+	_, keep := c.metricBridges(c.policy())
+	m.prune(keep)
+}
+
+// prune drops the per-bridge state of the datapaths keep rejects.
+func (m *metrics) prune(keep func(uint64) bool) {
+	m.rules.prune(keep)
+	m.flows.prune(keep)
+	m.applied.prune(keep)
+	m.intended.prune(keep)
 }
 
 // metricCategory is the category label of a cookie: a foreign cookie's top

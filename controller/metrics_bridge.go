@@ -135,12 +135,21 @@ var descRulePkts = prometheus.NewDesc("vpcflow_rule_packets_total",
 	"Packets matched by the bridge's flows of one rule category, accumulated over the reads of its flow table (reconcile, drift tick, audit); drop=\"true\" marks the security counters.",
 	[]string{"bridge", "category", "drop"}, nil)
 
+func (r *ruleCounters) prune(keep func(uint64) bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for dpid := range r.m {
+		if !keep(dpid) {
+			delete(r.m, dpid)
+		}
+	}
+}
+
 func (r *ruleCounters) collect(ch chan<- prometheus.Metric, keep func(uint64) bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for dpid, cats := range r.m {
 		if !keep(dpid) {
-			delete(r.m, dpid)
 			continue
 		}
 		for cat, n := range cats {

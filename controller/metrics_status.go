@@ -46,20 +46,7 @@ func (s *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	c := s.c
 	p := c.policy()
 	st := c.Status()
-	c.mu.Lock()
-	brs := make(map[uint64]*bridge, len(c.bridges))
-	for k, v := range c.bridges {
-		brs[k] = v
-	}
-	c.mu.Unlock()
-	keepSet := map[uint64]bool{}
-	for dpid := range brs {
-		keepSet[dpid] = true
-	}
-	for i := range p.bp.Hosts {
-		keepSet[p.bp.Hosts[i].DPID] = true
-	}
-	keep := func(dpid uint64) bool { return keepSet[dpid] }
+	brs, keep := c.metricBridges(p)
 	connected, unknown := 0, 0
 	for _, b := range st.Bridges {
 		if b.Connected {
@@ -99,9 +86,7 @@ func (s *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRevision, prometheus.GaugeValue, float64(st.Revision))
 	ch <- prometheus.MustNewConstMetric(descReloadErr, prometheus.GaugeValue, b2f(st.LastReloadError != ""))
 	c.metrics.rules.collect(ch, keep)
-	c.metrics.applied.prune(keep)
-	c.metrics.flows.prune(keep)
-	c.metrics.intended.prune(keep)
+	c.metrics.prune(keep)
 	if cs := st.Cluster; cs != nil {
 		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(len(cs.Members)))
 		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.GaugeValue, float64(len(cs.Refused)))
@@ -114,4 +99,24 @@ func (s *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descOwned, prometheus.GaugeValue, float64(owned))
 	}
+}
+
+// metricBridges returns the connected bridges and which datapath ids the
+// per-bridge metric state is kept for: the blueprint's hosts (under p) and
+// the connected datapaths.
+func (c *Controller) metricBridges(p *policy) (map[uint64]*bridge, func(uint64) bool) {
+	c.mu.Lock()
+	brs := make(map[uint64]*bridge, len(c.bridges))
+	for k, v := range c.bridges {
+		brs[k] = v
+	}
+	c.mu.Unlock()
+	keepSet := make(map[uint64]bool, len(brs)+len(p.bp.Hosts))
+	for dpid := range brs {
+		keepSet[dpid] = true
+	}
+	for i := range p.bp.Hosts {
+		keepSet[p.bp.Hosts[i].DPID] = true
+	}
+	return brs, func(dpid uint64) bool { return keepSet[dpid] }
 }

@@ -294,3 +294,48 @@ func TestBlueprintApplyDuration(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsStateBounded: per-bridge metric state is kept for the
+// blueprint's hosts and the connected datapaths only: a datapath that is
+// neither loses it at the next scrape, or at the next read of any bridge
+// once pruneEvery has passed (nobody scraping).
+func TestMetricsStateBounded(t *testing.T) {
+	ctl := ofStartFenceCtl(t, t.TempDir(), "bp.yaml", ofFenceBlueprint(t, 2, false, ""), nil)
+	m := ctl.c.metrics
+	seed := func() {
+		for _, dpid := range []uint64{0xa2, 0xdead} {
+			m.flows.deltas(dpid, []flows.Flow{{Table: 0, Priority: 1, Cookie: flows.MakeCookie(flows.CatSpoofDrop, 0, 1), Packets: 1}}, time.Now())
+			m.rules.add(dpid, map[flows.Category]uint64{flows.CatSpoofDrop: 1})
+		}
+	}
+	has := func(dpid uint64) (bool, bool) {
+		m.flows.mu.Lock()
+		_, f := m.flows.m[dpid]
+		m.flows.mu.Unlock()
+		m.rules.mu.Lock()
+		_, r := m.rules.m[dpid]
+		m.rules.mu.Unlock()
+		return f, r
+	}
+	seed()
+	if _, err := m.reg.Gather(); err != nil { // a scrape
+		t.Fatal(err)
+	}
+	if f, r := has(0xdead); f || r {
+		t.Errorf("after a scrape: state of a datapath neither in the blueprint nor connected kept (flows %v, rules %v)", f, r)
+	}
+	if f, r := has(0xa2); !f || !r {
+		t.Errorf("after a scrape: state of blueprint host kvm2 dropped (flows %v, rules %v)", f, r)
+	}
+	seed()
+	m.lastPrune.Store(0) // pruneEvery has passed
+	m.maybePrune(ctl.c)
+	if f, r := has(0xdead); f || r {
+		t.Errorf("after maybePrune: state of a departed datapath kept (flows %v, rules %v)", f, r)
+	}
+	seed()
+	m.maybePrune(ctl.c) // within pruneEvery: nothing
+	if f, _ := has(0xdead); !f {
+		t.Errorf("maybePrune ran again within %s", pruneEvery)
+	}
+}
