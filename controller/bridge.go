@@ -52,9 +52,8 @@ type bridge struct {
 	// waits for it.
 	revisionChecked atomic.Bool
 
-	mu         sync.Mutex
-	st         BridgeStatus
-	catPackets map[flows.Category]uint64 // per-category packets at the last read
+	mu sync.Mutex
+	st BridgeStatus
 }
 
 // BridgeStatus is what /status reports per bridge.
@@ -387,6 +386,7 @@ func (b *bridge) run(ctx context.Context) {
 					retry = time.After(b.c.opts.RetryInterval)
 				} else {
 					retry = nil
+					b.observeApplied(p, removed) // metrics.go
 				}
 			}
 		}

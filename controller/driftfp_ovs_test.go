@@ -23,17 +23,12 @@ func TestDriftFingerprintOVS(t *testing.T) {
 	if drift0 != 0 {
 		t.Fatalf("%d drift repairs before the test changed anything", drift0)
 	}
-	packets := func() uint64 {
-		r.c.mu.Lock()
-		br := r.c.bridges[0xa1]
-		r.c.mu.Unlock()
-		if br == nil {
-			return 0
-		}
-		br.mu.Lock()
-		defer br.mu.Unlock()
+	packets := func() uint64 { // vpcflow_rule_packets_total of the bridge, all categories
+		rc := r.c.metrics.rules
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
 		var n uint64
-		for _, v := range br.catPackets {
+		for _, v := range rc.m[0xa1] {
 			n += v
 		}
 		return n

@@ -1,14 +1,24 @@
 package controller
 
 import (
-	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/vpcflow/vpcflow/flows"
 )
 
-// metrics are the controller's Prometheus metrics (served on /metrics).
+// metrics are the controller's Prometheus metrics (served on /metrics;
+// the reference is docs/metrics.md).
+//
+// Conventions (docs/metrics.md, "Conventions"): counters are counters and
+// end in _total; units are base units named in the metric (_seconds,
+// _bytes, _timestamp_seconds); every per-bridge series has exactly one
+// identifying label, bridge (the datapath id, 16 hex digits), and the
+// blueprint host name is joined from vpcflow_bridge_info{bridge,host}.
 // Label cardinality is bounded: bridges × rule categories, never per flow,
 // VM or packet.
 type metrics struct {
@@ -27,6 +37,16 @@ type metrics struct {
 	dropSuppressed *prometheus.CounterVec
 	// policy is the per-rule policy metric (policy_observe.go).
 	policy *policyMetrics
+	// rules is the per-category packet counter and flows the per-flow
+	// state it and the policy metric count increases with (metrics_bridge.go).
+	rules *ruleCounters
+	flows *flowTracker
+	// applied is the blueprint-to-bridge latency (metrics_bridge.go).
+	applied *appliedLatency
+	// intended caches vpcflow_flows_intended per bridge (metrics_bridge.go).
+	intended *intendedCache
+	// lastPrune is when maybePrune last ran (Unix ns).
+	lastPrune atomic.Int64
 }
 
 func newMetrics(c *Controller) *metrics {
@@ -47,135 +67,92 @@ func newMetrics(c *Controller) *metrics {
 			Help: "Switch connections refused (TLS failure, certificate not matching the datapath's host, datapath id already connected elsewhere)."}),
 		hsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "vpcflow_handshakes_refused_total",
 			Help: "Switch connections closed at accept because --max-handshakes handshakes were already in progress."}),
+		rules:    newRuleCounters(),
+		flows:    newFlowTracker(),
+		applied:  newAppliedLatency(),
+		intended: &intendedCache{m: map[uint64]intendedEntry{}},
 	}
 	m.reg.MustRegister(newBuildInfoMetric()) // version.go
+	// The conventional runtime metrics: go_* and process_* (CPU, memory,
+	// open file descriptors, start time).
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.dropEvents = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vpcflow_drop_log_events_total",
-		Help: "Dropped packets logged (drop logging), by bridge and rule category."}, []string{"bridge", "rule"})
+		Help: "Dropped packets logged (drop logging), by bridge and rule category."}, []string{"bridge", "category"})
 	m.dropSuppressed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vpcflow_drop_log_suppressed_total",
 		Help: "Drop-log events discarded by the controller because it could not keep up (the switch's meter drops more, see ovs-ofctl meter-stats)."}, []string{"bridge"})
 	m.peerFetches = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vpcflow_blueprint_peer_fetches_total",
 		Help: "Blueprints fetched from another replica because it enforced a newer policy, by result (ok: verified and applied; error: transfer failed, refused, invalid or hash mismatch)."}, []string{"result"})
 	m.policy = newPolicyMetrics(c.opts.PolicyMetricRules)
-	m.reg.MustRegister(m.peerFetches, m.dropEvents, m.dropSuppressed, m.rejected, m.hsRefused, m.reconcile, m.flowMods, m.modErrors, m.drift, m.roles, &statusCollector{c}, m.policy)
+	m.reg.MustRegister(m.peerFetches, m.dropEvents, m.dropSuppressed, m.rejected, m.hsRefused, m.reconcile, m.flowMods, m.modErrors, m.drift, m.roles,
+		&statusCollector{c}, m.policy, m.applied.h, &tlsCollector{c})
 	return m
 }
 
-func (b *bridge) label() string { return fmt.Sprintf("%016x", b.dpid) }
+func (b *bridge) label() string { return dpidLabel(b.dpid) }
 
-// recordCounters keeps per-category packet counters from the last read of
-// the installed flows (reconcile and audit both read them).
+// recordCounters feeds the per-category packet counters
+// (vpcflow_rule_packets_total) and the per-rule policy metric from a read
+// of the installed flows (reconcile and audit both read them): only the
+// increases since the previous read count (flowTracker).
 func (b *bridge) recordCounters(installed []flows.Flow) {
+	deltas := b.c.metrics.flows.deltas(b.dpid, installed, time.Now())
 	pk := map[flows.Category]uint64{}
-	for i := range installed {
-		pk[installed[i].Cookie.Category()] += installed[i].Packets
+	for i := range installed { // every installed category has a series
+		pk[metricCategory(installed[i].Cookie)] += 0
+	}
+	for i := range deltas {
+		pk[metricCategory(deltas[i].Cookie)] += deltas[i].Packets
+	}
+	b.c.metrics.rules.add(b.dpid, pk)
+	b.recordPolicyCounters(deltas)
+	b.c.metrics.maybePrune(b.c)
+}
+
+// pruneEvery bounds how long per-bridge metric state of a datapath that
+// left (disconnected and not in the blueprint) is kept without a scrape.
+const pruneEvery = time.Minute
+
+// maybePrune drops the per-bridge state of datapaths that are neither in
+// the blueprint nor connected, at most every pruneEvery (each scrape
+// prunes too), so the state stays bounded even if nobody scrapes.
+func (m *metrics) maybePrune(c *Controller) {
+	now := time.Now().UnixNano()
+	last := m.lastPrune.Load()
+	if now-last < int64(pruneEvery) || !m.lastPrune.CompareAndSwap(last, now) {
+		return
+	}
+	_, keep := c.metricBridges(c.policy())
+	m.prune(keep)
+}
+
+// prune drops the per-bridge state of the datapaths keep rejects.
+func (m *metrics) prune(keep func(uint64) bool) {
+	m.rules.prune(keep)
+	m.flows.prune(keep)
+	m.applied.prune(keep)
+	m.intended.prune(keep)
+}
+
+// metricCategory is the category label of a cookie: a foreign cookie's top
+// byte is "unknown" (one series, not up to 256).
+func metricCategory(c flows.Cookie) flows.Category {
+	cat := c.Category()
+	if strings.HasPrefix(cat.String(), "category-") {
+		return flows.CatUnknown
+	}
+	return cat
+}
+
+// observeApplied is called after a reconcile that converged under policy
+// p (the bridge loop): the first time a bridge converges under a blueprint
+// loaded while it was connected, the time since the blueprint was accepted
+// is observed in vpcflow_blueprint_apply_duration_seconds.
+func (b *bridge) observeApplied(p *policy, removed bool) {
+	if removed {
+		return
 	}
 	b.mu.Lock()
-	b.catPackets = pk
+	since := b.st.ConnectedSince
 	b.mu.Unlock()
-	b.recordPolicyCounters(installed)
-}
-
-// statusCollector exports gauges computed from the controller's status.
-type statusCollector struct{ c *Controller }
-
-var (
-	descConnected = prometheus.NewDesc("vpcflow_switches_connected", "Switches connected to this controller.", nil, nil)
-	descConverged = prometheus.NewDesc("vpcflow_bridge_converged", "1 when the bridge is converged (MASTER, bundle acked, read-back equal).", []string{"bridge", "host"}, nil)
-	descIntended  = prometheus.NewDesc("vpcflow_flows_intended", "Flows compiled for the bridge.", []string{"bridge", "host"}, nil)
-	descInstalled = prometheus.NewDesc("vpcflow_flows_installed", "Flows read back from the bridge.", []string{"bridge", "host"}, nil)
-	descRulePkts  = prometheus.NewDesc("vpcflow_rule_packets", "Packets matched by the bridge's flows of one rule category (at the last read); drop categories are the security counters.", []string{"bridge", "host", "category", "drop"}, nil)
-	descRevision  = prometheus.NewDesc("vpcflow_blueprint_revision", "Revision of the blueprint in force.", nil, nil)
-	descReloadErr = prometheus.NewDesc("vpcflow_blueprint_reload_rejected", "1 when the last blueprint reload was rejected (the last good policy is in force).", nil, nil)
-	descMembers   = prometheus.NewDesc("vpcflow_cluster_members", "Live replicas seen by this replica (cluster mode).", nil, nil)
-	descQuorum    = prometheus.NewDesc("vpcflow_cluster_quorum", "1 when this replica sees a quorum (cluster mode).", nil, nil)
-	descOwned     = prometheus.NewDesc("vpcflow_bridges_owned", "Bridges this replica owns (cluster mode).", nil, nil)
-	descRefused   = prometheus.NewDesc("vpcflow_cluster_refused", "Cluster members refused because their name is not in the blueprint's controllers: (cluster mode; at most 64 names are tracked).", nil, nil)
-	descUnknown   = prometheus.NewDesc("vpcflow_unknown_datapaths", "Connected datapaths not in the blueprint (given no flows).", nil, nil)
-	descFenced    = prometheus.NewDesc("vpcflow_bridge_fenced", "1 when the bridge holds flows of a newer blueprint revision than the one in force: this controller writes nothing to it (revision fence).", []string{"bridge", "host"}, nil)
-	descInstRev   = prometheus.NewDesc("vpcflow_bridge_installed_revision", "Highest blueprint revision carried by the bridge's flow cookies at this controller's last read.", []string{"bridge", "host"}, nil)
-)
-
-func (s *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConnected, descConverged, descIntended, descInstalled, descRulePkts, descRevision,
-		descReloadErr, descMembers, descQuorum, descOwned, descUnknown, descFenced, descInstRev, descRefused} {
-		ch <- d
-	}
-}
-
-func (s *statusCollector) Collect(ch chan<- prometheus.Metric) {
-	c := s.c
-	st := c.Status()
-	connected, unknown := 0, 0
-	for _, b := range st.Bridges {
-		if b.Connected {
-			connected++
-			if !b.Known {
-				unknown++
-			}
-		}
-		if !b.Known {
-			continue
-		}
-		conv := 0.0
-		if b.Converged {
-			conv = 1
-		}
-		ch <- prometheus.MustNewConstMetric(descConverged, prometheus.GaugeValue, conv, b.DatapathID, b.Host)
-		ch <- prometheus.MustNewConstMetric(descIntended, prometheus.GaugeValue, float64(b.FlowsIntended), b.DatapathID, b.Host)
-		ch <- prometheus.MustNewConstMetric(descInstalled, prometheus.GaugeValue, float64(b.FlowsInstalled), b.DatapathID, b.Host)
-	}
-	for _, b := range st.Bridges { // unknown datapaths too: the orphan path is fenced as well
-		if !b.Connected {
-			continue
-		}
-		fenced := 0.0
-		if b.Fenced {
-			fenced = 1
-		}
-		ch <- prometheus.MustNewConstMetric(descFenced, prometheus.GaugeValue, fenced, b.DatapathID, b.Host)
-		ch <- prometheus.MustNewConstMetric(descInstRev, prometheus.GaugeValue, float64(b.InstalledRevision), b.DatapathID, b.Host)
-	}
-	ch <- prometheus.MustNewConstMetric(descConnected, prometheus.GaugeValue, float64(connected))
-	ch <- prometheus.MustNewConstMetric(descUnknown, prometheus.GaugeValue, float64(unknown))
-	ch <- prometheus.MustNewConstMetric(descRevision, prometheus.GaugeValue, float64(st.Revision))
-	rej := 0.0
-	if st.LastReloadError != "" {
-		rej = 1
-	}
-	ch <- prometheus.MustNewConstMetric(descReloadErr, prometheus.GaugeValue, rej)
-	c.mu.Lock()
-	brs := make([]*bridge, 0, len(c.bridges))
-	for _, b := range c.bridges {
-		brs = append(brs, b)
-	}
-	c.mu.Unlock()
-	for _, b := range brs {
-		b.mu.Lock()
-		host := b.st.Host
-		pk := b.catPackets
-		b.mu.Unlock()
-		for cat, n := range pk {
-			drop := "false"
-			if cat.IsDrop() {
-				drop = "true"
-			}
-			ch <- prometheus.MustNewConstMetric(descRulePkts, prometheus.GaugeValue, float64(n), b.label(), host, cat.String(), drop)
-		}
-	}
-	if cs := st.Cluster; cs != nil {
-		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(len(cs.Members)))
-		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.GaugeValue, float64(len(cs.Refused)))
-		q := 0.0
-		if cs.Quorum {
-			q = 1
-		}
-		ch <- prometheus.MustNewConstMetric(descQuorum, prometheus.GaugeValue, q)
-		owned := 0
-		for _, m := range cs.Members {
-			if m.Self {
-				owned = len(m.Owned)
-			}
-		}
-		ch <- prometheus.MustNewConstMetric(descOwned, prometheus.GaugeValue, float64(owned))
-	}
+	b.c.metrics.applied.observe(b.dpid, p, since, time.Now())
 }

@@ -56,8 +56,8 @@ func policyDropFields(r *flows.PolicyRules, pi *packetIn, lf logrus.Fields) {
 // vpcflow_policy_rule_bytes_total {rule, verdict}: the packets and bytes
 // the rules' deciding flows matched on the bridges this controller reads,
 // summed over bridges. OpenFlow counters restart when a flow is re-added;
-// the delta since the previous read of a bridge is added (after a restart
-// of the flow counter, the whole new value), so the series only grow.
+// each read adds the flows' increase since the previous read (the per-flow
+// deltas of flowTracker, metrics_bridge.go), so the series only grow.
 //
 // Cardinality is bounded: at most max rules get a series of their own,
 // given in the order they first match packets (a rule keeps its series
@@ -69,12 +69,11 @@ type policyMetrics struct {
 	max int
 
 	mu     sync.Mutex
-	rules  *flows.PolicyRules               // the index of the last observation
-	last   map[uint64]map[string]ruleSample // bridge -> rule -> counters at the last read
-	series map[policySeries]*ruleSample     // totals
-	named  map[string]bool                  // rules with their own series
-	other  map[string]bool                  // rules counted under "other" (in the current blueprint)
-	vdict  map[string]string                // rule -> verdict of the current blueprint
+	rules  *flows.PolicyRules           // the index of the last observation
+	series map[policySeries]*ruleSample // totals
+	named  map[string]bool              // rules with their own series
+	other  map[string]bool              // rules counted under "other" (in the current blueprint)
+	vdict  map[string]string            // rule -> verdict of the current blueprint
 }
 
 type policySeries struct{ rule, verdict string }
@@ -82,7 +81,7 @@ type policySeries struct{ rule, verdict string }
 type ruleSample struct{ packets, bytes uint64 }
 
 func newPolicyMetrics(max int) *policyMetrics {
-	return &policyMetrics{max: max, last: map[uint64]map[string]ruleSample{}, series: map[policySeries]*ruleSample{},
+	return &policyMetrics{max: max, series: map[policySeries]*ruleSample{},
 		named: map[string]bool{}, other: map[string]bool{}, vdict: map[string]string{}}
 }
 
@@ -98,24 +97,16 @@ var (
 		nil, nil)
 )
 
-// observe adds a bridge's per-rule counters read now.
-func (m *policyMetrics) observe(dpid uint64, r *flows.PolicyRules, counts []flows.PolicyRuleCount) {
+// observe adds the per-rule increases of a read of a bridge (counts over
+// the flows' deltas since the previous read).
+func (m *policyMetrics) observe(r *flows.PolicyRules, deltas []flows.PolicyRuleCount) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if r != m.rules {
 		m.reindex(r)
 	}
-	prev := m.last[dpid]
-	cur := make(map[string]ruleSample, len(counts))
-	for _, c := range counts {
-		now := ruleSample{c.Packets, c.Bytes}
-		cur[c.Rule] = now
-		was := prev[c.Rule]
-		d := now
-		if now.packets >= was.packets && now.bytes >= was.bytes {
-			d = ruleSample{now.packets - was.packets, now.bytes - was.bytes}
-		} // else the flow counters restarted (flows re-added): all of now is new
-		if d.packets == 0 && d.bytes == 0 {
+	for _, c := range deltas {
+		if c.Packets == 0 && c.Bytes == 0 {
 			continue
 		}
 		label := c.Rule
@@ -133,10 +124,9 @@ func (m *policyMetrics) observe(dpid uint64, r *flows.PolicyRules, counts []flow
 			s = &ruleSample{}
 			m.series[k] = s
 		}
-		s.packets += d.packets
-		s.bytes += d.bytes
+		s.packets += c.Packets
+		s.bytes += c.Bytes
 	}
-	m.last[dpid] = cur
 }
 
 // reindex follows a new blueprint: series of rules it no longer has (or
@@ -182,13 +172,15 @@ func (m *policyMetrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 // recordPolicyCounters feeds the per-rule metric from a read of the
-// bridge's installed flows (reconcile, drift tick, audit).
-func (b *bridge) recordPolicyCounters(installed []flows.Flow) {
+// bridge's installed flows (reconcile, drift tick, audit): deltas are the
+// flows whose counters grew since the previous read, with the increase as
+// their counters (flowTracker).
+func (b *bridge) recordPolicyCounters(deltas []flows.Flow) {
 	r := b.c.policy().policyRules()
 	if r.Len() == 0 || b.c.metrics.policy == nil {
 		return
 	}
-	b.c.metrics.policy.observe(b.dpid, r, r.Count(nil, installed))
+	b.c.metrics.policy.observe(r, r.Count(nil, deltas))
 }
 
 // checkPolicyMetricRules validates Options.PolicyMetricRules.

@@ -7,7 +7,8 @@ import (
 )
 
 // DecodeFlowCounters decodes the parts of one ofp_flow_stats entry that the
-// counters need (Table, Priority, Cookie, DurationMs, Packets, Bytes) and,
+// counters need (Table, Priority, Cookie, DurationMs, Packets, Bytes,
+// RawMatch: the match as the switch encoded it, aliasing e) and,
 // for a conjunction clause flow (apply-actions holding only conjunction
 // actions), its Conjunction actions, so IsConjunctionClause and
 // PolicyDecides are exact. It skips the match and every other action: a
@@ -37,6 +38,7 @@ func DecodeFlowCounters(e []byte) (Flow, error) {
 	if ml < 4 || padded > len(m) {
 		return f, decodeErr("match length %d", ml)
 	}
+	f.RawMatch = m[:padded:padded] // aliases e: copy it to keep it
 	ins := m[padded:]
 	var conj []Action
 	clause := false

@@ -2,7 +2,8 @@
 # Builds DIST/vpcflow_<version>_<arch>.deb with dpkg-deb (make package):
 # the static binary in /usr/bin, the systemd units in /lib/systemd/system,
 # commented examples in /etc/vpcflow (conffiles), docs in
-# /usr/share/doc/vpcflow. No network, no packaging tool beyond dpkg-deb.
+# /usr/share/doc/vpcflow, the Grafana dashboard and Prometheus alert rules
+# in /usr/share/vpcflow. No network, no packaging tool beyond dpkg-deb.
 #
 #   scripts/package-deb.sh BIN DIST            VERSION (git describe --tags
 #                                              --always --dirty) from the
@@ -89,6 +90,13 @@ install -m 0644 "$pkg/etc/controller.env" "$pkg/etc/host-watch.env" "$pkg/etc/bl
 } >"$root/etc/vpcflow/host.example.yaml" || die "vpcflow host config on the example blueprint failed"
 chmod 0644 "$root/etc/vpcflow/host.example.yaml"
 install -m 0644 "$top/README.md" "$top/docs/operations.md" "$root/usr/share/doc/vpcflow/"
+# Monitoring (docs/metrics.md): the metrics reference, the Grafana
+# dashboard and the Prometheus alert rules (to import, or to name in
+# prometheus.yml's rule_files).
+install -m 0644 "$top/docs/metrics.md" "$root/usr/share/doc/vpcflow/"
+install -d -m 0755 "$root/usr/share/vpcflow/grafana" "$root/usr/share/vpcflow/prometheus"
+install -m 0644 "$pkg/grafana/vpcflow.json" "$root/usr/share/vpcflow/grafana/"
+install -m 0644 "$pkg/prometheus/vpcflow-alerts.yaml" "$root/usr/share/vpcflow/prometheus/"
 install -m 0644 "$top/LICENSE" "$root/usr/share/doc/vpcflow/copyright"
 install -m 0755 "$pkg/deb/postinst" "$pkg/deb/prerm" "$pkg/deb/postrm" "$root/DEBIAN/"
 printf '/etc/vpcflow/%s\n' controller.env host-watch.env blueprint.example.yaml host.example.yaml >"$root/DEBIAN/conffiles"

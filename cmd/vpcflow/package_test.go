@@ -119,6 +119,13 @@ func TestPackage(t *testing.T) {
 				t.Errorf("%s: %q, want %q", path, got, want)
 			}
 		}
+		// Monitoring (docs/metrics.md): kept apart from the table above.
+		for _, path := range []string{"/usr/share/doc/vpcflow/metrics.md", "/usr/share/vpcflow/grafana/vpcflow.json",
+			"/usr/share/vpcflow/prometheus/vpcflow-alerts.yaml"} {
+			if got := list[path]; got != "-rw-r--r-- root/root" {
+				t.Errorf("%s: %q, want %q", path, got, "-rw-r--r-- root/root")
+			}
+		}
 		for path, mode := range list {
 			if !strings.HasSuffix(mode, "root/root") {
 				t.Errorf("%s owned by %s, want root/root", path, mode)
@@ -139,6 +146,15 @@ func TestPackage(t *testing.T) {
 		hc, err := flows.LoadHostConfig(filepath.Join(root, "etc/vpcflow/host.example.yaml"))
 		if err != nil || hc.Host.Name != "kvm1" {
 			t.Errorf("the packaged example host file: %v %+v", err, hc)
+		}
+		// The monitoring files are the repository's (controller tests check those).
+		for pkgPath, src := range map[string]string{"usr/share/vpcflow/grafana/vpcflow.json": "packaging/grafana/vpcflow.json",
+			"usr/share/vpcflow/prometheus/vpcflow-alerts.yaml": "packaging/prometheus/vpcflow-alerts.yaml"} {
+			got, err1 := os.ReadFile(filepath.Join(root, pkgPath))
+			want, err2 := os.ReadFile(filepath.Join(top, src))
+			if err1 != nil || err2 != nil || !bytes.Equal(got, want) {
+				t.Errorf("/%s differs from %s (%v, %v)", pkgPath, src, err1, err2)
+			}
 		}
 	})
 

@@ -113,10 +113,22 @@ func TestAuditDriftAndRepair(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"vpcflow_switches_connected 3", "vpcflow_flows_installed{", "vpcflow_drift_detected_total{bridge=\"00000000000000a2\"}",
-		"vpcflow_reconcile_duration_seconds_bucket", "vpcflow_rule_packets{", "vpcflow_blueprint_revision 1", "vpcflow_flow_mods_total{"} {
+		"vpcflow_reconcile_duration_seconds_bucket", "vpcflow_rule_packets_total{", "vpcflow_blueprint_revision 1", "vpcflow_flow_mods_total{",
+		`vpcflow_bridge_info{bridge="00000000000000a2",host="kvm2"} 1`, "process_start_time_seconds "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+	// The conventions, checked by Prometheus' own linter on the live lab
+	// (docs/metrics.md; promtool from Debian's prometheus package, make deps).
+	pt, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatalf("promtool not found (make deps installs Debian's prometheus package): %v", err)
+	}
+	lint := exec.Command(pt, "check", "metrics")
+	lint.Stdin = strings.NewReader(out)
+	if msg, err := lint.CombinedOutput(); err != nil || strings.TrimSpace(string(msg)) != "" {
+		t.Errorf("promtool check metrics on the lab's /metrics: %v\n%s", err, msg)
 	}
 }
 
