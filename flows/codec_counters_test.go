@@ -73,7 +73,7 @@ func TestDecodeFlowCountersAgrees(t *testing.T) {
 				}
 				if light.Table != full.Table || light.Priority != full.Priority || light.Cookie != full.Cookie ||
 					light.Packets != full.Packets || light.Bytes != full.Bytes || light.DurationMs != full.DurationMs ||
-				string(light.RawMatch) != string(full.RawMatch) {
+					string(light.RawMatch) != string(full.RawMatch) {
 					t.Fatalf("%s: counters decode %+v, full decode %+v", full.String(), light, full)
 				}
 				if IsConjunctionClause(&light) != IsConjunctionClause(&full) || PolicyDecides(&light) != PolicyDecides(&full) {
