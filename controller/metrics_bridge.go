@@ -68,7 +68,7 @@ func (ft *flowTracker) deltas(dpid uint64, installed []flows.Flow, now time.Time
 	ft.mu.Lock()
 	defer ft.mu.Unlock()
 	prev := ft.m[dpid]
-	cur := make(map[flowKey]flowSample, len(installed))
+	cur := make(map[flowKey]flowSample, len(prev)) // not len(installed): only flows with counts are kept, and the map lives until the next read
 	var out []flows.Flow
 	for i := range installed {
 		f := &installed[i]
@@ -78,9 +78,12 @@ func (ft *flowTracker) deltas(dpid uint64, installed []flows.Flow, now time.Time
 			// grows with the traffic's flows, not the table. A flow that
 			// had counts and now has none was re-added (its next counts are
 			// all new), unless this read is older than the one recorded.
-			if p, ok := prev[flowKey{f.Table, f.Priority, f.Cookie, string(f.RawMatch)}]; ok &&
-				nowMs-int64(f.DurationMs) <= p.created+flowRestartSlack {
-				cur[flowKey{f.Table, f.Priority, f.Cookie, string(f.RawMatch)}] = p
+			if len(prev) == 0 {
+				continue
+			}
+			k := flowKey{f.Table, f.Priority, f.Cookie, string(f.RawMatch)}
+			if p, ok := prev[k]; ok && nowMs-int64(f.DurationMs) <= p.created+flowRestartSlack {
+				cur[k] = p
 			}
 			continue
 		}
