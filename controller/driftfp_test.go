@@ -3,6 +3,7 @@ package controller
 import (
 	"encoding/binary"
 	"testing"
+	"time"
 )
 
 func fpEntry(table byte, prio uint16, cookie uint64, body string) []byte {
@@ -52,6 +53,25 @@ func TestTableFP(t *testing.T) {
 	} {
 		if tableFP(mut(base())) == want {
 			t.Errorf("%s: the fingerprint did not change", name)
+		}
+	}
+}
+
+// TestDriftFirstSpread: bridges that connect together start their drift
+// cycles at phases spread over the whole interval (no waves of dumps).
+func TestDriftFirstSpread(t *testing.T) {
+	const d = 30 * time.Second
+	var deciles [10]int
+	for i := 0; i < 2000; i++ {
+		f := driftFirst(d)
+		if f < d/10 || f > d+d/10 {
+			t.Fatalf("first drift check after %s: outside [%s, %s]", f, d/10, d+d/10)
+		}
+		deciles[min(int((f-d/10)*10/d), 9)]++
+	}
+	for i, n := range deciles {
+		if n < 100 { // 200 expected per tenth of the interval
+			t.Fatalf("tenth %d of the interval holds %d of 2000 first checks: not spread (%v)", i, n, deciles)
 		}
 	}
 }
