@@ -637,7 +637,7 @@ func (b *bridge) reconcile(parent context.Context, p *policy, h *flows.Host, rem
 		if err != nil {
 			return fmt.Errorf("dump flows: %w", err)
 		}
-		if len(raw) == b.clean.n && tableFP(raw) == b.clean.fp {
+		if len(raw) == b.clean.n && tableFP(raw) == b.clean.fp() {
 			stopPreempt()
 			return b.cleanDriftCheck(p, h, cur, pkey, raw, start)
 		}
@@ -769,7 +769,7 @@ func (b *bridge) reconcile(parent context.Context, p *policy, h *flows.Host, rem
 	}
 	if !removed && pkey == portsKey(b.conn.Ports()) {
 		b.confirmed, b.confirmedPorts = cur, pkey
-		b.clean = cleanTable{plan: cur, ports: pkey, fp: tableFP(raw), n: len(raw)}
+		b.clean = newCleanTable(cur, pkey, raw, installed)
 	}
 	return nil
 }
@@ -803,6 +803,9 @@ func (b *bridge) reconcileDelta(ctx context.Context, p *policy, h *flows.Host, c
 			s.Reconciles++
 		})
 		b.confirmed = cur
+		if b.clean.plan == prev {
+			b.clean.plan = cur // the table did not change
+		}
 		b.log.WithFields(logrus.Fields{"host": h.Name, "reason": "reload"}).Debug("reconciled: blueprint change does not affect this host")
 		return nil
 	}
@@ -832,7 +835,15 @@ func (b *bridge) reconcileDelta(ctx context.Context, p *policy, h *flows.Host, c
 	}
 	written := append(append([]flows.Flow(nil), d.Missing...), d.Modified...)
 	if v := DiffFlows(written, got); len(v.Missing) > 0 || len(v.Modified) > 0 {
+		b.clean = cleanTable{}
 		return fmt.Errorf("read-back of revision %d: %d flows missing, %d differ", p.bp.Revision, len(v.Missing), len(v.Modified))
+	}
+	// The next drift check compares the switch's dump with the proven
+	// table plus this delta (driftfp.go), without decoding it again.
+	if b.clean.plan == prev && b.clean.applyDelta(&d, raw, got) {
+		b.clean.plan = cur
+	} else {
+		b.clean = cleanTable{}
 	}
 	sent := len(msgs)
 	b.update(func(s *BridgeStatus) {

@@ -88,4 +88,26 @@ func TestDriftFingerprintOVS(t *testing.T) {
 	// And the repaired table is clean again: the fingerprint path resumes.
 	n = fast()
 	ofWaitFor(t, 15*time.Second, "the fingerprint path after the repair", func() bool { return fast() > n })
+
+	// A reload's delta keeps the table proven (the fingerprint is updated
+	// with what the delta deleted and read back): the drift checks after it
+	// stay on the fingerprint path, no full decode in between.
+	full := func() int { return r.hook.count("reconciled: in sync", "reason", "drift check") - fast() }
+	full0, inc0 := full(), r.hook.count("reconciled", "incremental", true)
+	anchor := "          - {name: blue-web-2, host: kvm2, port: vnet0, mac: \"52:54:00:b1:01:0c\", ip: 10.10.1.12}"
+	r.extra[anchor] = []string{"          - {name: blue-web-3, host: kvm2, port: vnet5, mac: \"52:54:00:b1:01:0d\", ip: 10.10.1.13}"}
+	r.write(2)
+	if err := r.c.Reload("test"); err != nil {
+		t.Fatal(err)
+	}
+	r.waitRev(2)
+	if r.hook.count("reconciled", "incremental", true) == inc0 {
+		t.Fatal("the reload was not applied as a delta")
+	}
+	n = fast()
+	ofWaitFor(t, 15*time.Second, "two fingerprint-path drift checks after the delta", func() bool { return fast() > n+1 })
+	if f := full() - full0; f != 0 {
+		t.Errorf("%d full drift checks after the delta, want 0 (the fingerprint was not carried over)", f)
+	}
+	r.audit("after the delta")
 }
