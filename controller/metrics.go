@@ -48,7 +48,8 @@ func newMetrics(c *Controller) *metrics {
 		hsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "vpcflow_handshakes_refused_total",
 			Help: "Switch connections closed at accept because --max-handshakes handshakes were already in progress."}),
 	}
-	m.reg.MustRegister(newBuildInfoMetric()) // version.go
+	m.reg.MustRegister(newBuildInfoMetric())  // version.go
+	m.reg.MustRegister(&protocolCollector{c}) // upgrade.go
 	m.dropEvents = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vpcflow_drop_log_events_total",
 		Help: "Dropped packets logged (drop logging), by bridge and rule category."}, []string{"bridge", "rule"})
 	m.dropSuppressed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vpcflow_drop_log_suppressed_total",

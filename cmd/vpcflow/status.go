@@ -24,6 +24,9 @@ func fetchStatus(url string) (*controller.Status, error) {
 		return nil, fmt.Errorf("cannot reach the controller at %s: %w (is it running? pass --controller URL)", url, err)
 	}
 	defer resp.Body.Close()
+	if err := checkAPIVersion(resp, url); err != nil {
+		return nil, err
+	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("controller at %s answered %s", url, resp.Status)
 	}

@@ -1,0 +1,31 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/vpcflow/vpcflow/buildinfo"
+	"github.com/vpcflow/vpcflow/controller"
+)
+
+// checkAPIVersion refuses a controller whose HTTP API version this CLI does
+// not read (controller.APIVersionMin..APIVersion; a response without the
+// header is a controller older than API versioning: version 1). url names
+// the controller in the error.
+func checkAPIVersion(resp *http.Response, url string) error {
+	h := strings.TrimSpace(resp.Header.Get(controller.APIVersionHeader))
+	if h == "" {
+		return nil // version 1
+	}
+	v, err := strconv.Atoi(h)
+	if err != nil || v < 1 {
+		return fmt.Errorf("controller at %s sent an unreadable %s header %q: is it a vpcflow controller?", url, controller.APIVersionHeader, h)
+	}
+	if v < controller.APIVersionMin || v > controller.APIVersion {
+		return fmt.Errorf("controller at %s serves HTTP API version %d; this vpcflow CLI (%s) reads API versions %d..%d: use the vpcflow binary of the controller's version (run `vpcflow version` on the controller host; docs/upgrade.md#http-api-version)",
+			url, v, buildinfo.Get().Version, controller.APIVersionMin, controller.APIVersion)
+	}
+	return nil
+}
