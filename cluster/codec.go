@@ -178,11 +178,12 @@ func encodeStateMsg(e *stateEntry) []byte { return defaultProto.encodeStateMsg(e
 
 // encodeStateMsg encodes one entry as a user message with p's floor.
 func (p protoRange) encodeStateMsg(e *stateEntry) []byte {
-	return appendExt(appendEntry([]byte{msgState, p.floor}, e), e)
+	return p.appendExt(appendEntry([]byte{msgState, p.floor}, e), e)
 }
 
-// appendExt appends the entry's extension fields (see the wire format).
-func appendExt(b []byte, e *stateEntry) []byte {
+// appendExt appends the entry's extension fields (see the wire format) as a
+// writer of range p.
+func (p protoRange) appendExt(b []byte, e *stateEntry) []byte {
 	var x []byte
 	x = binary.AppendUvarint(x, e.State.Version)
 	x = appendString(x, e.State.Origin)
@@ -193,9 +194,9 @@ func appendExt(b []byte, e *stateEntry) []byte {
 	}
 	x = appendString(x, e.State.BuildVersion)
 	x = binary.AppendUvarint(x, uint64(e.State.Protocol))
-	if e.State.Protocol > ProtocolMax {
+	if p.max > ProtocolMax {
 		// Only a test build speaks a protocol above ProtocolMax
-		// (protocolTest=next): its optional field, unknown to this build.
+		// (protocolTest): its optional field, unknown to this build.
 		x = appendString(x, testField)
 	}
 	b = binary.AppendUvarint(b, uint64(len(x)))
@@ -294,7 +295,7 @@ func (p protoRange) encodePushPull(es []*stateEntry) []byte {
 		b = appendEntry(b, e)
 	}
 	for _, e := range es {
-		b = appendExt(b, e)
+		b = p.appendExt(b, e)
 	}
 	return b
 }

@@ -226,3 +226,30 @@ func TestIncompatibleReplicaRefused(t *testing.T) {
 		t.Fatalf("r2 members %s", got)
 	}
 }
+
+// FuzzDecodeState: hostile state messages and push/pull states, read by
+// replicas of every protocol range, never panic, and a decoded state always
+// names its replica.
+func FuzzDecodeState(f *testing.F) {
+	e := buildVersionEntry()
+	for _, p := range []protoRange{defaultProto, nextProto, incompProto} {
+		e.State.Protocol = p.max
+		f.Add(p.encodeStateMsg(e))
+		f.Add(p.encodePushPull([]*stateEntry{e, e}))
+	}
+	f.Add([]byte{msgState, 1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, p := range []protoRange{legacyProto, defaultProto, nextProto, incompProto} {
+			if e, err := p.decodeStateMsg(b); err == nil && (e == nil || e.Name == "") {
+				t.Fatalf("decoded a state without a name: %+v", e)
+			}
+			if es, err := p.decodePushPull(b); err == nil {
+				for _, e := range es {
+					if e == nil || e.Name == "" {
+						t.Fatalf("decoded a push/pull entry without a name: %+v", es)
+					}
+				}
+			}
+		}
+	})
+}
