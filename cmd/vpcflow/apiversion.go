@@ -29,3 +29,13 @@ func checkAPIVersion(resp *http.Response, url string) error {
 	}
 	return nil
 }
+
+// printProtocolRefusals adds a line to `vpcflow status` when this replica
+// refused gossip of an incompatible protocol version: two vpcflow versions
+// that cannot form one cluster (docs/upgrade.md).
+func printProtocolRefusals(cs *controller.ClusterStatus) {
+	if r := cs.ProtocolRefused; r.Messages > 0 || r.Members > 0 {
+		fmt.Printf("INCOMPATIBLE REPLICA: this replica (protocol %d, reads %d..%d) refused %d announcements and %d messages of another gossip protocol version; see the log and docs/upgrade.md\n",
+			cs.Protocol, cs.ProtocolReadsFrom, cs.Protocol, r.Members, r.Messages)
+	}
+}

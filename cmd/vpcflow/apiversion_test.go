@@ -65,3 +65,21 @@ func TestCLIChecksAPIVersion(t *testing.T) {
 		srv.Close()
 	}
 }
+
+// `vpcflow status` warns when the replica refused gossip of an
+// incompatible protocol version, and says nothing otherwise.
+func TestStatusShowsProtocolRefusals(t *testing.T) {
+	for _, refused := range []uint64{0, 3} {
+		st := controller.Status{Revision: 1, Cluster: &controller.ClusterStatus{Self: "a:6653", Quorum: true, Protocol: 2, ProtocolReadsFrom: 1,
+			ProtocolRefused: controller.ProtocolRefused{Members: refused}}}
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_ = json.NewEncoder(w).Encode(st)
+		}))
+		out, _ := captureStdout(t, func() int { return runStatus([]string{"--controller", srv.URL}) })
+		srv.Close()
+		has := strings.Contains(out, "INCOMPATIBLE REPLICA: this replica (protocol 2, reads 1..2) refused 3 announcements")
+		if has != (refused > 0) {
+			t.Errorf("refused %d: warning shown %v:\n%s", refused, has, out)
+		}
+	}
+}

@@ -74,6 +74,7 @@ func runStatus(args []string) int {
 		if !cs.Quorum {
 			fmt.Println("NO QUORUM: this replica writes to no bridge")
 		}
+		printProtocolRefusals(cs) // apiversion.go
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tDATAPATH\tCONNECTED\tROLE\tOWNER\tCONVERGED\tFLOWS\tREVISION\tNOTE")

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -220,7 +221,7 @@ func TestClusterRollingUpgrade(t *testing.T) {
 
 	// 3. An incompatible build in replica 2's place is refused by both
 	// N replicas: they keep the quorum and every bridge, without loss.
-	ce.pingDuring("an incompatible build replacing replica 2", func() {
+	ce.pingStrict("an incompatible build replacing replica 2", func() {
 		if err := ce.procs[2].Stop(); err != nil {
 			t.Fatal(err)
 		}
@@ -249,12 +250,17 @@ func TestClusterRollingUpgrade(t *testing.T) {
 	if log := readFile(filepath.Join(ce.lab.Dir(), "controller.log")); !strings.Contains(log, "refused a cluster member of an incompatible protocol version") {
 		t.Fatalf("replica 0 logged no protocol refusal:\n%s", tailLines(log, 30))
 	}
+	if out, _ := ce.lab.Exec(ce.ctx, ce.lab.ReplicaNS(0), vpcflowBin, "status", "--controller", lab.ControllerURL); !strings.Contains(out, "INCOMPATIBLE REPLICA") {
+		t.Errorf("vpcflow status on replica 0 does not warn about the incompatible replica:\n%s", out)
+	} else {
+		t.Logf("vpcflow status on replica 0 with the incompatible replica:\n%s", out)
+	}
 	metrics, _ := ce.lab.Exec(ce.ctx, ce.lab.ReplicaNS(0), "curl", "-s", lab.ControllerURL+"/metrics")
 	if !strings.Contains(metrics, `vpcflow_cluster_protocol_refused_total{kind="member"}`) {
 		t.Errorf("replica 0 /metrics lacks vpcflow_cluster_protocol_refused_total:\n%s", metrics)
 	}
 	// Roll replica 2 back to N+1.
-	ce.pingDuring("replica 2 back to N+1", func() {
+	ce.pingStrict("replica 2 back to N+1", func() {
 		if err := ce.procs[2].Stop(); err != nil {
 			t.Fatal(err)
 		}
@@ -266,7 +272,7 @@ func TestClusterRollingUpgrade(t *testing.T) {
 
 	// 4. Rolling replacement: replica 0, then replica 1, to N+1.
 	for _, i := range []int{0, 1} {
-		ce.pingDuring(fmt.Sprintf("replacing replica %d (N) by N+1", i), func() {
+		ce.pingStrict(fmt.Sprintf("replacing replica %d (N) by N+1", i), func() {
 			stopped := time.Now()
 			if err := ce.procs[i].Stop(); err != nil {
 				t.Fatal(err)
@@ -285,7 +291,7 @@ func TestClusterRollingUpgrade(t *testing.T) {
 	// 5. The hosts' watchers restart (as a package upgrade's try-restart
 	// does) without touching a flow: the same flows before and after, none
 	// re-added (no duration went back), no packet lost.
-	ce.pingDuring("a restart of every host's watcher", func() {
+	ce.pingStrict("a restart of every host's watcher", func() {
 		for _, h := range ce.bp.Hosts {
 			before := ce.flowSnapshot(h.Name)
 			logFile := filepath.Join(ce.lab.Dir(), h.Name, "watch.log")
@@ -387,4 +393,40 @@ func (ce *clusterEnv) flowSnapshot(host string) map[string]float64 {
 		ce.t.Fatalf("%s: no flows:\n%s", host, out)
 	}
 	return m
+}
+
+var pingReplySeq = regexp.MustCompile(`bytes from .*icmp_seq=(\d+)`)
+
+// pingStrict is pingDuring (a continuous 50 ms ping from blue-web-1 on kvm1
+// to blue-web-2 on kvm2 around f) with an exact account: every icmp_seq
+// sent must have its reply, except the last one if it was still in flight
+// when the ping was stopped. Missing sequence numbers are named.
+func (ce *clusterEnv) pingStrict(what string, f func()) {
+	t := ce.t
+	t.Helper()
+	ce.pingOK("blue-web-1", "10.10.1.12", 10*time.Second)
+	ping, err := ce.lab.StartPing("blue-web-1", "10.10.1.12", 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReplies(t, ping, 5)
+	f()
+	waitReplies(t, ping, replies(ping)+20)
+	_ = ping.Stop()
+	tx, rx := ping.PingStats()
+	replied := map[int]bool{}
+	for _, m := range pingReplySeq.FindAllStringSubmatch(ping.Log(), -1) {
+		n, _ := strconv.Atoi(m[1])
+		replied[n] = true
+	}
+	var missing []int
+	for seq := 1; seq < tx; seq++ { // seq tx may be in flight at the stop
+		if !replied[seq] {
+			missing = append(missing, seq)
+		}
+	}
+	t.Logf("ping during %s: %d transmitted, %d received, missing icmp_seq %v", what, tx, rx, missing)
+	if tx < 20 || len(missing) > 0 {
+		t.Fatalf("packet loss during %s: %d transmitted, %d received, missing icmp_seq %v", what, tx, rx, missing)
+	}
 }
