@@ -62,13 +62,15 @@ soak:
 	VPCFLOW_FAULT_SEEDS=$(SOAK_SEEDS) $(GO) test -count=1 -timeout 3h -run '^TestFaultSuite$$' -v ./controller/ 2>&1 | grep -E '^(=== RUN|--- FAIL|--- SKIP|ok|FAIL|panic)|faultsuite_test.go' ; exit $${PIPESTATUS[0]}
 
 # fuzz: every fuzz target for a bounded time (hostile input: blueprint
-# parsing, the OpenFlow reader, flow-stats decoding, CloudStack ACL items). Regression inputs live
+# parsing, the OpenFlow reader, flow-stats decoding, CloudStack ACL items,
+# cluster gossip states). Regression inputs live
 # in each package's testdata/fuzz/.
 FUZZTIME ?= 15s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./flows/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFlowStats$$' -fuzztime $(FUZZTIME) ./flows/
 	$(GO) test -run '^$$' -fuzz '^FuzzOFRead$$' -fuzztime $(FUZZTIME) ./controller/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeState$$' -fuzztime $(FUZZTIME) ./cluster/
 	$(GO) test -run '^$$' -fuzz '^FuzzMapACLItem$$' -fuzztime $(FUZZTIME) ./cloudstack/
 
 # e2e: real ovs-vswitchd in network namespaces (needs root and Open vSwitch;

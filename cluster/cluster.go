@@ -83,6 +83,10 @@ type LocalState struct {
 	// BuildVersion is the member's vpcflow version (buildinfo), shown in
 	// `vpcflow status`; "" from a replica too old to gossip it.
 	BuildVersion string
+	// Protocol is the gossip protocol version the member speaks (filled by
+	// the cluster, protocol.go; what callers pass is ignored); 0 from a
+	// replica older than protocol versioning (protocol 1).
+	Protocol uint8
 }
 
 // Member is one live replica as seen locally.
@@ -125,6 +129,9 @@ type Cluster struct {
 
 	dist *distributor // blueprint transfers between replicas (distribute.go)
 
+	proto  protoRange // gossip protocol range (protocol.go)
+	pstats protoStats
+
 	mu sync.RWMutex
 	// heard: last evidence per peer that it is alive and reaches us (probe
 	// ack, state message): the quorum lease.
@@ -135,6 +142,11 @@ type Cluster struct {
 	set         map[string]int // replica name → index in the replica set
 	setNames    []string       // the replica set in order
 	refused     map[string]*Refused
+	protoWarned map[string]bool // peers whose protocol refusal was logged at warning level
+	// incompat: peers whose last message or alive announcement was
+	// refused for its protocol version; they do not count (liveNamesLocked)
+	// until a message of theirs is read again.
+	incompat    map[string]bool
 	self        stateEntry                     // our own versioned state
 	observedGen uint64                         // max generation ever seen (local or gossiped)
 	states      map[string]*stateEntry         // remote states by replica name
@@ -165,6 +177,13 @@ func Start(cfg Config) (*Cluster, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	proto, err := buildProtocol()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.testProto != nil {
+		proto = *cfg.testProto
+	}
 	allowed, _ := parseCIDRs(cfg.CIDRsAllowed) // validated above
 	peers, _ := cfg.peers()
 	replicas := cfg.replicaSetSize()
@@ -189,6 +208,8 @@ func Start(cfg Config) (*Cluster, error) {
 		lease:    lease,
 		heard:    map[string]time.Time{},
 		refused:  map[string]*Refused{},
+		incompat: map[string]bool{},
+		proto:    proto,
 		replicas: replicas,
 		quorum:   replicas/2 + 1,
 		open:     len(cfg.ReplicaSet) == 0,
@@ -203,7 +224,7 @@ func Start(cfg Config) (*Cluster, error) {
 		stop:     make(chan struct{}),
 	}
 	c.setReplicaSetLocked(cfg.ReplicaSet)
-	c.self = stateEntry{Name: name, Epoch: c.epoch, Seq: 1, State: LocalState{ReplicaSet: slices.Clone(c.setNames)}}
+	c.self = stateEntry{Name: name, Epoch: c.epoch, Seq: 1, State: LocalState{ReplicaSet: slices.Clone(c.setNames), Protocol: proto.max}}
 	c.dist = newDistributor(c)
 	c.numNodes.Store(1)
 	c.bq = &memberlist.TransmitLimitedQueue{
@@ -393,6 +414,7 @@ func (c *Cluster) SetLocal(s LocalState) {
 	s.Master = normalizeConnected(s.Master)
 	c.mu.Lock()
 	s.ReplicaSet = slices.Clone(c.setNames)
+	s.Protocol = c.proto.max
 	if s.MaxGeneration < c.observedGen {
 		s.MaxGeneration = c.observedGen
 	}
@@ -434,7 +456,7 @@ func (c *Cluster) publish() {
 		c.mu.Unlock()
 		return
 	}
-	msg := encodeStateMsg(&c.self)
+	msg := c.proto.encodeStateMsg(&c.self)
 	big := len(msg) > maxBroadcastSize
 	if big {
 		c.sendAll = true
@@ -476,7 +498,7 @@ func (c *Cluster) sender() {
 		}
 		c.sendAll = false
 		clear(c.sendTo)
-		msg := encodeStateMsg(&c.self)
+		msg := c.proto.encodeStateMsg(&c.self)
 		c.mu.Unlock()
 		var wg sync.WaitGroup
 		for i := range nodes {
@@ -514,7 +536,7 @@ func (c *Cluster) liveNamesLocked() []string {
 		names = append(names, c.name)
 	}
 	for n := range c.live {
-		if c.memberLocked(n) && c.listsMeLocked(n) {
+		if c.memberLocked(n) && c.listsMeLocked(n) && !c.incompat[n] {
 			names = append(names, n)
 		}
 	}
@@ -801,7 +823,7 @@ func (c *Cluster) mergeEntryLocked(e *stateEntry) bool {
 func stateEqual(a, b *LocalState) bool {
 	return a.Revision == b.Revision && a.Hash == b.Hash && a.MaxGeneration == b.MaxGeneration &&
 		a.OpenFlow == b.OpenFlow && slices.Equal(a.Connected, b.Connected) && a.Version == b.Version && a.Origin == b.Origin &&
-		slices.Equal(a.Master, b.Master) && slices.Equal(a.ReplicaSet, b.ReplicaSet) && a.BuildVersion == b.BuildVersion
+		slices.Equal(a.Master, b.Master) && slices.Equal(a.ReplicaSet, b.ReplicaSet) && a.BuildVersion == b.BuildVersion && a.Protocol == b.Protocol
 }
 
 func toSet(ds []uint64) map[uint64]struct{} {
@@ -821,18 +843,26 @@ func nodeAddr(n *memberlist.Node) string {
 // goroutines: they take c.mu briefly and never block otherwise.
 type delegate struct{ c *Cluster }
 
-func (d *delegate) NodeMeta(limit int) []byte { return nil }
+// NodeMeta advertises this replica's protocol range (protocol.go).
+func (d *delegate) NodeMeta(limit int) []byte {
+	m := d.c.proto.meta()
+	if len(m) > limit {
+		return nil
+	}
+	return m
+}
 
 func (d *delegate) NotifyMsg(b []byte) {
 	if d.c.dist.handle(b) {
 		return // a blueprint transfer message
 	}
-	e, err := decodeStateMsg(b)
+	e, err := d.c.proto.decodeStateMsg(b)
 	if err != nil {
-		d.c.log.WithError(err).Debug("ignoring cluster message")
+		d.c.refusedMessage(err, "ignoring cluster message")
 		return
 	}
 	d.c.mu.Lock()
+	d.c.readable(e.Name)
 	if _, live := d.c.live[e.Name]; live && d.c.memberLocked(e.Name) {
 		d.c.touchLocked(e.Name) // a state message comes from its replica itself
 	}
@@ -858,18 +888,19 @@ func (d *delegate) LocalState(join bool) []byte {
 			es = append(es, e)
 		}
 	}
-	return encodePushPull(es)
+	return c.proto.encodePushPull(es)
 }
 
 func (d *delegate) MergeRemoteState(buf []byte, join bool) {
-	es, err := decodePushPull(buf)
+	es, err := d.c.proto.decodePushPull(buf)
 	if err != nil {
-		d.c.log.WithError(err).Debug("ignoring cluster push/pull state")
+		d.c.refusedMessage(err, "ignoring cluster push/pull state")
 		return
 	}
 	changed := false
 	d.c.mu.Lock()
 	if len(es) > 0 {
+		d.c.readable(es[0].Name)
 		if _, live := d.c.live[es[0].Name]; live && d.c.memberLocked(es[0].Name) {
 			d.c.touchLocked(es[0].Name) // the sender's own state comes first
 		}
@@ -920,6 +951,7 @@ func (ev *events) NotifyLeave(n *memberlist.Node) {
 	delete(c.states, n.Name)
 	delete(c.connSets, n.Name)
 	delete(c.heard, n.Name)
+	delete(c.incompat, n.Name)
 	c.numNodes.Store(int32(len(c.live) + 1))
 	c.mu.Unlock()
 	if was {

@@ -12,35 +12,45 @@ import (
 // Wire format of replica state (all integers unsigned varints, strings
 // length-prefixed):
 //
-//	msgState:    0x01 wireVersion entry
-//	push/pull:   wireVersion count entry×count
+//	msgState:    0x01 floor entry
+//	push/pull:   floor count entry×count
 //	entry:       name epoch seq revision hash maxGeneration openflow
 //	             nConnected delta-encoded-sorted-dpids×nConnected
 //
-// Extensions are appended where a decoder of wire version 1 stops reading
-// (it ignores trailing bytes), so older and newer replicas decode each
-// other's states without a new wire version:
+// floor is the message's protocol floor (protocol.go): the oldest protocol
+// version whose decoder reads it (1: every vpcflow so far; the byte was
+// called the wire version before protocol versioning, and decoders of
+// protocol 1 accept exactly 1). A decoder refuses a message whose floor is
+// above its ProtocolMax, as a whole, before applying anything.
 //
-//	msgState:    0x01 wireVersion entry ext
-//	push/pull:   wireVersion count entry×count ext×count
+// Extensions are appended where a decoder of protocol 1 stops reading
+// (it ignores trailing bytes), so older and newer replicas decode each
+// other's states without raising the floor:
+//
+//	msgState:    0x01 floor entry ext
+//	push/pull:   floor count entry×count ext×count
 //	ext:         length (bytes that follow) policyVersion policyOrigin
 //	             nMaster delta-encoded-sorted-dpids×nMaster
 //	             nSet name×nSet   (the replica set it enforces)
 //	             buildVersion     (its vpcflow version, informational)
-//	             [later fields]
+//	             protocolVersion  (the protocol it speaks, ≥ 2; 0 = not known,
+//	                              a relayed state of a protocol-1 replica)
+//	             [later fields]   (a newer protocol's optional fields)
 //
 // A state without ext (an older replica) has policy version 0, origin ""
 // (the member itself) and no MASTER list (its back-off then lasts the
 // whole ReclaimBackoff, as before). A state whose ext ends before a field
 // (a replica of an older vpcflow) leaves that field empty: no build
-// version. A decoder skips ext fields it does not know.
+// version, protocol 1. A decoder skips ext fields it does not know.
 //
 // (epoch, seq) orders the states of one replica: epoch is the replica's
 // start time in nanoseconds, so a restarted replica's state supersedes its
 // previous life's even though seq restarts at 1.
 const (
-	msgState    byte = 0x01
-	wireVersion byte = 1
+	msgState byte = 0x01
+	// wireVersion is the floor this build writes (ProtocolFloor; the test
+	// knob may raise it: protoRange.floor).
+	wireVersion byte = ProtocolFloor
 )
 
 // stateEntry is one replica's versioned state.
@@ -163,13 +173,17 @@ func (r *reader) dpids() []uint64 {
 }
 
 // encodeStateMsg encodes one entry as a user message (broadcast or
-// reliable send).
-func encodeStateMsg(e *stateEntry) []byte {
-	return appendExt(appendEntry([]byte{msgState, wireVersion}, e), e)
+// reliable send) of this build's default protocol.
+func encodeStateMsg(e *stateEntry) []byte { return defaultProto.encodeStateMsg(e) }
+
+// encodeStateMsg encodes one entry as a user message with p's floor.
+func (p protoRange) encodeStateMsg(e *stateEntry) []byte {
+	return p.appendExt(appendEntry([]byte{msgState, p.floor}, e), e)
 }
 
-// appendExt appends the entry's extension fields (see the wire format).
-func appendExt(b []byte, e *stateEntry) []byte {
+// appendExt appends the entry's extension fields (see the wire format) as a
+// writer of range p.
+func (p protoRange) appendExt(b []byte, e *stateEntry) []byte {
 	var x []byte
 	x = binary.AppendUvarint(x, e.State.Version)
 	x = appendString(x, e.State.Origin)
@@ -179,6 +193,12 @@ func appendExt(b []byte, e *stateEntry) []byte {
 		x = appendString(x, n)
 	}
 	x = appendString(x, e.State.BuildVersion)
+	x = binary.AppendUvarint(x, uint64(e.State.Protocol))
+	if p.max > ProtocolMax {
+		// Only a test build speaks a protocol above ProtocolMax
+		// (protocolTest): its optional field, unknown to this build.
+		x = appendString(x, testField)
+	}
 	b = binary.AppendUvarint(b, uint64(len(x)))
 	return append(b, x...)
 }
@@ -218,18 +238,30 @@ func (r *reader) ext(e *stateEntry) {
 	if len(x.b) > 0 {
 		e.State.BuildVersion = cleanBuildVersion(x.string())
 	}
+	if len(x.b) > 0 {
+		v := x.uvarint()
+		if x.err == nil && v > 255 { // 0: not known (a relayed protocol-1 state)
+			x.err = fmt.Errorf("protocol version %d out of range 0..255", v)
+		}
+		e.State.Protocol = uint8(v)
+	}
+	// Fields of a newer protocol follow: skipped (x is dropped).
 	if x.err != nil {
 		r.err = fmt.Errorf("state extension: %w", x.err)
 	}
 }
 
-// decodeStateMsg decodes a user message.
-func decodeStateMsg(b []byte) (*stateEntry, error) {
+// decodeStateMsg decodes a user message (this build's default protocol).
+func decodeStateMsg(b []byte) (*stateEntry, error) { return defaultProto.decodeStateMsg(b) }
+
+// decodeStateMsg decodes a user message for a replica of range p: a
+// message p does not read is refused whole with an *IncompatibleError.
+func (p protoRange) decodeStateMsg(b []byte) (*stateEntry, error) {
 	if len(b) < 2 || b[0] != msgState {
 		return nil, fmt.Errorf("unknown cluster message type")
 	}
-	if b[1] != wireVersion {
-		return nil, fmt.Errorf("cluster state wire version %d, want %d (mixed vpcflow versions?)", b[1], wireVersion)
+	if b[1] == 0 || b[1] > p.max {
+		return nil, &IncompatibleError{Peer: peekName(b[2:]), Floor: b[1], Local: p}
 	}
 	r := &reader{b: b[2:]}
 	e := r.entry()
@@ -237,29 +269,53 @@ func decodeStateMsg(b []byte) (*stateEntry, error) {
 	if r.err != nil {
 		return nil, fmt.Errorf("decoding cluster state: %w", r.err)
 	}
+	if err := p.checkSender(e, b[1]); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 
+// checkSender refuses a decoded state whose sender speaks a protocol below
+// p.min (absent = protocol 1).
+func (p protoRange) checkSender(e *stateEntry, floor byte) error {
+	if pv := max(e.State.Protocol, 1); pv < p.min {
+		return &IncompatibleError{Peer: e.Name, Floor: floor, Protocol: pv, Local: p}
+	}
+	return nil
+}
+
 // encodePushPull encodes the full state exchanged by push/pull.
-func encodePushPull(es []*stateEntry) []byte {
-	b := []byte{wireVersion}
+func encodePushPull(es []*stateEntry) []byte { return defaultProto.encodePushPull(es) }
+
+// encodePushPull encodes the full state with p's floor.
+func (p protoRange) encodePushPull(es []*stateEntry) []byte {
+	b := []byte{p.floor}
 	b = binary.AppendUvarint(b, uint64(len(es)))
 	for _, e := range es {
 		b = appendEntry(b, e)
 	}
 	for _, e := range es {
-		b = appendExt(b, e)
+		b = p.appendExt(b, e)
 	}
 	return b
 }
 
-// decodePushPull decodes encodePushPull output.
-func decodePushPull(b []byte) ([]*stateEntry, error) {
+// decodePushPull decodes encodePushPull output (default protocol).
+func decodePushPull(b []byte) ([]*stateEntry, error) { return defaultProto.decodePushPull(b) }
+
+// decodePushPull decodes encodePushPull output for a replica of range p: a
+// state p does not read is refused whole with an *IncompatibleError (the
+// sender's own entry comes first and names it).
+func (p protoRange) decodePushPull(b []byte) ([]*stateEntry, error) {
 	if len(b) < 1 {
 		return nil, errors.New("empty cluster push/pull state")
 	}
-	if b[0] != wireVersion {
-		return nil, fmt.Errorf("cluster push/pull wire version %d, want %d (mixed vpcflow versions?)", b[0], wireVersion)
+	if b[0] == 0 || b[0] > p.max {
+		name := ""
+		if r := (&reader{b: b[1:]}); r.uvarint() > 0 && r.err == nil {
+			name = peekName(r.b)
+		}
+		return nil, &IncompatibleError{Peer: name, Floor: b[0], Local: p}
 	}
 	r := &reader{b: b[1:]}
 	n := r.uvarint()
@@ -277,6 +333,11 @@ func decodePushPull(b []byte) ([]*stateEntry, error) {
 	}
 	if r.err != nil {
 		return nil, fmt.Errorf("decoding cluster push/pull state: %w", r.err)
+	}
+	if len(out) > 0 {
+		if err := p.checkSender(out[0], b[0]); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }

@@ -159,6 +159,9 @@ type Config struct {
 	// testPeerFilter (tests only) drops traffic to/from peers "IP:PORT" for
 	// which it returns false, to simulate partitions.
 	testPeerFilter func(addr string) bool
+	// testProto (tests only) replaces the build's protocol range
+	// (protocol.go), to run replicas of two protocols in one process.
+	testProto *protoRange
 
 	// TestTransport is for tests only: never set it in production. When
 	// set, it wraps memberlist's transport (after the CIDR allowlist) and

@@ -287,7 +287,7 @@ func (c *Cluster) FetchBlueprint(ctx context.Context, from, hash string) ([]byte
 		}
 		d.mu.Unlock()
 	}()
-	msg := []byte{msgBPRequest, wireVersion}
+	msg := []byte{msgBPRequest, d.c.proto.floor}
 	msg = binary.AppendUvarint(msg, t.id)
 	msg = appendString(msg, c.name)
 	msg = appendString(msg, hash)
@@ -313,8 +313,14 @@ func (d *distributor) handle(b []byte) bool {
 	if len(b) < 1 || (b[0] != msgBPRequest && b[0] != msgBPChunk && b[0] != msgBPRefuse) {
 		return false
 	}
-	if len(b) < 2 || b[1] != wireVersion {
-		d.c.log.Debug("ignoring blueprint transfer message of another wire version")
+	if len(b) < 2 {
+		d.c.log.Debug("ignoring a truncated blueprint transfer message")
+		return true
+	}
+	if b[1] == 0 || b[1] > d.c.proto.max { // a protocol this replica does not read
+		r := &reader{b: b[2:]}
+		r.uvarint()
+		d.c.noteIncompatible(&IncompatibleError{Peer: peekName(r.b), Floor: b[1], Local: d.c.proto}, false)
 		return true
 	}
 	r := &reader{b: b[2:]}
@@ -458,7 +464,7 @@ func (d *distributor) serve(id uint64, from, hash string) {
 		}
 		lg := d.c.log.WithFields(logrus.Fields{"peer": from, "hash": short(hash)})
 		head := func(t byte) []byte {
-			b := []byte{t, wireVersion}
+			b := []byte{t, d.c.proto.floor}
 			b = binary.AppendUvarint(b, id)
 			return appendString(b, d.c.name)
 		}

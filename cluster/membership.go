@@ -139,7 +139,18 @@ func (a *admission) NotifyAlive(n *memberlist.Node) error {
 	if n.Name == c.name {
 		return nil // memberlist cannot run without its own node
 	}
+	if err := c.admitProtocol(n); err != nil { // protocol.go
+		var ie *IncompatibleError
+		if errors.As(err, &ie) {
+			c.mu.Lock()
+			c.incompat[n.Name] = true
+			c.mu.Unlock()
+			c.noteIncompatible(ie, true)
+		}
+		return err
+	}
 	c.mu.Lock()
+	delete(c.incompat, n.Name) // e.g. a replica rolled back to a compatible build
 	if c.memberLocked(n.Name) {
 		c.mu.Unlock()
 		return nil

@@ -258,6 +258,12 @@ type ClusterStatus struct {
 	Replicas []string `json:"replicas"`
 	// Refused are members refused because they are not in Replicas.
 	Refused []cluster.Refused `json:"refused"`
+	// Protocol is this replica's gossip protocol version and
+	// ProtocolReadsFrom the oldest it reads; ProtocolRefused counts what
+	// it refused for its protocol (upgrade.go, docs/upgrade.md).
+	Protocol          uint8           `json:"protocol"`
+	ProtocolReadsFrom uint8           `json:"protocol_reads_from"`
+	ProtocolRefused   ProtocolRefused `json:"protocol_refused"`
 }
 
 // ClusterMember is one live replica in /status.
@@ -278,6 +284,9 @@ type ClusterMember struct {
 	// Version is the member's vpcflow version (gossiped; empty for a
 	// replica too old to gossip it).
 	Version string `json:"version,omitempty"`
+	// Protocol is the member's gossip protocol version (absent: a replica
+	// older than protocol versioning, protocol 1).
+	Protocol uint8 `json:"protocol,omitempty"`
 }
 
 func (c *Controller) clusterStatus() *ClusterStatus {
@@ -289,7 +298,7 @@ func (c *Controller) clusterStatus() *ClusterStatus {
 	for _, m := range cl.Members() {
 		cm := ClusterMember{Name: m.Name, Addr: m.Addr, Self: m.Self, Revision: m.State.Revision, Hash: m.State.Hash,
 			Connected: len(m.State.Connected), MaxGeneration: m.State.MaxGeneration, Owned: []string{},
-			PolicyVersion: m.State.Version, PolicyOrigin: cluster.KeyOf(m.Name, &m.State).Origin, Version: m.State.BuildVersion}
+			PolicyVersion: m.State.Version, PolicyOrigin: cluster.KeyOf(m.Name, &m.State).Origin, Version: m.State.BuildVersion, Protocol: m.State.Protocol}
 		for _, d := range m.Owned {
 			cm.Owned = append(cm.Owned, fmt.Sprintf("%016x", d))
 		}
@@ -298,6 +307,7 @@ func (c *Controller) clusterStatus() *ClusterStatus {
 		}
 		cs.Members = append(cs.Members, cm)
 	}
+	c.protocolStatus(cs)
 	return cs
 }
 

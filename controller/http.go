@@ -13,6 +13,9 @@ import (
 
 // Status is the controller's GET /status document.
 type Status struct {
+	// APIVersion is the HTTP API version (apiversion.go; also in the
+	// Vpcflow-API-Version header of every response).
+	APIVersion int `json:"api_version"`
 	// Version is this controller's vpcflow version (buildinfo).
 	Version       string `json:"version"`
 	Revision      uint32 `json:"revision"`
@@ -38,7 +41,7 @@ type Status struct {
 func (c *Controller) Status() Status {
 	c.mu.Lock()
 	p := c.pol
-	st := Status{Version: buildVersion(), Revision: p.bp.Revision, BlueprintHash: p.hash, Blueprint: p.fromName(c),
+	st := Status{APIVersion: APIVersion, Version: buildVersion(), Revision: p.bp.Revision, BlueprintHash: p.hash, Blueprint: p.fromName(c),
 		LoadedAt: p.loaded, LastReloadError: c.reloadErr, Rejected: append([]Rejected(nil), c.rejected...)}
 	if cl := c.opts.Cluster; cl != nil {
 		k := p.key(cl.Name())
@@ -109,5 +112,5 @@ func (c *Controller) httpServer() *http.Server {
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	return &http.Server{Handler: withAPIVersion(mux), ReadHeaderTimeout: 5 * time.Second}
 }

@@ -76,6 +76,7 @@ func newMetrics(c *Controller) *metrics {
 	// The conventional runtime metrics: go_* and process_* (CPU, memory,
 	// open file descriptors, start time).
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(&protocolCollector{c}) // upgrade.go
 	m.dropEvents = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vpcflow_drop_log_events_total",
 		Help: "Dropped packets logged (drop logging), by bridge and rule category."}, []string{"bridge", "category"})
 	m.dropSuppressed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vpcflow_drop_log_suppressed_total",

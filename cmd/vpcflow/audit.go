@@ -38,6 +38,10 @@ func runAudit(args []string) int {
 		return 2
 	}
 	defer resp.Body.Close()
+	if err := checkAPIVersion(resp, *ctl); err != nil {
+		fmt.Fprintln(os.Stderr, "vpcflow audit:", err)
+		return 2
+	}
 	if resp.StatusCode != http.StatusOK {
 		fmt.Fprintf(os.Stderr, "vpcflow audit: controller answered %s\n", resp.Status)
 		return 2

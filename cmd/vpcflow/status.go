@@ -24,6 +24,9 @@ func fetchStatus(url string) (*controller.Status, error) {
 		return nil, fmt.Errorf("cannot reach the controller at %s: %w (is it running? pass --controller URL)", url, err)
 	}
 	defer resp.Body.Close()
+	if err := checkAPIVersion(resp, url); err != nil {
+		return nil, err
+	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("controller at %s answered %s", url, resp.Status)
 	}
@@ -73,6 +76,7 @@ func runStatus(args []string) int {
 		if !cs.Quorum {
 			fmt.Println("NO QUORUM: this replica writes to no bridge")
 		}
+		printProtocolRefusals(cs) // apiversion.go
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tDATAPATH\tCONNECTED\tROLE\tOWNER\tCONVERGED\tFLOWS\tREVISION\tNOTE")

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -182,11 +181,7 @@ func (l *Lab) buildHost(ctx context.Context, hi *hostInfo) error {
 		return fmt.Errorf("lab: provisioning host %s: %w", name, err)
 	}
 	if l.opts.Watch {
-		argv := []string{l.opts.VPCFlowBin, "host", "watch", "--blueprint", l.opts.BlueprintPath, "--host", name, "--ovsdb", l.DBSock(name)}
-		if l.opts.HostFiles { // one command line for every host: no --host
-			argv = []string{l.opts.VPCFlowBin, "host", "watch", "--host-config", l.HostConfigPath(name), "--ovsdb", l.DBSock(name)}
-		}
-		if _, err := l.startProcess(ns, name+"-watch", filepath.Join(l.hostDir(name), "watch.log"), "", l.OVSEnv(name), syscall.SIGTERM, argv...); err != nil {
+		if _, err := l.startWatcher(name); err != nil {
 			return err
 		}
 	}
