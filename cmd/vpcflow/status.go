@@ -17,9 +17,8 @@ func init() {
 	register("status", "show each bridge: connected, role, converged, flows, revision", runStatus)
 }
 
-func fetchStatus(url string) (*controller.Status, error) {
-	cl := &http.Client{Timeout: 5 * time.Second}
-	resp, err := cl.Get(strings.TrimRight(url, "/") + "/status")
+func fetchStatus(url string, api *apiClientFlags) (*controller.Status, error) {
+	resp, err := api.do(http.MethodGet, strings.TrimRight(url, "/")+"/status", 5*time.Second, false)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach the controller at %s: %w (is it running? pass --controller URL)", url, err)
 	}
@@ -38,10 +37,11 @@ func runStatus(args []string) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	url := fs.String("controller", "http://127.0.0.1:9653", "controller status API URL")
 	asJSON := fs.Bool("json", false, "print the raw JSON document")
+	api := addAPIClientFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return parseExit(err)
 	}
-	st, err := fetchStatus(*url)
+	st, err := fetchStatus(*url, api)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vpcflow status:", err)
 		return 2
