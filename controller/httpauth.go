@@ -48,8 +48,11 @@ const (
 
 // apiServer wraps a handler with the pre-authentication bounds.
 func apiServer(h http.Handler) *http.Server {
+	// No ReadTimeout: it would also cancel a long audit's context; the
+	// header timeout and the body bound are what an unauthenticated peer
+	// can hold.
 	return &http.Server{Handler: limitBody(h), ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: maxAPIHeader,
-		ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+		IdleTimeout: 2 * time.Minute}
 }
 
 // limitBody refuses a declared body above maxAPIBody before any handler
