@@ -274,6 +274,85 @@ func TestPackage(t *testing.T) {
 				t.Errorf("%s: useradd %q, want %q", c.name, got, c.want)
 			}
 		}
+		// An upgrade from a package whose unit read controller.env converts
+		// it once into controller.yaml (in DPKG_ROOT, a temporary root).
+		packagedYAML, err := os.ReadFile(filepath.Join(root, "etc/vpcflow/controller.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		oldEnv := `VPCFLOW_CONTROLLER_ARGS="--blueprint /etc/vpcflow/bp.yaml --listen tcp:192.0.2.250:6653 --drift-interval 10s"`
+		for _, c := range []struct {
+			name, env, old string
+			converted      bool
+			want           []string
+		}{
+			{"upgrade", oldEnv, "0.0.1", true, []string{`blueprint: "/etc/vpcflow/bp.yaml"`, `listen: "tcp:192.0.2.250:6653"`, `drift-interval: "10s"`, `#http: "127.0.0.1:9653"`}},
+			{"fresh install", oldEnv, "", false, nil},
+			{"secret on the command line", `VPCFLOW_CONTROLLER_ARGS="--blueprint /x.yaml --secret-key s3cr3t"`, "0.0.1", false, []string{"WARNING", "--secret-key-file"}},
+			{"unknown flag", `VPCFLOW_CONTROLLER_ARGS="--blueprint /x.yaml --no-such-flag 1"`, "0.0.1", false, []string{"WARNING", "no-such-flag"}},
+		} {
+			dr := filepath.Join(tmp, "dpkgroot-"+strings.ReplaceAll(c.name, " ", "-"))
+			etc := filepath.Join(dr, "etc/vpcflow")
+			for _, d := range []string{etc, filepath.Join(dr, "usr/bin"), filepath.Join(dr, "stub")} {
+				if err := os.MkdirAll(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Symlink(xbin, filepath.Join(dr, "usr/bin/vpcflow")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(etc, "controller.env"), []byte("# old\n"+c.env+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(etc, "controller.yaml"), packagedYAML, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			writeExec(t, filepath.Join(dr, "stub", "getent"), "#!/bin/sh\nexit 0\n")
+			writeExec(t, filepath.Join(dr, "stub", "systemctl"), "#!/bin/sh\nexit 0\n")
+			args := []string{filepath.Join(ctrl, "postinst"), "configure"}
+			if c.old != "" {
+				args = append(args, c.old)
+			}
+			cmd := exec.Command("sh", args...)
+			cmd.Env = append(os.Environ(), "PATH="+filepath.Join(dr, "stub")+":/usr/bin:/bin", "DPKG_ROOT="+dr)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s: postinst configure %s: %v\n%s", c.name, c.old, err, out)
+			}
+			got, _ := os.ReadFile(filepath.Join(etc, "controller.yaml"))
+			_, envErr := os.Stat(filepath.Join(etc, "controller.env"))
+			if !c.converted {
+				if string(got) != string(packagedYAML) || envErr != nil {
+					t.Errorf("%s: controller.yaml changed or controller.env gone (%v)\n%s", c.name, envErr, out)
+				}
+				for _, w := range c.want {
+					if !strings.Contains(string(out), w) {
+						t.Errorf("%s: postinst said %q, want %q in it", c.name, out, w)
+					}
+				}
+				continue
+			}
+			if envErr == nil || !strings.HasPrefix(string(got), "# converted from /etc/vpcflow/controller.env") {
+				t.Errorf("%s: not converted (controller.env still there: %v)\n%s\n%s", c.name, envErr == nil, out, got)
+			}
+			if _, err := os.Stat(filepath.Join(etc, "controller.env.converted")); err != nil {
+				t.Errorf("%s: no controller.env.converted: %v", c.name, err)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(string(got), "\n"+w+"\n") {
+					t.Errorf("%s: converted controller.yaml has no line %s:\n%s", c.name, w, got)
+				}
+			}
+			if out, err := exec.Command(xbin, "controller", "--config", filepath.Join(etc, "controller.yaml"), "--print-config").CombinedOutput(); err != nil {
+				t.Errorf("%s: the converted controller.yaml does not load: %v\n%s", c.name, err, out)
+			}
+			// A second configure (dpkg-reconfigure) converts nothing more.
+			cmd = exec.Command("sh", args...)
+			cmd.Env = append(os.Environ(), "PATH="+filepath.Join(dr, "stub")+":/usr/bin:/bin", "DPKG_ROOT="+dr)
+			if out, err := cmd.CombinedOutput(); err != nil || strings.Contains(string(out), "converted") {
+				t.Errorf("%s: second configure: %v %s", c.name, err, out)
+			}
+		}
 	})
 
 	t.Run("controller ExecStart", func(t *testing.T) { runControllerUnit(t, root, xbin, describe, commit, top) })
