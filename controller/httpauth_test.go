@@ -15,7 +15,7 @@ import (
 
 const testToken = "0123456789abcdef-test-token"
 
-func apiDo(t *testing.T, base, method, path, token string, body io.Reader) (int, string) {
+func httpauthDo(t *testing.T, base, method, path, token string, body io.Reader) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, base+path, body)
 	if err != nil {
@@ -37,19 +37,19 @@ func apiDo(t *testing.T, base, method, path, token string, body io.Reader) (int,
 // POST /reload and POST /audit?repair=1 are refused (403) with a message
 // naming the flags that enable them; reads still work.
 func TestAPIMutatingRefusedWithoutCredential(t *testing.T) {
-	c := newTestController(t, demoBlueprintText(t), Options{})
+	c := newTestController(t, httpauthDemoBlueprint(t), Options{})
 	srv := httptest.NewServer(c.httpServer().Handler)
 	defer srv.Close()
 	for _, p := range []string{"/reload", "/audit?repair=1"} {
-		code, body := apiDo(t, srv.URL, http.MethodPost, p, testToken, nil)
+		code, body := httpauthDo(t, srv.URL, http.MethodPost, p, testToken, nil)
 		if code != http.StatusForbidden || !strings.Contains(body, "--http-token-file") || !strings.Contains(body, "--http-client-ca") {
 			t.Errorf("POST %s without a configured credential: %d %q, want 403 naming --http-token-file and --http-client-ca", p, code, body)
 		}
 	}
-	if code, _ := apiDo(t, srv.URL, http.MethodGet, "/status", "", nil); code != http.StatusOK {
+	if code, _ := httpauthDo(t, srv.URL, http.MethodGet, "/status", "", nil); code != http.StatusOK {
 		t.Errorf("GET /status: %d", code)
 	}
-	if code, _ := apiDo(t, srv.URL, http.MethodGet, "/audit", "", nil); code != http.StatusOK {
+	if code, _ := httpauthDo(t, srv.URL, http.MethodGet, "/audit", "", nil); code != http.StatusOK {
 		t.Errorf("GET /audit: %d", code)
 	}
 }
@@ -59,12 +59,12 @@ func TestAPIMutatingRefusedWithoutCredential(t *testing.T) {
 // it; GET /audit?repair=1 is refused (a GET never repairs); a body above
 // the bound is refused before authentication.
 func TestAPIToken(t *testing.T) {
-	c := newTestController(t, demoBlueprintText(t), Options{HTTPToken: testToken})
+	c := newTestController(t, httpauthDemoBlueprint(t), Options{HTTPToken: testToken})
 	srv := httptest.NewServer(c.httpServer().Handler)
 	defer srv.Close()
 	for _, tok := range []string{"", "wrong-token-wrong-token", testToken + "x", strings.ToUpper(testToken)} {
 		for _, p := range []string{"/reload", "/audit?repair=1"} {
-			code, body := apiDo(t, srv.URL, http.MethodPost, p, tok, nil)
+			code, body := httpauthDo(t, srv.URL, http.MethodPost, p, tok, nil)
 			if code != http.StatusUnauthorized || body != "unauthorized\n" {
 				t.Errorf("POST %s with token %q: %d %q, want 401 \"unauthorized\"", p, tok, code, body)
 			}
@@ -78,26 +78,26 @@ func TestAPIToken(t *testing.T) {
 	} else {
 		resp.Body.Close()
 	}
-	if code, body := apiDo(t, srv.URL, http.MethodPost, "/reload", testToken, nil); code != http.StatusOK || body != "ok\n" {
+	if code, body := httpauthDo(t, srv.URL, http.MethodPost, "/reload", testToken, nil); code != http.StatusOK || body != "ok\n" {
 		t.Errorf("POST /reload with the token: %d %q", code, body)
 	}
-	code, body := apiDo(t, srv.URL, http.MethodPost, "/audit?repair=1", testToken, nil)
+	code, body := httpauthDo(t, srv.URL, http.MethodPost, "/audit?repair=1", testToken, nil)
 	var rep AuditReport
 	if code != http.StatusOK || json.Unmarshal([]byte(body), &rep) != nil || !rep.RepairRequested {
 		t.Errorf("POST /audit?repair=1 with the token: %d %q", code, body)
 	}
-	if code, _ := apiDo(t, srv.URL, http.MethodPost, "/audit", testToken, nil); code != http.StatusBadRequest {
+	if code, _ := httpauthDo(t, srv.URL, http.MethodPost, "/audit", testToken, nil); code != http.StatusBadRequest {
 		t.Errorf("POST /audit without repair=1: %d, want 400", code)
 	}
-	if code, body := apiDo(t, srv.URL, http.MethodGet, "/audit?repair=1", testToken, nil); code != http.StatusMethodNotAllowed || !strings.Contains(body, "POST /audit?repair=1") {
+	if code, body := httpauthDo(t, srv.URL, http.MethodGet, "/audit?repair=1", testToken, nil); code != http.StatusMethodNotAllowed || !strings.Contains(body, "POST /audit?repair=1") {
 		t.Errorf("GET /audit?repair=1: %d %q, want 405", code, body)
 	}
-	if code, _ := apiDo(t, srv.URL, http.MethodGet, "/reload", testToken, nil); code != http.StatusMethodNotAllowed {
+	if code, _ := httpauthDo(t, srv.URL, http.MethodGet, "/reload", testToken, nil); code != http.StatusMethodNotAllowed {
 		t.Errorf("GET /reload: %d, want 405", code)
 	}
 	// A declared body above the bound: refused before authentication.
 	big := strings.NewReader(strings.Repeat("x", maxAPIBody+1))
-	if code, _ := apiDo(t, srv.URL, http.MethodPost, "/reload", "", big); code != http.StatusRequestEntityTooLarge {
+	if code, _ := httpauthDo(t, srv.URL, http.MethodPost, "/reload", "", big); code != http.StatusRequestEntityTooLarge {
 		t.Errorf("POST /reload with a %d-byte body: %d, want 413", maxAPIBody+1, code)
 	}
 }
@@ -145,7 +145,7 @@ func TestReadTokenFile(t *testing.T) {
 // TestMetricsListenerOnlyMetrics: --metrics serves /metrics and nothing
 // else (no /status, /audit, /reload), with the main API off.
 func TestMetricsListenerOnlyMetrics(t *testing.T) {
-	c := newTestController(t, demoBlueprintText(t), Options{HTTPToken: testToken})
+	c := newTestController(t, httpauthDemoBlueprint(t), Options{HTTPToken: testToken})
 	c.opts.Metrics = "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -153,14 +153,14 @@ func TestMetricsListenerOnlyMetrics(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	ofWaitFor(t, 10*time.Second, "metrics listener", func() bool { return c.MetricsAddr() != nil })
 	base := "http://" + c.MetricsAddr().String()
-	if code, body := apiDo(t, base, http.MethodGet, "/metrics", "", nil); code != http.StatusOK || !strings.Contains(body, "vpcflow_") {
+	if code, body := httpauthDo(t, base, http.MethodGet, "/metrics", "", nil); code != http.StatusOK || !strings.Contains(body, "vpcflow_") {
 		t.Errorf("GET /metrics on --metrics: %d", code)
 	}
 	for _, r := range []struct{ method, path string }{
 		{http.MethodGet, "/status"}, {http.MethodGet, "/audit"}, {http.MethodPost, "/reload"},
 		{http.MethodPost, "/audit?repair=1"}, {http.MethodGet, "/healthz"}, {http.MethodGet, "/"},
 	} {
-		if code, _ := apiDo(t, base, r.method, r.path, testToken, nil); code != http.StatusNotFound {
+		if code, _ := httpauthDo(t, base, r.method, r.path, testToken, nil); code != http.StatusNotFound {
 			t.Errorf("%s %s on --metrics: %d, want 404", r.method, r.path, code)
 		}
 	}
@@ -169,7 +169,7 @@ func TestMetricsListenerOnlyMetrics(t *testing.T) {
 	}
 }
 
-func demoBlueprintText(t *testing.T) string {
+func httpauthDemoBlueprint(t *testing.T) string {
 	t.Helper()
 	b, err := os.ReadFile("../examples/demo/blueprint.yaml")
 	if err != nil {
@@ -192,7 +192,7 @@ func TestGETAuditDoesNotRepairOVS(t *testing.T) {
 	r.lab.run("ovs-ofctl", "-O", "OpenFlow13", "add-flow", r.br, "table=70,priority=500,reg0=0x1389,actions=drop")
 	r.lab.run("ovs-ofctl", "-O", "OpenFlow13", "del-flows", r.br, "--strict", "table=30,priority=100,in_port=vnet0")
 	audit := func(method, path, token string) AuditReport {
-		code, body := apiDo(t, srv.URL, method, path, token, nil)
+		code, body := httpauthDo(t, srv.URL, method, path, token, nil)
 		var rep AuditReport
 		if code != http.StatusOK || json.Unmarshal([]byte(body), &rep) != nil || len(rep.Bridges) != 1 {
 			t.Fatalf("%s %s: %d %s", method, path, code, body)
@@ -216,7 +216,7 @@ func TestGETAuditDoesNotRepairOVS(t *testing.T) {
 		t.Fatalf("the foreign flow is gone after GET /audit:\n%s", out)
 	}
 	// Unauthenticated repair: refused, nothing written.
-	if code, _ := apiDo(t, srv.URL, http.MethodPost, "/audit?repair=1", "", nil); code != http.StatusUnauthorized {
+	if code, _ := httpauthDo(t, srv.URL, http.MethodPost, "/audit?repair=1", "", nil); code != http.StatusUnauthorized {
 		t.Fatalf("POST /audit?repair=1 without the token: %d", code)
 	}
 	if rep := audit(http.MethodPost, "/audit?repair=1&host=kvm1", testToken); !rep.RepairRequested || !rep.Bridges[0].Drift {

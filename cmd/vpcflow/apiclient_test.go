@@ -17,9 +17,9 @@ import (
 	"github.com/vpcflow/vpcflow/pki"
 )
 
-// startAPIController runs a controller (no switch) whose API has the given
+// cfgStartAPIController runs a controller (no switch) whose API has the given
 // token and TLS configuration, and returns its API URL.
-func startAPIController(t *testing.T, token string, tlsCfg *tls.Config) string {
+func cfgStartAPIController(t *testing.T, token string, tlsCfg *tls.Config) string {
 	t.Helper()
 	log := logrus.New()
 	log.SetOutput(io.Discard)
@@ -48,8 +48,8 @@ func startAPIController(t *testing.T, token string, tlsCfg *tls.Config) string {
 	}
 }
 
-// captureCmd runs a subcommand in-process and returns exit code and stderr.
-func captureCmd(t *testing.T, run func([]string) int, args ...string) (int, string) {
+// cfgCaptureCmd runs a subcommand in-process and returns exit code and stderr.
+func cfgCaptureCmd(t *testing.T, run func([]string) int, args ...string) (int, string) {
 	t.Helper()
 	f, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
 	if err != nil {
@@ -74,9 +74,9 @@ func captureCmd(t *testing.T, run func([]string) int, args ...string) (int, stri
 // audit and status need no token.
 func TestAuditRepairToken(t *testing.T) {
 	const tok = "cli-test-token-0123456789"
-	url := startAPIController(t, tok, nil)
-	good := writeTemp(t, "token", tok+"\n")
-	bad := writeTemp(t, "bad", "not-the-token-0123456789\n")
+	url := cfgStartAPIController(t, tok, nil)
+	good := cfgWriteTemp(t, "token", tok+"\n")
+	bad := cfgWriteTemp(t, "bad", "not-the-token-0123456789\n")
 	for _, p := range []string{good, bad} {
 		if err := os.Chmod(p, 0o600); err != nil {
 			t.Fatal(err)
@@ -84,25 +84,25 @@ func TestAuditRepairToken(t *testing.T) {
 	}
 	// No bridge is connected: the audit cannot tell (exit 2), but the
 	// request itself is what is checked here.
-	if code, stderr := captureCmd(t, runAudit, "--controller", url, "--repair"); code != 2 || !strings.Contains(stderr, "401") || !strings.Contains(stderr, "--token-file") {
+	if code, stderr := cfgCaptureCmd(t, runAudit, "--controller", url, "--repair"); code != 2 || !strings.Contains(stderr, "401") || !strings.Contains(stderr, "--token-file") {
 		t.Errorf("audit --repair without a token: exit %d %q", code, stderr)
 	}
-	if code, stderr := captureCmd(t, runAudit, "--controller", url, "--repair", "--token-file", bad); code != 2 || !strings.Contains(stderr, "401") {
+	if code, stderr := cfgCaptureCmd(t, runAudit, "--controller", url, "--repair", "--token-file", bad); code != 2 || !strings.Contains(stderr, "401") {
 		t.Errorf("audit --repair with a wrong token: exit %d %q", code, stderr)
 	}
-	if code, stderr := captureCmd(t, runAudit, "--controller", url, "--repair", "--token-file", good); !strings.Contains(stderr, "repair requested") {
+	if code, stderr := cfgCaptureCmd(t, runAudit, "--controller", url, "--repair", "--token-file", good); !strings.Contains(stderr, "repair requested") {
 		t.Errorf("audit --repair with the token: exit %d %q", code, stderr)
 	}
-	if code, stderr := captureCmd(t, runAudit, "--controller", url); strings.Contains(stderr, "repair requested") || strings.Contains(stderr, "401") {
+	if code, stderr := cfgCaptureCmd(t, runAudit, "--controller", url); strings.Contains(stderr, "repair requested") || strings.Contains(stderr, "401") {
 		t.Errorf("plain audit: exit %d %q", code, stderr)
 	}
 	if err := os.Chmod(good, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if code, stderr := captureCmd(t, runAudit, "--controller", url, "--repair", "--token-file", good); code != 2 || !strings.Contains(stderr, "chmod") {
+	if code, stderr := cfgCaptureCmd(t, runAudit, "--controller", url, "--repair", "--token-file", good); code != 2 || !strings.Contains(stderr, "chmod") {
 		t.Errorf("audit --repair with a world-readable token file: exit %d %q", code, stderr)
 	}
-	if code, stderr := captureCmd(t, runStatus, "--controller", url); code == 2 {
+	if code, stderr := cfgCaptureCmd(t, runStatus, "--controller", url); code == 2 {
 		t.Errorf("status needs no token: exit %d %q", code, stderr)
 	}
 }
@@ -132,31 +132,31 @@ func TestAPIClientCertificates(t *testing.T) {
 	// and must still be refused.
 	ctrlCA, _ := os.ReadFile(pki.TrustFor(dir, pki.Controller))
 	swCA, _ := os.ReadFile(pki.TrustFor(dir, pki.Switch))
-	both := writeTemp(t, "both.pem", string(ctrlCA)+string(swCA))
+	both := cfgWriteTemp(t, "both.pem", string(ctrlCA)+string(swCA))
 	cfg, err := pki.APIServerConfig(srvCert, srvKey, both)
 	if err != nil {
 		t.Fatal(err)
 	}
-	url := startAPIController(t, "", cfg)
+	url := cfgStartAPIController(t, "", cfg)
 	ca := pki.TrustFor(dir, pki.Controller)
-	if code, stderr := captureCmd(t, runAudit, "--controller", url, "--ca-file", ca, "--repair", "--cert-file", opCert, "--key-file", opKey); !strings.Contains(stderr, "repair requested") {
+	if code, stderr := cfgCaptureCmd(t, runAudit, "--controller", url, "--ca-file", ca, "--repair", "--cert-file", opCert, "--key-file", opKey); !strings.Contains(stderr, "repair requested") {
 		t.Errorf("operator certificate: exit %d %q", code, stderr)
 	}
-	if code, stderr := captureCmd(t, runAudit, "--controller", url, "--ca-file", ca, "--repair"); code != 2 || !strings.Contains(stderr, "401") {
+	if code, stderr := cfgCaptureCmd(t, runAudit, "--controller", url, "--ca-file", ca, "--repair"); code != 2 || !strings.Contains(stderr, "401") {
 		t.Errorf("no client certificate: exit %d %q", code, stderr)
 	}
-	if code, stderr := captureCmd(t, runAudit, "--controller", url, "--ca-file", ca, "--repair", "--cert-file", swCert, "--key-file", swKey); code != 2 || !strings.Contains(stderr, "401") {
+	if code, stderr := cfgCaptureCmd(t, runAudit, "--controller", url, "--ca-file", ca, "--repair", "--cert-file", swCert, "--key-file", swKey); code != 2 || !strings.Contains(stderr, "401") {
 		t.Errorf("switch certificate: exit %d %q", code, stderr)
 	}
 	// Reads over HTTPS need no client certificate; the server must chain
 	// to --ca-file.
-	if code, stderr := captureCmd(t, runStatus, "--controller", url, "--ca-file", ca); code == 2 {
+	if code, stderr := cfgCaptureCmd(t, runStatus, "--controller", url, "--ca-file", ca); code == 2 {
 		t.Errorf("status over https: exit %d %q", code, stderr)
 	}
-	if code, stderr := captureCmd(t, runStatus, "--controller", url, "--ca-file", pki.TrustFor(dir, pki.Switch)); code != 2 || !strings.Contains(stderr, "certificate") {
+	if code, stderr := cfgCaptureCmd(t, runStatus, "--controller", url, "--ca-file", pki.TrustFor(dir, pki.Switch)); code != 2 || !strings.Contains(stderr, "certificate") {
 		t.Errorf("status trusting the wrong CA: exit %d %q", code, stderr)
 	}
-	if code, stderr := captureCmd(t, runStatus, "--controller", strings.Replace(url, "https://", "http://", 1), "--ca-file", ca); code != 2 || !strings.Contains(stderr, "https://") {
+	if code, stderr := cfgCaptureCmd(t, runStatus, "--controller", strings.Replace(url, "https://", "http://", 1), "--ca-file", ca); code != 2 || !strings.Contains(stderr, "https://") {
 		t.Errorf("--ca-file with http://: exit %d %q", code, stderr)
 	}
 }

@@ -101,13 +101,13 @@ func loadConfigFile(fs *flag.FlagSet, path string) (map[string]bool, error) {
 		return map[string]bool{}, nil
 	}
 	if root.Kind != yaml.MappingNode {
-		return nil, at(root, "the file must be a mapping of flag names to values (e.g. listen: tcp:192.0.2.250:6653), not %s", nodeWord(root))
+		return nil, at(root, "the file must be a mapping of flag names to values (e.g. listen: tcp:192.0.2.250:6653), not %s", configNodeWord(root))
 	}
 	seen := map[string]int{}
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
-			return nil, at(k, "a key must be a flag name, not %s", nodeWord(k))
+			return nil, at(k, "a key must be a flag name, not %s", configNodeWord(k))
 		}
 		name := k.Value
 		if line, dup := seen[name]; dup {
@@ -123,7 +123,7 @@ func loadConfigFile(fs *flag.FlagSet, path string) (map[string]bool, error) {
 		fl := fs.Lookup(name)
 		if fl == nil {
 			hint := "the keys are the flags of `vpcflow controller -h` without dashes"
-			if s := closestFlag(fs, name); s != "" {
+			if s := closestConfigKey(fs, name); s != "" {
 				hint = fmt.Sprintf("did you mean %q? (%s)", s, hint)
 			}
 			return nil, at(k, "unknown key %q: %s", name, hint)
@@ -136,7 +136,7 @@ func loadConfigFile(fs *flag.FlagSet, path string) (map[string]bool, error) {
 			continue // the command line wins
 		}
 		if err := fs.Set(name, val); err != nil {
-			return nil, at(v, "key %q: %v", name, flagValueHint(fl, err))
+			return nil, at(v, "key %q: %v", name, configValueHint(fl, err))
 		}
 	}
 	keys := map[string]bool{}
@@ -156,7 +156,7 @@ func configValue(fl *flag.Flag, v *yaml.Node) (string, error) {
 		var items []string
 		for _, it := range v.Content {
 			if it.Kind != yaml.ScalarNode || it.ShortTag() != "!!str" {
-				return "", fmt.Errorf("want a list of strings (e.g. [192.0.2.251, 192.0.2.252]), item on line %d is %s", it.Line, nodeWord(it))
+				return "", fmt.Errorf("want a list of strings (e.g. [192.0.2.251, 192.0.2.252]), item on line %d is %s", it.Line, configNodeWord(it))
 			}
 			if strings.Contains(it.Value, ",") {
 				return "", fmt.Errorf("list item %q holds a comma: give one address per item", it.Value)
@@ -166,14 +166,14 @@ func configValue(fl *flag.Flag, v *yaml.Node) (string, error) {
 		return strings.Join(items, ","), nil
 	}
 	if v.Kind != yaml.ScalarNode {
-		return "", fmt.Errorf("want %s, not %s", typeWord(fl), nodeWord(v))
+		return "", fmt.Errorf("want %s, not %s", configTypeWord(fl), configNodeWord(v))
 	}
 	tag := v.ShortTag()
 	if tag == "!!null" {
-		return "", fmt.Errorf("no value: give %s or remove the key (its default: %s)", typeWord(fl), defaultWord(fl))
+		return "", fmt.Errorf("no value: give %s or remove the key (its default: %s)", configTypeWord(fl), configDefaultWord(fl))
 	}
 	var want string
-	switch flagKind(fl) {
+	switch configFlagKind(fl) {
 	case "bool":
 		want = "!!bool"
 	case "int":
@@ -198,16 +198,16 @@ func configValue(fl *flag.Flag, v *yaml.Node) (string, error) {
 	}
 	if tag != want {
 		if want == "!!str" {
-			return "", fmt.Errorf("want a string, not %s: quote it (\"%s\")", nodeWord(v), v.Value)
+			return "", fmt.Errorf("want a string, not %s: quote it (\"%s\")", configNodeWord(v), v.Value)
 		}
-		return "", fmt.Errorf("want %s, not %s %q", typeWord(fl), nodeWord(v), v.Value)
+		return "", fmt.Errorf("want %s, not %s %q", configTypeWord(fl), configNodeWord(v), v.Value)
 	}
 	return v.Value, nil
 }
 
-// flagKind is the type of a flag's value: bool, int, float, duration or
+// configFlagKind is the type of a flag's value: bool, int, float, duration or
 // string (also for flag.Value types that are not flag.Getters).
-func flagKind(fl *flag.Flag) string {
+func configFlagKind(fl *flag.Flag) string {
 	g, ok := fl.Value.(flag.Getter)
 	if !ok {
 		return "string"
@@ -225,8 +225,8 @@ func flagKind(fl *flag.Flag) string {
 	return "string"
 }
 
-func typeWord(fl *flag.Flag) string {
-	switch flagKind(fl) {
+func configTypeWord(fl *flag.Flag) string {
+	switch configFlagKind(fl) {
 	case "bool":
 		return "true or false"
 	case "int":
@@ -242,21 +242,21 @@ func typeWord(fl *flag.Flag) string {
 	return "a string"
 }
 
-func defaultWord(fl *flag.Flag) string {
+func configDefaultWord(fl *flag.Flag) string {
 	if fl.DefValue == "" {
 		return "empty"
 	}
 	return fl.DefValue
 }
 
-func flagValueHint(fl *flag.Flag, err error) error {
-	if flagKind(fl) == "duration" {
+func configValueHint(fl *flag.Flag, err error) error {
+	if configFlagKind(fl) == "duration" {
 		return fmt.Errorf("%v: want a Go duration such as \"30s\", \"200ms\" or \"1m\"", err)
 	}
 	return err
 }
 
-func nodeWord(n *yaml.Node) string {
+func configNodeWord(n *yaml.Node) string {
 	switch n.Kind {
 	case yaml.MappingNode:
 		return "a mapping"
@@ -280,16 +280,16 @@ func nodeWord(n *yaml.Node) string {
 	return "a scalar " + n.ShortTag()
 }
 
-// closestFlag suggests a flag name for a mistyped key (edit distance <= 2,
+// closestConfigKey suggests a flag name for a mistyped key (edit distance <= 2,
 // or a unique prefix).
-func closestFlag(fs *flag.FlagSet, name string) string {
+func closestConfigKey(fs *flag.FlagSet, name string) string {
 	best, bestD := "", 3
 	var prefixed []string
 	fs.VisitAll(func(f *flag.Flag) {
 		if configNotKeys[f.Name] {
 			return
 		}
-		if d := editDistance(name, f.Name); d < bestD {
+		if d := configEditDistance(name, f.Name); d < bestD {
 			best, bestD = f.Name, d
 		}
 		if strings.HasPrefix(f.Name, name) {
@@ -302,7 +302,7 @@ func closestFlag(fs *flag.FlagSet, name string) string {
 	return best
 }
 
-func editDistance(a, b string) int {
+func configEditDistance(a, b string) int {
 	prev := make([]int, len(b)+1)
 	cur := make([]int, len(b)+1)
 	for j := range prev {
@@ -353,7 +353,7 @@ func writeConfig(w io.Writer, fs *flag.FlagSet, set map[string]bool) {
 	for _, name := range names {
 		f := fs.Lookup(name)
 		b.WriteString("\n")
-		for _, line := range wrapWords(f.Usage, 74) {
+		for _, line := range configWrap(f.Usage, 74) {
 			b.WriteString("# " + line + "\n")
 		}
 		val := f.Value.String()
@@ -375,14 +375,14 @@ func writeConfig(w io.Writer, fs *flag.FlagSet, set map[string]bool) {
 
 // configScalar renders a flag value as a YAML scalar of the flag's type.
 func configScalar(f *flag.Flag, val string) string {
-	switch flagKind(f) {
+	switch configFlagKind(f) {
 	case "bool", "int", "float":
 		return val
 	}
 	return strconv.Quote(val)
 }
 
-func wrapWords(s string, width int) []string {
+func configWrap(s string, width int) []string {
 	var lines []string
 	line := ""
 	for _, w := range strings.Fields(s) {

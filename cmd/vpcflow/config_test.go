@@ -14,9 +14,9 @@ var updateConfig = flag.Bool("update-config", false, "rewrite packaging/etc/cont
 // packagedConfigArgs are the flags the packaged controller.yaml sets.
 var packagedConfigArgs = []string{"--print-config", "--blueprint", "/etc/vpcflow/blueprint.yaml", "--listen", "tcp:127.0.0.1:6653", "--http", "127.0.0.1:9653"}
 
-// captureController runs `vpcflow controller ARGS` in-process and returns
+// cfgCaptureController runs `vpcflow controller ARGS` in-process and returns
 // its exit code, stdout and stderr.
-func captureController(t *testing.T, args ...string) (int, string, string) {
+func cfgCaptureController(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	dir := t.TempDir()
 	out, err := os.Create(filepath.Join(dir, "stdout"))
@@ -40,7 +40,7 @@ func captureController(t *testing.T, args ...string) (int, string, string) {
 	return code, string(o), string(e)
 }
 
-func writeTemp(t *testing.T, name, text string) string {
+func cfgWriteTemp(t *testing.T, name, text string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
@@ -55,7 +55,7 @@ func writeTemp(t *testing.T, name, text string) string {
 // from them. go test ./cmd/vpcflow -run TestControllerConfigExample
 // -update-config rewrites it.
 func TestControllerConfigExample(t *testing.T) {
-	code, out, stderr := captureController(t, packagedConfigArgs...)
+	code, out, stderr := cfgCaptureController(t, packagedConfigArgs...)
 	if code != 0 {
 		t.Fatalf("--print-config: exit %d\n%s", code, stderr)
 	}
@@ -73,24 +73,24 @@ func TestControllerConfigExample(t *testing.T) {
 		t.Fatalf("%s differs from `vpcflow controller %s`: a flag changed; run go test ./cmd/vpcflow -run TestControllerConfigExample -update-config", path, strings.Join(packagedConfigArgs, " "))
 	}
 	// The example loads as it is and gives what it says.
-	code, again, stderr := captureController(t, "--config", path, "--print-config")
+	code, again, stderr := cfgCaptureController(t, "--config", path, "--print-config")
 	if code != 0 || again != out {
 		t.Fatalf("--config %s --print-config: exit %d\n%s\n%s", path, code, stderr, again)
 	}
 }
 
-var commentedKey = regexp.MustCompile(`(?m)^#([a-z0-9-]+): `)
+var cfgCommentedKey = regexp.MustCompile(`(?m)^#([a-z0-9-]+): `)
 
 // TestConfigEveryFlagAccepted: every controller flag is a key of the
 // file: the file with every key of --print-config uncommented (each flag
 // at its default) loads, and --print-config then shows every key as set,
 // with the same values.
 func TestConfigEveryFlagAccepted(t *testing.T) {
-	code, defaults, stderr := captureController(t, "--print-config")
+	code, defaults, stderr := cfgCaptureController(t, "--print-config")
 	if code != 0 {
 		t.Fatalf("--print-config: exit %d %s", code, stderr)
 	}
-	keys := commentedKey.FindAllStringSubmatch(defaults, -1)
+	keys := cfgCommentedKey.FindAllStringSubmatch(defaults, -1)
 	if len(keys) < 40 {
 		t.Fatalf("--print-config lists %d keys; the controller has more flags than that:\n%s", len(keys), defaults)
 	}
@@ -102,9 +102,9 @@ func TestConfigEveryFlagAccepted(t *testing.T) {
 	if strings.Contains(defaults, "\n#config: ") || strings.Contains(defaults, "\n#print-config: ") {
 		t.Errorf("--config/--print-config listed as keys")
 	}
-	all := commentedKey.ReplaceAllString(defaults, "$1: ")
-	p := writeTemp(t, "all.yaml", all)
-	code, out, stderr := captureController(t, "--config", p, "--print-config")
+	all := cfgCommentedKey.ReplaceAllString(defaults, "$1: ")
+	p := cfgWriteTemp(t, "all.yaml", all)
+	code, out, stderr := cfgCaptureController(t, "--config", p, "--print-config")
 	if code != 0 {
 		t.Fatalf("every key at its default: exit %d\n%s", code, stderr)
 	}
@@ -116,8 +116,8 @@ func TestConfigEveryFlagAccepted(t *testing.T) {
 // TestConfigOverride: flags on the command line win over the file; keys
 // the file sets apply; list keys take YAML sequences.
 func TestConfigOverride(t *testing.T) {
-	p := writeTemp(t, "c.yaml", "listen: tcp:192.0.2.250:6653\nhttp: 192.0.2.250:9653\ndrift-interval: 10s\ndrop-log: true\nmax-handshakes: 7\njoin: [192.0.2.251, \"192.0.2.252:7946\"]\n")
-	code, out, stderr := captureController(t, "--config", p, "--listen", "tcp:127.0.0.1:1", "--print-config")
+	p := cfgWriteTemp(t, "c.yaml", "listen: tcp:192.0.2.250:6653\nhttp: 192.0.2.250:9653\ndrift-interval: 10s\ndrop-log: true\nmax-handshakes: 7\njoin: [192.0.2.251, \"192.0.2.252:7946\"]\n")
+	code, out, stderr := cfgCaptureController(t, "--config", p, "--listen", "tcp:127.0.0.1:1", "--print-config")
 	if code != 0 {
 		t.Fatalf("exit %d %s", code, stderr)
 	}
@@ -153,8 +153,8 @@ func TestConfigStrict(t *testing.T) {
 		{"syntax", "listen: [\n", []string{"invalid YAML"}},
 		{"two docs", "http: off\n---\nhttp: on\n", []string{"more than one YAML document"}},
 	} {
-		p := writeTemp(t, c.name+".yaml", c.text)
-		code, _, stderr := captureController(t, "--config", p, "--print-config")
+		p := cfgWriteTemp(t, c.name+".yaml", c.text)
+		code, _, stderr := cfgCaptureController(t, "--config", p, "--print-config")
 		if code != 2 {
 			t.Errorf("%s: exit %d, want 2 (%s)", c.name, code, stderr)
 		}
@@ -165,15 +165,15 @@ func TestConfigStrict(t *testing.T) {
 		}
 	}
 	// An empty file (or only comments) sets nothing.
-	p := writeTemp(t, "empty.yaml", "# nothing yet\n")
-	if code, out, stderr := captureController(t, "--config", p, "--print-config"); code != 0 || !strings.Contains(out, "\n#listen: ") {
+	p := cfgWriteTemp(t, "empty.yaml", "# nothing yet\n")
+	if code, out, stderr := cfgCaptureController(t, "--config", p, "--print-config"); code != 0 || !strings.Contains(out, "\n#listen: ") {
 		t.Errorf("comment-only file: exit %d %s", code, stderr)
 	}
-	if code, _, stderr := captureController(t, "--config", filepath.Join(t.TempDir(), "missing.yaml")); code != 2 || !strings.Contains(stderr, "missing.yaml") {
+	if code, _, stderr := cfgCaptureController(t, "--config", filepath.Join(t.TempDir(), "missing.yaml")); code != 2 || !strings.Contains(stderr, "missing.yaml") {
 		t.Errorf("missing file: exit %d %s", code, stderr)
 	}
-	big := writeTemp(t, "big.yaml", "# "+strings.Repeat("x", maxConfigFile)+"\n")
-	if code, _, stderr := captureController(t, "--config", big); code != 2 || !strings.Contains(stderr, "larger than") {
+	big := cfgWriteTemp(t, "big.yaml", "# "+strings.Repeat("x", maxConfigFile)+"\n")
+	if code, _, stderr := cfgCaptureController(t, "--config", big); code != 2 || !strings.Contains(stderr, "larger than") {
 		t.Errorf("big file: exit %d %s", code, stderr)
 	}
 }
@@ -181,19 +181,19 @@ func TestConfigStrict(t *testing.T) {
 // TestControllerRefusesReadableTokenFile: the controller does not start
 // when --http-token-file is readable by others, and names the fix.
 func TestControllerRefusesReadableTokenFile(t *testing.T) {
-	tok := writeTemp(t, "token", "0123456789abcdef0123\n")
+	tok := cfgWriteTemp(t, "token", "0123456789abcdef0123\n")
 	if err := os.Chmod(tok, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := writeTemp(t, "c.yaml", "blueprint: ../../examples/demo/blueprint.yaml\nlisten: tcp:127.0.0.1:0\nhttp: off\nhttp-token-file: "+tok+"\n")
-	code, _, stderr := captureController(t, "--config", cfg)
+	cfg := cfgWriteTemp(t, "c.yaml", "blueprint: ../../examples/demo/blueprint.yaml\nlisten: tcp:127.0.0.1:0\nhttp: off\nhttp-token-file: "+tok+"\n")
+	code, _, stderr := cfgCaptureController(t, "--config", cfg)
 	if code != 2 || !strings.Contains(stderr, "--http-token-file") || !strings.Contains(stderr, "chmod 0640") {
 		t.Fatalf("world-readable token file: exit %d, %q", code, stderr)
 	}
 	if err := os.Chmod(tok, 0o640); err != nil {
 		t.Fatal(err)
 	}
-	code, _, stderr = captureController(t, "--config", cfg, "--http-client-ca", tok)
+	code, _, stderr = cfgCaptureController(t, "--config", cfg, "--http-client-ca", tok)
 	if code != 2 || !strings.Contains(stderr, "--http-tls-cert") {
 		t.Fatalf("--http-client-ca without --http-tls-cert: exit %d, %q", code, stderr)
 	}
