@@ -24,6 +24,10 @@ type AuditReport struct {
 	// PolicyRules sums the bridges' policy_rules per rule (blueprints with
 	// ACLs or security groups only; docs/audit.md).
 	PolicyRules []flows.PolicyRuleCount `json:"policy_rules,omitempty"`
+	// RepairRequested is set by POST /audit?repair=1: the bridges with
+	// drift were asked to reconcile. The report shows the state before
+	// the repair. GET /audit never repairs.
+	RepairRequested bool `json:"repair_requested,omitempty"`
 }
 
 // BridgeAudit is one bridge's audit.
@@ -76,11 +80,22 @@ type RuleCounters struct {
 }
 
 // Audit reads every bridge's flows now (host "" = all) and compares them
-// with the intended flows.
+// with the intended flows. It only reads: drift is reported, not repaired
+// (the drift check repairs it, or AuditRepair).
 func (c *Controller) Audit(ctx context.Context, host string) AuditReport {
+	return c.audit(ctx, host, false)
+}
+
+// AuditRepair is Audit, then asks every bridge with drift to reconcile
+// (POST /audit?repair=1). The report shows the state before the repair.
+func (c *Controller) AuditRepair(ctx context.Context, host string) AuditReport {
+	return c.audit(ctx, host, true)
+}
+
+func (c *Controller) audit(ctx context.Context, host string, repair bool) AuditReport {
 	st := c.Status()
 	p := c.policy()
-	r := AuditReport{GeneratedAt: time.Now().UTC(), Revision: p.bp.Revision, BlueprintHash: p.hash, InSync: true, Complete: true}
+	r := AuditReport{GeneratedAt: time.Now().UTC(), Revision: p.bp.Revision, BlueprintHash: p.hash, InSync: true, Complete: true, RepairRequested: repair}
 	if cl := c.opts.Cluster; cl != nil {
 		r.Replica = cl.Name()
 	}
@@ -103,7 +118,7 @@ func (c *Controller) Audit(ctx context.Context, host string) AuditReport {
 		case !bs.Known:
 			a.Error = "datapath id not in the blueprint"
 		default:
-			if err := b.audit(ctx, p, &a); err != nil {
+			if err := b.audit(ctx, p, &a, repair); err != nil {
 				a.Error = err.Error()
 			} else {
 				a.Audited = true
@@ -141,7 +156,7 @@ func describeRules(fs []flows.Flow) map[flows.Cookie]string {
 	return m
 }
 
-func (b *bridge) audit(ctx context.Context, p *policy, a *BridgeAudit) error {
+func (b *bridge) audit(ctx context.Context, p *policy, a *BridgeAudit, repair bool) error {
 	ctx, cancel := context.WithTimeout(ctx, b.c.opts.OpTimeout)
 	defer cancel()
 	h, removed := b.hostFor(p)
@@ -215,8 +230,14 @@ func (b *bridge) audit(ctx context.Context, p *policy, a *BridgeAudit) error {
 	b.recordCounters(installed)
 	if a.Drift {
 		b.c.metrics.drift.WithLabelValues(b.label()).Inc()
-		b.log.WithField("missing", len(d.Missing)).WithField("extra", len(d.Extra)).WithField("modified", len(d.Modified)).
-			Warn("audit: drift detected (installed flows differ from the intended flows); the reconcile loop repairs it")
+		l := b.log.WithField("missing", len(d.Missing)).WithField("extra", len(d.Extra)).WithField("modified", len(d.Modified))
+		if !repair {
+			// A read never writes (GET /audit): the drift check repairs
+			// it within --drift-interval, or POST /audit?repair=1 now.
+			l.Warn("audit: drift detected (installed flows differ from the intended flows); not repaired by a read: the drift check repairs it, or POST /audit?repair=1")
+			return nil
+		}
+		l.Warn("audit: drift detected (installed flows differ from the intended flows); repair requested (POST /audit?repair=1)")
 		b.kick("audit found drift")
 	}
 	return nil

@@ -47,6 +47,12 @@ type Options struct {
 	// HTTP is the status API address (default 127.0.0.1:9653; "" = default,
 	// "off" = disabled).
 	HTTP string
+	// HTTPToken, HTTPTLS and Metrics: the API's credentials, optional TLS
+	// and the separate /metrics listener (httpauth.go; docs/security.md
+	// "The HTTP API").
+	HTTPToken string
+	HTTPTLS   *tls.Config
+	Metrics   string
 	// ReloadPoll is how often the blueprint file is checked for changes
 	// (default 1s). SIGHUP reloads at once (the command wires it).
 	ReloadPoll time.Duration
@@ -296,6 +302,11 @@ type Controller struct {
 	leaving    atomic.Bool
 	metrics    *metrics
 	rejected   []Rejected
+	// metricsAddr is the bound --metrics address; authFailures rate-limits
+	// the log of refused API requests (httpauth.go).
+	metricsAddr  net.Addr
+	authFailures authLog
+
 	// fullSem bounds the full reconciles running at once.
 	fullSem chan struct{}
 	// reloadMu serialises Reload.
@@ -505,6 +516,17 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.mu.Lock()
 		c.httpAddr = hln.Addr()
 		c.mu.Unlock()
+		if c.opts.HTTPTLS != nil {
+			hln = tls.NewListener(hln, c.opts.HTTPTLS)
+		}
+	}
+	mln, err := c.listenMetrics()
+	if err != nil {
+		ln.Close()
+		if hln != nil {
+			hln.Close()
+		}
+		return err
 	}
 	c.log.WithFields(logrus.Fields{"openflow": ln.Addr().String(), "http": c.opts.HTTP, "blueprint": c.sourceName(),
 		"revision": c.policy().bp.Revision, "version": buildVersion(), "commit": buildCommit()}).Info("controller started")
@@ -516,16 +538,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	bctx, bcancel := context.WithCancel(context.Background())
 	defer bcancel()
 	if hln != nil {
-		srv := c.httpServer()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = srv.Serve(hln)
-		}()
-		go func() {
-			<-ctx.Done()
-			_ = srv.Close()
-		}()
+		c.serveHTTP(ctx, &wg, c.httpServer(), hln)
+	}
+	if mln != nil {
+		c.serveHTTP(ctx, &wg, c.metricsServer(), mln)
 	}
 	wg.Add(1)
 	go func() {

@@ -91,13 +91,7 @@ func (c *Controller) httpServer() *http.Server {
 		_ = enc.Encode(c.Status())
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(c.metrics.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/audit", func(w http.ResponseWriter, r *http.Request) {
-		rep := c.Audit(r.Context(), r.URL.Query().Get("host"))
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(rep)
-	})
+	mux.HandleFunc("/audit", c.handleAudit)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -106,11 +100,14 @@ func (c *Controller) httpServer() *http.Server {
 			http.Error(w, "POST only", http.StatusMethodNotAllowed)
 			return
 		}
+		if !c.authorize(w, r) {
+			return
+		}
 		if err := c.Reload("api"); err != nil {
 			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
 			return
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	return &http.Server{Handler: withAPIVersion(mux), ReadHeaderTimeout: 5 * time.Second}
+	return apiServer(withAPIVersion(mux))
 }

@@ -78,7 +78,7 @@ chmod 0755 "$root"
 install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/lib/systemd/system" "$root/etc/vpcflow" "$root/usr/share/doc/vpcflow"
 install -m 0755 "$bin" "$root/usr/bin/vpcflow"
 install -m 0644 "$pkg/systemd/vpcflow-controller.service" "$pkg/systemd/vpcflow-host-watch.service" "$root/lib/systemd/system/"
-install -m 0644 "$pkg/etc/controller.env" "$pkg/etc/host-watch.env" "$pkg/etc/blueprint.example.yaml" "$root/etc/vpcflow/"
+install -m 0644 "$pkg/etc/controller.yaml" "$pkg/etc/host-watch.env" "$pkg/etc/blueprint.example.yaml" "$root/etc/vpcflow/"
 # The example host file is made from the example blueprint by the binary
 # itself, so the two always agree.
 {
@@ -99,7 +99,7 @@ install -m 0644 "$pkg/grafana/vpcflow.json" "$root/usr/share/vpcflow/grafana/"
 install -m 0644 "$pkg/prometheus/vpcflow-alerts.yaml" "$root/usr/share/vpcflow/prometheus/"
 install -m 0644 "$top/LICENSE" "$root/usr/share/doc/vpcflow/copyright"
 install -m 0755 "$pkg/deb/postinst" "$pkg/deb/prerm" "$pkg/deb/postrm" "$root/DEBIAN/"
-printf '/etc/vpcflow/%s\n' controller.env host-watch.env blueprint.example.yaml host.example.yaml >"$root/DEBIAN/conffiles"
+printf '/etc/vpcflow/%s\n' controller.yaml host-watch.env blueprint.example.yaml host.example.yaml >"$root/DEBIAN/conffiles"
 size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$ARCH/" -e "s/@SIZE@/$size/" \
 	-e "s/@MAINTAINER@/${MAINTAINER:-vpcflow maintainers <vpcflow@localhost>}/" \

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"flag"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -37,7 +38,7 @@ func TestCLIChecksAPIVersion(t *testing.T) {
 			}
 			_ = json.NewEncoder(w).Encode(controller.Status{APIVersion: 1, Revision: 1})
 		}))
-		_, err := fetchStatus(srv.URL)
+		_, err := fetchStatus(srv.URL, addAPIClientFlags(flag.NewFlagSet("t", flag.ContinueOnError)))
 		if tc.ok != (err == nil) {
 			t.Errorf("header %q: fetchStatus error %v, want ok=%v", tc.header, err, tc.ok)
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -24,15 +25,25 @@ func runAudit(args []string) int {
 	host := fs.String("host", "", "audit only this host")
 	format := addOutputFlag(fs, "table", "format") // json is the stable compliance format, docs/audit.md
 	all := fs.Bool("all-rules", false, "table format: list every rule's counters, not only drop rules that matched packets")
+	repair := fs.Bool("repair", false, "also ask the controller to repair the drift it finds now (POST /audit?repair=1; needs --token-file or a client certificate); the report shows the state before the repair. Without it audit only reads")
+	api := addAPIClientFlags(fs)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
-	u := strings.TrimRight(*ctl, "/") + "/audit"
+	q := url.Values{}
 	if *host != "" {
-		u += "?host=" + url.QueryEscape(*host)
+		q.Set("host", *host)
 	}
-	cl := &http.Client{Timeout: 2 * time.Minute}
-	resp, err := cl.Get(u)
+	method := http.MethodGet
+	if *repair {
+		method = http.MethodPost
+		q.Set("repair", "1")
+	}
+	u := strings.TrimRight(*ctl, "/") + "/audit"
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	resp, err := api.do(method, u, 2*time.Minute, *repair)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vpcflow audit: cannot reach the controller at %s: %v (is it running? pass --controller URL)\n", *ctl, err)
 		return 2
@@ -43,7 +54,12 @@ func runAudit(args []string) int {
 		return 2
 	}
 	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(os.Stderr, "vpcflow audit: controller answered %s\n", resp.Status)
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		if why := apiRefusal(resp.StatusCode, string(b)); why != "" {
+			fmt.Fprintf(os.Stderr, "vpcflow audit --repair: %s\n", why)
+		} else {
+			fmt.Fprintf(os.Stderr, "vpcflow audit: controller answered %s\n", resp.Status)
+		}
 		return 2
 	}
 	var rep controller.AuditReport
@@ -54,6 +70,9 @@ func runAudit(args []string) int {
 	if *host != "" && len(rep.Bridges) == 0 {
 		fmt.Fprintf(os.Stderr, "vpcflow audit: no bridge for host %q\n", *host)
 		return 2
+	}
+	if rep.RepairRequested {
+		fmt.Fprintln(os.Stderr, "vpcflow audit: repair requested for the bridges with drift; the report shows the state before it (run vpcflow audit again to confirm)")
 	}
 	if *format != "table" {
 		if err := writeStructured(os.Stdout, *format, rep); err != nil {

@@ -113,7 +113,18 @@ func runController(args []string) int {
 	clusterRestrict := fs.Bool("cluster-restrict", false, "replica mode: enforce --cluster-allow (empty list = deny all)")
 	logFormat := fs.String("log-format", "text", "text or json")
 	logLevel := fs.String("log-level", "info", "debug, info, warn, error")
+	// The configuration file and the API's safety (config.go, controller_api.go).
+	configPath := fs.String("config", "", "YAML file holding these flags: keys are the flag names without dashes (listen: tcp:192.0.2.250:6653); flags on the command line override it; read once at start")
+	printConfig := fs.Bool("print-config", false, "print the configuration that --config and the flags give, as YAML (every key with its usage; keys not set commented out with their default), and exit")
+	httpTokenFile := fs.String("http-token-file", "", "file holding the bearer token that authorizes POST /reload and POST /audit?repair=1 (one line, not readable by others; without it and without --http-client-ca they are refused)")
+	httpTLSCert := fs.String("http-tls-cert", "", "serve the --http API over HTTPS with this certificate (vpcflow pki sign --type controller --ip ADDR)")
+	httpTLSKey := fs.String("http-tls-key", "", "the key of --http-tls-cert")
+	httpClientCA := fs.String("http-client-ca", "", "with --http-tls-cert: client certificates that chain to this CA authorize POST /reload and POST /audit?repair=1 (DIR/controllerca/ca.pem; switch certificates are refused)")
+	metricsAddr := fs.String("metrics", "off", "serve /metrics alone on this address, for Prometheus (no /status, /audit or /reload there); off = disabled (/metrics stays on --http too)")
 	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if code, ok := applyControllerConfig(fs, *configPath, *printConfig); !ok {
 		return code
 	}
 	switch *source {
@@ -146,6 +157,10 @@ func runController(args []string) int {
 	}
 	opts := controller.Options{PolicyMetricRules: pmr, BlueprintPath: *bpPath, Listen: *listen, HTTP: *httpAddr,
 		DriftInterval: *drift, FullReconciles: *fullReconciles, ReloadGather: gatherOption(*reloadGather), Provision: *provision, DropLog: *dropLog, DropLogRate: uint32(*dropLogRate), NoPeerFetch: *noPeerFetch, Log: log}
+	if err := apiOptions(&opts, *httpTokenFile, *httpTLSCert, *httpTLSKey, *httpClientCA, *metricsAddr); err != nil {
+		fmt.Fprintln(os.Stderr, "vpcflow controller:", err)
+		return 2
+	}
 	if *maxHandshakes < 1 {
 		fmt.Fprintf(os.Stderr, "vpcflow controller: --max-handshakes %d: must be at least 1 (default 128)\n", *maxHandshakes)
 		return 2

@@ -33,8 +33,9 @@ import (
 // metadata, contents, modes and conffiles; the tree `dpkg -x` extracts
 // (its vpcflow version, the example blueprint validates); both units pass
 // `systemd-analyze verify` and a sandboxing threshold; the maintainer
-// scripts; and the controller unit's ExecStart line, run as systemd would
-// run it (EnvironmentFile variable split into arguments), serves its
+// scripts; the packaged controller.yaml is the binary's --print-config;
+// and the controller unit's ExecStart line (--config with a copy of the
+// packaged controller.yaml), run as systemd would run it, serves its
 // version on /status and /metrics.
 //
 // make package-test runs it alone; make unit runs it with ./cmd/....
@@ -86,7 +87,7 @@ func TestPackage(t *testing.T) {
 			}
 		}
 		got := strings.Fields(run(t, "", "dpkg-deb", "-I", deb, "conffiles"))
-		want := []string{"/etc/vpcflow/blueprint.example.yaml", "/etc/vpcflow/controller.env", "/etc/vpcflow/host-watch.env", "/etc/vpcflow/host.example.yaml"}
+		want := []string{"/etc/vpcflow/blueprint.example.yaml", "/etc/vpcflow/controller.yaml", "/etc/vpcflow/host-watch.env", "/etc/vpcflow/host.example.yaml"}
 		slices.Sort(got)
 		if !slices.Equal(got, want) {
 			t.Errorf("conffiles %v, want %v", got, want)
@@ -108,7 +109,7 @@ func TestPackage(t *testing.T) {
 			"/lib/systemd/system/vpcflow-controller.service": "-rw-r--r-- root/root",
 			"/lib/systemd/system/vpcflow-host-watch.service": "-rw-r--r-- root/root",
 			"/etc/vpcflow/":                        "drwxr-xr-x root/root",
-			"/etc/vpcflow/controller.env":          "-rw-r--r-- root/root",
+			"/etc/vpcflow/controller.yaml":         "-rw-r--r-- root/root",
 			"/etc/vpcflow/host-watch.env":          "-rw-r--r-- root/root",
 			"/etc/vpcflow/blueprint.example.yaml":  "-rw-r--r-- root/root",
 			"/etc/vpcflow/host.example.yaml":       "-rw-r--r-- root/root",
@@ -163,18 +164,16 @@ func TestPackage(t *testing.T) {
 			unit, env, variable, config string
 			want                        []string
 		}{
-			{"vpcflow-controller.service", "controller.env", "VPCFLOW_CONTROLLER_ARGS", "--blueprint /etc/vpcflow/blueprint.yaml",
-				[]string{"User=vpcflow", "After=network-online.target openvswitch-switch.service"}},
+			// The controller reads its configuration file (no EnvironmentFile).
+			{"vpcflow-controller.service", "", "", "",
+				[]string{"User=vpcflow", "After=network-online.target openvswitch-switch.service",
+					"ExecStart=/usr/bin/vpcflow controller --config /etc/vpcflow/controller.yaml", "ExecReload=/bin/kill -HUP $MAINPID"}},
 			{"vpcflow-host-watch.service", "host-watch.env", "VPCFLOW_HOST_WATCH_ARGS", "--host-config /etc/vpcflow/host.yaml",
-				[]string{"User=root", "Wants=openvswitch-switch.service", "After=openvswitch-switch.service"}},
+				[]string{"User=root", "Wants=openvswitch-switch.service", "After=openvswitch-switch.service",
+					"EnvironmentFile=/etc/vpcflow/host-watch.env", "ExecStart=/usr/bin/vpcflow host watch $VPCFLOW_HOST_WATCH_ARGS"}},
 		} {
 			u := readUnit(t, filepath.Join(root, "lib/systemd/system", c.unit))
-			cmd := "controller"
-			if c.variable == "VPCFLOW_HOST_WATCH_ARGS" {
-				cmd = "host watch"
-			}
-			want := append(c.want, "EnvironmentFile=/etc/vpcflow/"+c.env, "ExecStart=/usr/bin/vpcflow "+cmd+" $"+c.variable,
-				"Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
+			want := append(c.want, "Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
 				"CapabilityBoundingSet=", "AmbientCapabilities=", "WantedBy=multi-user.target")
 			for _, kv := range want {
 				if !slices.Contains(u, kv) {
@@ -187,9 +186,26 @@ func TestPackage(t *testing.T) {
 					t.Errorf("%s: %q: vpcflow writes no file and needs no capability", c.unit, kv)
 				}
 			}
+			if c.env == "" {
+				for _, kv := range u {
+					if strings.HasPrefix(kv, "EnvironmentFile=") {
+						t.Errorf("%s: %q: the controller's flags live in /etc/vpcflow/controller.yaml", c.unit, kv)
+					}
+				}
+				continue
+			}
 			if v := envValue(t, filepath.Join(root, "etc/vpcflow", c.env), c.variable); v != c.config && !strings.HasPrefix(v, c.config+" ") {
 				t.Errorf("%s: %s=%q does not start with %q", c.env, c.variable, v, c.config)
 			}
+		}
+		// The packaged controller.yaml is what the packaged binary's
+		// --print-config gives for the packaged settings (every flag).
+		want, err := exec.Command(xbin, append([]string{"controller"}, packagedConfigArgs...)...).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := os.ReadFile(filepath.Join(root, "etc/vpcflow/controller.yaml")); string(got) != string(want) {
+			t.Errorf("the packaged controller.yaml differs from the packaged binary's controller --print-config")
 		}
 	})
 
@@ -272,6 +288,85 @@ func TestPackage(t *testing.T) {
 			log, _ := os.ReadFile(filepath.Join(stub, "useradd.log"))
 			if got := strings.TrimSpace(string(log)); got != c.want {
 				t.Errorf("%s: useradd %q, want %q", c.name, got, c.want)
+			}
+		}
+		// An upgrade from a package whose unit read controller.env converts
+		// it once into controller.yaml (in DPKG_ROOT, a temporary root).
+		packagedYAML, err := os.ReadFile(filepath.Join(root, "etc/vpcflow/controller.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		oldEnv := `VPCFLOW_CONTROLLER_ARGS="--blueprint /etc/vpcflow/bp.yaml --listen tcp:192.0.2.250:6653 --drift-interval 10s"`
+		for _, c := range []struct {
+			name, env, old string
+			converted      bool
+			want           []string
+		}{
+			{"upgrade", oldEnv, "0.0.1", true, []string{`blueprint: "/etc/vpcflow/bp.yaml"`, `listen: "tcp:192.0.2.250:6653"`, `drift-interval: "10s"`, `#http: "127.0.0.1:9653"`}},
+			{"fresh install", oldEnv, "", false, nil},
+			{"secret on the command line", `VPCFLOW_CONTROLLER_ARGS="--blueprint /x.yaml --secret-key s3cr3t"`, "0.0.1", false, []string{"WARNING", "--secret-key-file"}},
+			{"unknown flag", `VPCFLOW_CONTROLLER_ARGS="--blueprint /x.yaml --no-such-flag 1"`, "0.0.1", false, []string{"WARNING", "no-such-flag"}},
+		} {
+			dr := filepath.Join(tmp, "dpkgroot-"+strings.ReplaceAll(c.name, " ", "-"))
+			etc := filepath.Join(dr, "etc/vpcflow")
+			for _, d := range []string{etc, filepath.Join(dr, "usr/bin"), filepath.Join(dr, "stub")} {
+				if err := os.MkdirAll(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Symlink(xbin, filepath.Join(dr, "usr/bin/vpcflow")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(etc, "controller.env"), []byte("# old\n"+c.env+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(etc, "controller.yaml"), packagedYAML, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			writeExec(t, filepath.Join(dr, "stub", "getent"), "#!/bin/sh\nexit 0\n")
+			writeExec(t, filepath.Join(dr, "stub", "systemctl"), "#!/bin/sh\nexit 0\n")
+			args := []string{filepath.Join(ctrl, "postinst"), "configure"}
+			if c.old != "" {
+				args = append(args, c.old)
+			}
+			cmd := exec.Command("sh", args...)
+			cmd.Env = append(os.Environ(), "PATH="+filepath.Join(dr, "stub")+":/usr/bin:/bin", "DPKG_ROOT="+dr)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s: postinst configure %s: %v\n%s", c.name, c.old, err, out)
+			}
+			got, _ := os.ReadFile(filepath.Join(etc, "controller.yaml"))
+			_, envErr := os.Stat(filepath.Join(etc, "controller.env"))
+			if !c.converted {
+				if string(got) != string(packagedYAML) || envErr != nil {
+					t.Errorf("%s: controller.yaml changed or controller.env gone (%v)\n%s", c.name, envErr, out)
+				}
+				for _, w := range c.want {
+					if !strings.Contains(string(out), w) {
+						t.Errorf("%s: postinst said %q, want %q in it", c.name, out, w)
+					}
+				}
+				continue
+			}
+			if envErr == nil || !strings.HasPrefix(string(got), "# converted from /etc/vpcflow/controller.env") {
+				t.Errorf("%s: not converted (controller.env still there: %v)\n%s\n%s", c.name, envErr == nil, out, got)
+			}
+			if _, err := os.Stat(filepath.Join(etc, "controller.env.converted")); err != nil {
+				t.Errorf("%s: no controller.env.converted: %v", c.name, err)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(string(got), "\n"+w+"\n") {
+					t.Errorf("%s: converted controller.yaml has no line %s:\n%s", c.name, w, got)
+				}
+			}
+			if out, err := exec.Command(xbin, "controller", "--config", filepath.Join(etc, "controller.yaml"), "--print-config").CombinedOutput(); err != nil {
+				t.Errorf("%s: the converted controller.yaml does not load: %v\n%s", c.name, err, out)
+			}
+			// A second configure (dpkg-reconfigure) converts nothing more.
+			cmd = exec.Command("sh", args...)
+			cmd.Env = append(os.Environ(), "PATH="+filepath.Join(dr, "stub")+":/usr/bin:/bin", "DPKG_ROOT="+dr)
+			if out, err := cmd.CombinedOutput(); err != nil || strings.Contains(string(out), "converted") {
+				t.Errorf("%s: second configure: %v %s", c.name, err, out)
 			}
 		}
 	})
@@ -458,39 +553,46 @@ func freePort(t *testing.T) int {
 }
 
 // runControllerUnit runs the controller unit's ExecStart as systemd would:
-// its EnvironmentFile (a copy of the packaged one with the loopback test
-// addresses and the demo blueprint) sets the variable, and $VAR expands
-// to its white-space separated words. The controller must start, log its
-// version, and report it on /status and as vpcflow_build_info.
+// --config names a copy of the packaged controller.yaml with the loopback
+// test addresses and the demo blueprint. The controller must start, log
+// its version, and report it on /status and as vpcflow_build_info.
 func runControllerUnit(t *testing.T, root, xbin, describe, commit, top string) {
 	u := readUnit(t, filepath.Join(root, "lib/systemd/system/vpcflow-controller.service"))
-	var execStart, envFile string
+	var execStart string
 	for _, kv := range u {
 		if v, ok := strings.CutPrefix(kv, "ExecStart="); ok {
 			execStart = v
 		}
-		if v, ok := strings.CutPrefix(kv, "EnvironmentFile="); ok {
-			envFile = v
-		}
 	}
-	packaged := filepath.Join(root, envFile)
-	args := envValue(t, packaged, "VPCFLOW_CONTROLLER_ARGS")
+	packaged := filepath.Join(root, "etc/vpcflow/controller.yaml")
+	b, err := os.ReadFile(packaged)
+	if err != nil {
+		t.Fatal(err)
+	}
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	args = strings.Replace(args, "/etc/vpcflow/blueprint.yaml", filepath.Join(top, "examples/demo/blueprint.yaml"), 1)
-	args = strings.Replace(args, "tcp:127.0.0.1:6653", fmt.Sprintf("tcp:127.0.0.1:%d", freePort(t)), 1)
-	args = strings.Replace(args, "127.0.0.1:9653", httpAddr, 1)
-	if !strings.Contains(args, httpAddr) || strings.Contains(args, "/etc/vpcflow") {
-		t.Fatalf("the packaged %s changed (VPCFLOW_CONTROLLER_ARGS=%q): update this test", envFile, args)
+	cfg := string(b)
+	for _, r := range [][2]string{
+		{`blueprint: "/etc/vpcflow/blueprint.yaml"`, fmt.Sprintf("blueprint: %q", filepath.Join(top, "examples/demo/blueprint.yaml"))},
+		{`listen: "tcp:127.0.0.1:6653"`, fmt.Sprintf(`listen: "tcp:127.0.0.1:%d"`, freePort(t))},
+		{`http: "127.0.0.1:9653"`, fmt.Sprintf("http: %q", httpAddr)},
+	} {
+		if !strings.Contains(cfg, "\n"+r[0]+"\n") {
+			t.Fatalf("the packaged controller.yaml has no line %s: update this test", r[0])
+		}
+		cfg = strings.Replace(cfg, "\n"+r[0]+"\n", "\n"+r[1]+"\n", 1)
 	}
-	words := strings.Fields(execStart)
+	cfgPath := filepath.Join(t.TempDir(), "controller.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	var argv []string
-	for _, w := range words {
+	for _, w := range strings.Fields(execStart) {
 		switch {
 		case w == "/usr/bin/vpcflow":
 			argv = append(argv, xbin)
-		case w == "$VPCFLOW_CONTROLLER_ARGS":
-			argv = append(argv, strings.Fields(args)...)
-		case strings.HasPrefix(w, "$"):
+		case w == "/etc/vpcflow/controller.yaml":
+			argv = append(argv, cfgPath)
+		case strings.HasPrefix(w, "$") || strings.HasPrefix(w, "/etc/vpcflow"):
 			t.Fatalf("ExecStart %q uses %s, which this test does not set", execStart, w)
 		default:
 			argv = append(argv, w)

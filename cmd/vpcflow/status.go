@@ -17,9 +17,8 @@ func init() {
 	register("status", "show each bridge: connected, role, converged, flows, revision", runStatus)
 }
 
-func fetchStatus(url string) (*controller.Status, error) {
-	cl := &http.Client{Timeout: 5 * time.Second}
-	resp, err := cl.Get(strings.TrimRight(url, "/") + "/status")
+func fetchStatus(url string, api *apiClientFlags) (*controller.Status, error) {
+	resp, err := api.do(http.MethodGet, strings.TrimRight(url, "/")+"/status", 5*time.Second, false)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach the controller at %s: %w (is it running? pass --controller URL)", url, err)
 	}
@@ -42,10 +41,11 @@ func runStatus(args []string) int {
 	url := fs.String("controller", "http://127.0.0.1:9653", "controller status API URL")
 	format := addOutputFlag(fs, "table")
 	addDeprecatedJSONFlag(fs, "json", format)
+	api := addAPIClientFlags(fs)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
-	st, err := fetchStatus(*url)
+	st, err := fetchStatus(*url, api)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vpcflow status:", err)
 		return 2

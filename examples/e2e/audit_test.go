@@ -3,7 +3,9 @@ package e2e
 import (
 	"encoding/json"
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +34,29 @@ func (e *env) audit(args ...string) (*controller.AuditReport, int) {
 	return &rep, code
 }
 
+// writeAPIToken writes an API bearer token file (mode 0600) for the
+// controller's --http-token-file and the CLI's --token-file.
+func writeAPIToken(t *testing.T) (path, token string) {
+	t.Helper()
+	token = "e2e-api-token-0123456789abcdef"
+	path = filepath.Join(t.TempDir(), "api.token")
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, token
+}
+
+func exitCodeOf(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
+
 func bridgeAudit(t *testing.T, rep *controller.AuditReport, host string) *controller.BridgeAudit {
 	for i := range rep.Bridges {
 		if rep.Bridges[i].Host == host {
@@ -42,9 +67,15 @@ func bridgeAudit(t *testing.T, rep *controller.AuditReport, host string) *contro
 	return nil
 }
 
+// TestAuditDriftAndRepair: audit finds drift made behind the controller's
+// back; a GET /audit (plain `vpcflow audit`) only reports it and the
+// tampered flows stay; `vpcflow audit --repair` (POST /audit?repair=1 with
+// the token) repairs it; without the token the repair is refused.
 func TestAuditDriftAndRepair(t *testing.T) {
-	// A long drift interval: the audit itself must find the drift.
-	e := startEnv(t, demoBlueprint(t, nil), "--drift-interval", "1h")
+	// A long drift interval: the audit itself must find the drift, and
+	// only a repair request may fix it.
+	tokenFile, _ := writeAPIToken(t)
+	e := startEnv(t, demoBlueprint(t, nil), "--drift-interval", "1h", "--http-token-file", tokenFile)
 	rep, code := e.audit()
 	if code != 0 || !rep.InSync || !rep.Complete {
 		t.Fatalf("fresh lab: audit exit %d, in_sync %v, complete %v", code, rep.InSync, rep.Complete)
@@ -73,11 +104,40 @@ func TestAuditDriftAndRepair(t *testing.T) {
 		t.Errorf("missing: %+v", b.Missing)
 	}
 	t.Logf("audit reported: extra %q (%s); missing %q (%s)", b.Extra[0].Flow, b.Extra[0].Describe, b.Missing[0].Flow, b.Missing[0].Describe)
-	// The controller repairs it by the same diff path.
+	// A read never repairs: however often audit runs, the drift stays
+	// (observed for 3 s) and the tampered flows are still installed.
+	mods := bridgeOf(e.status(), "kvm2").FlowModsSent
+	window := time.Now().Add(3 * time.Second)
+	for time.Now().Before(window) {
+		rep, code := e.audit("--host", "kvm2")
+		if b := bridgeAudit(t, rep, "kvm2"); code != 1 || !b.Drift || len(b.Extra) != 1 || len(b.Missing) != 1 || rep.RepairRequested {
+			t.Fatalf("GET /audit repaired or changed the drift: exit %d drift %v extra %d missing %d", code, b.Drift, len(b.Extra), len(b.Missing))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got := bridgeOf(e.status(), "kvm2").FlowModsSent; got != mods {
+		t.Fatalf("kvm2 got %d flow-mods during read-only audits (was %d)", got, mods)
+	}
+	if out, _ := e.lab.OVS(e.ctx, "kvm2", "ovs-ofctl", "dump-flows", lab.Bridge, "table=70"); !strings.Contains(out, "priority=500") {
+		t.Fatalf("the foreign flow vanished after read-only audits:\n%s", out)
+	}
+	// A repair without the token is refused (exit 2, nothing written).
+	refused, rerr := exec.CommandContext(e.ctx, "ip", "netns", "exec", e.lab.MgmtNS(), vpcflowBin, "audit", "--controller", lab.ControllerURL, "--host", "kvm2", "--repair").CombinedOutput()
+	if exitCodeOf(rerr) != 2 || !strings.Contains(string(refused), "401") {
+		t.Fatalf("audit --repair without the token: %v\n%s", rerr, refused)
+	}
+	// With the token: POST /audit?repair=1 repairs by the same diff path.
+	rep, code = e.audit("--host", "kvm2", "--repair", "--token-file", tokenFile)
+	if code != 1 || !rep.RepairRequested {
+		t.Fatalf("audit --repair: exit %d, repair_requested %v", code, rep.RepairRequested)
+	}
 	eventually(t, 15*time.Second, "drift repaired", func() (bool, string) {
 		rep, code := e.audit("--host", "kvm2")
 		return code == 0 && rep.InSync, ""
 	})
+	if got := bridgeOf(e.status(), "kvm2").FlowModsSent; got <= mods {
+		t.Errorf("the repair sent no flow-mod to kvm2 (%d, was %d)", got, mods)
+	}
 	if !strings.Contains(readFile(e.lab.Dir()+"/controller.log"), "drift detected") {
 		t.Errorf("controller log has no drift line")
 	}

@@ -24,7 +24,8 @@ import (
 // what a polled source such as CloudStack adds).
 func TestLiveMigrationPingLoss(t *testing.T) {
 	text := demoBlueprint(t, nil)
-	e := startEnv(t, text)
+	tokenFile, token := writeAPIToken(t)
+	e := startEnv(t, text, "--http-token-file", tokenFile)
 	e.pingOK("blue-web-2", "10.10.1.11", 10*time.Second)
 	const line = `          - {name: blue-web-1, host: kvm1, port: vnet0, mac: "52:54:00:b1:01:0b", ip: 10.10.1.11}`
 	if !strings.Contains(text, line) {
@@ -63,7 +64,7 @@ func TestLiveMigrationPingLoss(t *testing.T) {
 		via := "file watcher (polls every 1 s)"
 		if m.post {
 			via = "POST /reload at the switchover"
-			if out, err := e.lab.Exec(e.ctx, e.lab.MgmtNS(), "curl", "-sf", "-X", "POST", lab.ControllerURL+"/reload"); err != nil {
+			if out, err := e.lab.Exec(e.ctx, e.lab.MgmtNS(), "curl", "-sf", "-X", "POST", "-H", "Authorization: Bearer "+token, lab.ControllerURL+"/reload"); err != nil {
 				t.Fatalf("POST /reload: %v %s", err, out)
 			}
 		}

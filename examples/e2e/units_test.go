@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,7 +24,9 @@ import (
 // converge, every watcher must close in-band control (an OVSDB write over
 // the unix socket), and a watcher must restore its bootstrap flows into an
 // emptied table (ovs-ofctl over the bridge's management socket). The
-// watchers run from host files without --host, as host-watch.env has it.
+// watchers run from host files without --host, as host-watch.env has it,
+// and the controller from the packaged controller.yaml (--config, as
+// ExecStart has it) with an API token file.
 // PrivateTmp is not emulated: the lab's OVS sockets live under /tmp, where
 // a production host has /run/openvswitch.
 func TestUnitsPrivileges(t *testing.T) {
@@ -90,7 +93,25 @@ exec unshare --mount --propagation private sh -c 'mount -o remount,bind,ro / && 
 			t.Fatal(err)
 		}
 	}
-	e.startController()
+	// The controller runs as the unit runs it: ExecStart's --config with
+	// the packaged controller.yaml, edited as an operator would (this
+	// lab's blueprint and addresses, an API token file readable by the
+	// service user only).
+	execStart := units["vpcflow-controller.service"]["ExecStart"]
+	if execStart != "/usr/bin/vpcflow controller --config /etc/vpcflow/controller.yaml" {
+		t.Fatalf("controller unit ExecStart=%q: this test runs --config with the packaged controller.yaml: update it", execStart)
+	}
+	cfgPath, token := unitControllerConfig(t, dir, e)
+	ctl, err := e.lab.StartController("--config", cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ctl = ctl
+	t.Cleanup(func() {
+		if ctl.Running() {
+			_ = ctl.Stop()
+		}
+	})
 	t0 := time.Now()
 	if _, err := e.lab.WaitConverged(e.ctx, 60*time.Second, 0); err != nil {
 		t.Fatalf("the confined controller did not converge: %v\n%s", err, tailLines(e.ctl.Log(), 20))
@@ -109,6 +130,18 @@ exec unshare --mount --propagation private sh -c 'mount -o remount,bind,ro / && 
 	}
 	if watchers != len(e.bp.Hosts) {
 		t.Fatalf("found %d confined watchers, want %d", watchers, len(e.bp.Hosts))
+	}
+
+	// The confined controller read its token: POST /reload needs it.
+	post := func(tok string) string {
+		out, _ := e.lab.Exec(e.ctx, e.lab.MgmtNS(), "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "Authorization: Bearer "+tok, lab.ControllerURL+"/reload")
+		return strings.TrimSpace(out)
+	}
+	if code := post(token); code != "200" {
+		t.Errorf("POST /reload with the token from controller.yaml's http-token-file: %s, want 200", code)
+	}
+	if code := post("wrong-token-wrong-token"); code != "401" {
+		t.Errorf("POST /reload with a wrong token: %s, want 401", code)
 	}
 
 	// Every watcher closed in-band control: an OVSDB write.
@@ -146,6 +179,45 @@ exec unshare --mount --propagation private sh -c 'mount -o remount,bind,ro / && 
 			t.Errorf("kvm1's watcher log mentions %q:\n%s", bad, tailLines(watchLog, 10))
 		}
 	}
+}
+
+// unitControllerConfig writes the packaged controller.yaml as an operator
+// edits it for this lab: blueprint, listen and http set to the lab's
+// values, http-token-file naming a token owned by root, group nobody's
+// (the confined controller's), mode 0640.
+func unitControllerConfig(t *testing.T, dir string, e *env) (path, token string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "packaging", "etc", "controller.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := e.lab.ControllerArgs()
+	val := map[string]string{}
+	for i := 0; i+1 < len(args); i += 2 {
+		val[strings.TrimPrefix(args[i], "--")] = args[i+1]
+	}
+	cfg := string(b)
+	for _, k := range []string{"blueprint", "listen", "http"} {
+		re := regexp.MustCompile(`(?m)^` + k + `: .*$`)
+		if val[k] == "" || !re.MatchString(cfg) {
+			t.Fatalf("the packaged controller.yaml has no %s: line (or the lab no --%s): update this test", k, k)
+		}
+		cfg = re.ReplaceAllLiteralString(cfg, fmt.Sprintf("%s: %q", k, val[k]))
+	}
+	token = "units-test-token-0123456789abcdef"
+	tokPath := filepath.Join(dir, "api.token")
+	if err := os.WriteFile(tokPath, []byte(token+"\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(tokPath, 0, 65534); err != nil {
+		t.Fatal(err)
+	}
+	cfg += fmt.Sprintf("\n# added by TestUnitsPrivileges\nhttp-token-file: %q\n", tokPath)
+	path = filepath.Join(dir, "controller.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, token
 }
 
 // readUnitFile returns a unit file's Key=Value settings (last one wins).
