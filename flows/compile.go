@@ -199,7 +199,7 @@ func (b *builder) defaultDrops(routes bool, policy ...bool) {
 		if IsPolicyTable(t.ID) && !pol {
 			continue
 		}
-		if t.ID == TNDResponder { // dual-stack hosts only: ipv6HostFlows
+		if t.ID == TNDResponder || t.ID == TNDAnswer { // dual-stack hosts only: ipv6HostFlows
 			continue
 		}
 		b.add(Flow{Table: t.ID, Priority: 0, Cookie: MakeCookie(CatDefaultDrop, uint32(t.ID), 0),

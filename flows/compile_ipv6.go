@@ -59,6 +59,12 @@ func (b *builder) ipv6HostFlows() {
 		Note: "other neighbour discovery (solicitations for unknown or link-local targets, advertisements): forwarded within the tier"})
 	b.add(Flow{Table: TNDResponder, Priority: 0, Cookie: MakeCookie(CatDefaultDrop, uint32(TNDResponder), 0),
 		Note: b.notef("%s miss: drop", TableName(TNDResponder))})
+	b.add(Flow{Table: TNDAnswer, Priority: 100, Cookie: nd,
+		Match:   icmp6Match(ICMPv6NA),
+		Actions: []Action{Move{Src: FEthSrc, Dst: FNDTll, NBits: 48}, Output{Port: PortInPort}},
+		Note:    "the switch's neighbour advertisement: target link-layer address = the answered VM's MAC, back to the asker"})
+	b.add(Flow{Table: TNDAnswer, Priority: 0, Cookie: MakeCookie(CatDefaultDrop, uint32(TNDAnswer), 0),
+		Note: b.notef("%s miss: drop", TableName(TNDAnswer))})
 }
 
 // ipv6VMFlows: port security of dual-stack VM r: IPv6 only from its ip6 and
@@ -106,20 +112,20 @@ func optName(v uint64) string {
 }
 
 // ndAnswer turns a neighbour solicitation into the advertisement "target
-// is at mac" (solicited, override), sent back out of the asker's port: the
-// solicitation's source link-layer option is rewritten in place into the
-// target link-layer option.
+// is at mac" (solicited, override): addresses swapped, the target as source,
+// type 136, flags, and the solicitation's source link-layer option turned
+// in place into the target link-layer option. nd_answer then writes mac
+// into that option (Open vSwitch accepts nd_tll only on a flow that
+// matches an NA) and sends it back out of the asker's port.
 func ndAnswer(mac uint64) []Action {
 	return []Action{
 		Move{Src: FEthSrc, Dst: FEthDst, NBits: 48},
 		SetField{FEthSrc, mac},
 		Move{Src: FIPv6Src, Dst: FIPv6Dst, NBits: 128},
 		Move{Src: FNDTarget, Dst: FIPv6Src, NBits: 128},
-		SetField{FNDSll, mac},
 		SetField{FICMPv6Type, ICMPv6NA},
 		SetField{FNDReserved, NDFlagsSolOverride},
 		SetField{FNDOptionsType, NDOptTargetLLAddr},
-		Output{Port: PortInPort},
 	}
 }
 
@@ -140,7 +146,7 @@ func (b *builder) ndAnswers(v *hostView, t TierRef) {
 		}
 		b.add(Flow{Table: TNDResponder, Priority: 200, Cookie: MakeCookie(CatNDResponder, VMObject(r.VM.Name), 0),
 			Match:   icmp6Match(ICMPv6NS, exact(RegTier, uint64(t.Tier.Key)), exact6(FNDTarget, r.VM.Addr6)),
-			Actions: ndAnswer(MACValue(r.VM.HW)),
-			Note:    b.notef("neighbour solicitation for %s in tier %s/%s: answered %s (VM %s)", r.VM.Addr6, t.VPC.Name, t.Tier.Name, r.VM.HW, r.VM.Name)})
+			Actions: ndAnswer(MACValue(r.VM.HW)), Goto: TNDAnswer,
+			Note: b.notef("neighbour solicitation for %s in tier %s/%s: answered %s (VM %s)", r.VM.Addr6, t.VPC.Name, t.Tier.Name, r.VM.HW, r.VM.Name)})
 	}
 }

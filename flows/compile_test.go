@@ -96,7 +96,7 @@ func TestCompileInvariants(t *testing.T) {
 				if IsPolicyTable(tb.ID) && !hostHasPolicy(bp, h) {
 					continue // only hosts with a policy VM carry the policy tables
 				}
-				if tb.ID == TNDResponder && !hostDualStack(bp, h) {
+				if (tb.ID == TNDResponder || tb.ID == TNDAnswer) && !hostDualStack(bp, h) {
 					continue // only hosts with a dual-stack VM carry nd_responder
 				}
 				if !misses[tb.ID] {

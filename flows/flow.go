@@ -225,6 +225,10 @@ func nxmName(f Field) string {
 		return "NXM_NX_IPV6_DST"
 	case FNDTarget:
 		return "NXM_NX_ND_TARGET"
+	case FNDSll:
+		return "NXM_NX_ND_SLL"
+	case FNDTll:
+		return "NXM_NX_ND_TLL"
 	}
 	return strings.ToUpper(f.String())
 }

@@ -63,17 +63,19 @@ func hostDualStack(bp *Blueprint, host string) bool {
 
 // addIPv6Counts adds the IPv6 flows to expectedCounts (docs/pipeline.md,
 // flow count): on a host with a dual-stack VM, 5 guards in vm_egress, the
-// IPv6 pass of mgmt_guard and nd_responder's 2 pass flows and miss; per
+// IPv6 pass of mgmt_guard, nd_responder's 2 pass flows and miss, and
+// nd_answer's flow and miss; per
 // local dual-stack VM 13 port-security flows and its own-address drop; per
 // tier with a local dual-stack VM one answer per dual-stack VM of the tier.
 func addIPv6Counts(bp *Blueprint, host string, c map[TableID]int) {
-	c[TNDResponder] = 0
+	c[TNDResponder], c[TNDAnswer] = 0, 0
 	if !hostDualStack(bp, host) {
 		return
 	}
 	c[TVMEgress] += 5
 	c[TMgmtGuard]++
 	c[TNDResponder] += 3
+	c[TNDAnswer] += 2
 	for pi := range bp.VPCs {
 		p := &bp.VPCs[pi]
 		for ti := range p.Tiers {

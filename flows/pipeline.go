@@ -27,6 +27,7 @@ const (
 	TMgmtGuard    TableID = 40 // guest IP traffic: management separation
 	TARPResponder TableID = 50 // guest ARP
 	TNDResponder  TableID = 52 // guest IPv6 neighbour discovery (dual-stack hosts only)
+	TNDAnswer     TableID = 54 // the ND responder's advertisement: target link-layer address, back to the asker
 	TTunnelIn     TableID = 60 // from the tunnel port: key + source allowlist
 	TRoute        TableID = 65 // distributed routing between a VPC's tiers
 	TL2Forward    TableID = 70 // per-tier L2 delivery
@@ -134,7 +135,11 @@ var Pipeline = []Table{
 		Purpose: "IPv6 neighbour solicitations for known tier addresses answered in the switch (never for the asker's own address, never without a source link-layer address: DAD); other ND forwarded within the tier",
 		Miss:    "drop",
 		Fields:  []Field{FInPort, FEthType, FIPProto, FICMPv6Type, FNDTarget, FNDSll, RegTier},
-		Next:    []TableID{TL2Forward}},
+		Next:    []TableID{TNDAnswer, TL2Forward}},
+	{ID: TNDAnswer, Name: "nd_answer",
+		Purpose: "the ND responder's advertisement (already an NA: Open vSwitch lets nd_tll be written only on a packet matched as one): the target link-layer address from the new source MAC, back out of the asker's port",
+		Miss:    "drop",
+		Fields:  []Field{FEthType, FIPProto, FICMPv6Type}},
 	{ID: TTunnelIn, Name: "tunnel_in",
 		Purpose: "decapsulated packets: accept a tunnel key only from a host carrying that tier (or a trusted peer); mark the tier",
 		Miss:    "drop (unknown key or untrusted source)",
