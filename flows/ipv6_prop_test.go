@@ -385,3 +385,63 @@ func TestIPv6OnlyWithKeys(t *testing.T) {
 		}
 	}
 }
+
+// mutateIPv6 changes one IPv6 key of a copy of bp (or, one time in three,
+// makes a generic edit from mutateBlueprint).
+func mutateIPv6(t *testing.T, r *rand.Rand, bp *Blueprint, n int) (*Blueprint, string) {
+	t.Helper()
+	if r.Intn(3) == 0 {
+		return mutateBlueprint(t, r, bp, n)
+	}
+	data, _ := yaml.Marshal(bp)
+	var m Blueprint
+	if err := yaml.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	m.Revision++
+	p := &m.VPCs[r.Intn(len(m.VPCs))]
+	ti := r.Intn(len(p.Tiers))
+	tr := &p.Tiers[ti]
+	v := &tr.VMs[r.Intn(len(tr.VMs))]
+	what := ""
+	switch {
+	case tr.CIDR6 == "":
+		tr.CIDR6 = fmt.Sprintf("2001:db8:%x::/64", ti+1)
+		v.IP6 = fmt.Sprintf("2001:db8:%x::abc", ti+1)
+		what = "make " + p.Name + "/" + tr.Name + " dual-stack with " + v.Name
+	case r.Intn(3) == 0:
+		tr.CIDR6 = ""
+		for k := range tr.VMs {
+			tr.VMs[k].IP6 = ""
+		}
+		what = "make " + p.Name + "/" + tr.Name + " IPv4-only"
+	case v.IP6 == "":
+		v.IP6 = fmt.Sprintf("2001:db8:%x::abc", ti+1)
+		what = "give " + v.Name + " an ip6"
+	case r.Intn(2) == 0:
+		v.IP6 = ""
+		what = "remove " + v.Name + "'s ip6"
+	default:
+		v.IP6 = fmt.Sprintf("2001:db8:%x::abd", ti+1)
+		what = "new ip6 for " + v.Name
+	}
+	return reparse(t, &m, n), what
+}
+
+// TestIncrementalDualStack: the incremental compile (segments and their
+// fingerprints) sees every IPv6 change: it equals a fresh compile.
+func TestIncrementalDualStack(t *testing.T) {
+	r := rand.New(rand.NewSource(15))
+	runs, count := 0, 60
+	if testing.Short() {
+		count = 20
+	}
+	for n := 0; n < count; n++ {
+		old := genDualStack(t, n)
+		cur, what := mutateIPv6(t, r, old, n)
+		runs += checkIncremental(t, old, cur, n, what)
+	}
+	if runs == 0 {
+		t.Fatal("no incremental compile was checked")
+	}
+}
