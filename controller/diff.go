@@ -51,6 +51,10 @@ func appendKey(buf []byte, f *flows.Flow) []byte {
 			continue
 		}
 		buf = binary.BigEndian.AppendUint64(buf, x.Value)
+		if x.Field.Is128() { // IPv6 addresses: the high 64 bits too
+			buf = binary.BigEndian.AppendUint64(buf, x.Hi)
+			buf = binary.BigEndian.AppendUint64(buf, x.MaskHi)
+		}
 		if x.Masked {
 			buf = append(buf, 1)
 			buf = binary.BigEndian.AppendUint64(buf, x.Mask)

@@ -206,6 +206,10 @@ type Tier struct {
 	VNI  uint32 `yaml:"vni,omitempty"`  // overlay tiers: the tunnel key
 	VLAN uint16 `yaml:"vlan,omitempty"` // vlan tiers: the 802.1Q id, 1..4094
 	CIDR string `yaml:"cidr"`
+	// CIDR6 makes the tier dual-stack: its IPv6 prefix (a /64 or shorter,
+	// canonical; docs/ipv6.md). Empty: IPv4 only (IPv6 from its guests is
+	// dropped and counted).
+	CIDR6 string `yaml:"cidr6,omitempty"`
 	// Gateway is the tier's gateway address for distributed routing when
 	// the tier has no router NIC (the switch answers ARP for it with
 	// GatewayMAC). With a router NIC the gateway is the router's IP and MAC.
@@ -218,6 +222,8 @@ type Tier struct {
 
 	// Filled by Validate.
 	Prefix netip.Prefix `yaml:"-"`
+	// Prefix6 is CIDR6 parsed (invalid when the tier has none).
+	Prefix6 netip.Prefix `yaml:"-"`
 	// Key identifies the tier in flows (reg0, cookies): the VNI of an
 	// overlay tier, VLANKeyBase+VLAN of a VLAN tier.
 	Key uint32 `yaml:"-"`
@@ -262,6 +268,10 @@ type VM struct {
 	Port string `yaml:"port"`
 	MAC  string `yaml:"mac"`
 	IP   string `yaml:"ip"`
+	// IP6 is the NIC's IPv6 address inside its tier's cidr6 (optional):
+	// with it the VM may send IPv6 from it and from its EUI-64 link-local
+	// address (docs/ipv6.md).
+	IP6 string `yaml:"ip6,omitempty"`
 	// Role is "guest" (the default, also "") or "router": the VPC's
 	// virtual router NIC in this tier (at most one per tier; its IP is the
 	// tier's gateway). A router NIC is held to its MAC but may source any
@@ -275,4 +285,6 @@ type VM struct {
 
 	HW   MAC        `yaml:"-"`
 	Addr netip.Addr `yaml:"-"`
+	// Addr6 is IP6 parsed (invalid when the NIC has none).
+	Addr6 netip.Addr `yaml:"-"`
 }

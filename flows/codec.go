@@ -197,7 +197,16 @@ func appendMatch(buf []byte, m Match, ports PortMap) ([]byte, error) {
 		var h [4]byte
 		binary.BigEndian.PutUint32(h[:], oxmHeader(x.Field, x.Masked))
 		buf = append(buf, h[:]...)
-		var val [8]byte
+		var val [16]byte
+		if fi.size == 16 {
+			put128(val[:], x.Hi, v)
+			buf = append(buf, val[:]...)
+			if x.Masked {
+				put128(val[:], x.MaskHi, x.Mask)
+				buf = append(buf, val[:]...)
+			}
+			continue
+		}
 		putValue(val[:fi.size], fi.size, v)
 		buf = append(buf, val[:fi.size]...)
 		if x.Masked {
@@ -422,13 +431,21 @@ func DecodeFlowStats(e []byte, names map[uint32]string) (Flow, error) {
 			size = fl / 2
 		}
 		fd, ok := lookupField(class, field, size)
-		if !ok || size > 8 {
+		if !ok || (size > 8 && size != 16) {
 			unknown = append(unknown, fmt.Sprintf("match oxm 0x%04x:%d", class, field))
 			continue
 		}
-		mf := MatchField{Field: fd, Value: getValue(body[:size])}
-		if hasMask {
-			mf.Masked, mf.Mask = true, getValue(body[size:2*size])
+		var mf MatchField
+		if size == 16 {
+			mf = MatchField{Field: fd, Hi: getValue(body[:8]), Value: getValue(body[8:16])}
+			if hasMask {
+				mf.Masked, mf.MaskHi, mf.Mask = true, getValue(body[16:24]), getValue(body[24:32])
+			}
+		} else {
+			mf = MatchField{Field: fd, Value: getValue(body[:size])}
+			if hasMask {
+				mf.Masked, mf.Mask = true, getValue(body[size:2*size])
+			}
 		}
 		if fd == FInPort {
 			mf.Port = portName(uint32(mf.Value), names)
@@ -609,19 +626,8 @@ func matchOf(fields []MatchField) Match {
 	}
 	out := make(Match, 0, len(fields))
 	for _, mf := range fields {
-		if mf.Masked {
-			full := mf.Field.fullMask()
-			mf.Mask &= full
-			if mf.Mask == full {
-				// A full mask is an exact match of the value (a /32
-				// prefix): keep the value.
-				mf.Masked, mf.Mask = false, 0
-				mf.Value &= full
-			} else if mf.Mask == 0 {
-				continue
-			} else {
-				mf.Value &= mf.Mask | ^full
-			}
+		if !normalizeMask(&mf) {
+			continue
 		}
 		replaced := false
 		for i := range out {

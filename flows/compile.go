@@ -106,7 +106,7 @@ const (
 // their actions and never touch the meter.
 func DropLogged(c Category) bool {
 	switch c {
-	case CatSpoofDrop, CatMgmtGuard, CatTunnelDrop, CatACLRule, CatACLDefault, CatSGDefault, CatCtInvalid:
+	case CatSpoofDrop, CatMgmtGuard, CatTunnelDrop, CatACLRule, CatACLDefault, CatSGDefault, CatCtInvalid, CatIPv6Guard:
 		return true
 	}
 	return false
@@ -199,6 +199,9 @@ func (b *builder) defaultDrops(routes bool, policy ...bool) {
 		if IsPolicyTable(t.ID) && !pol {
 			continue
 		}
+		if t.ID == TNDResponder || t.ID == TNDAnswer { // dual-stack hosts only: ipv6HostFlows
+			continue
+		}
 		b.add(Flow{Table: t.ID, Priority: 0, Cookie: MakeCookie(CatDefaultDrop, uint32(t.ID), 0),
 			Note: b.notef("%s miss: %s", t.Name, t.Miss)})
 	}
@@ -237,6 +240,9 @@ func (b *builder) hostSegment(v *hostView) {
 		Match: match(exact(FEthType, EthARP), exact(FARPOp, 2)), Goto: TL2Forward,
 		Note: "ARP replies: forwarded by destination MAC within the tier"})
 	b.trustedPeers(v)
+	if v.dualStack() {
+		b.ipv6HostFlows()
+	}
 	if v.ix.hasVLAN {
 		b.add(Flow{Table: TUnderlayIn, Priority: 240, Cookie: MakeCookie(CatVLANDrop, 0, 0),
 			Match: match(masked(FVLANVID, VIDPresent, VIDPresent)),
@@ -294,6 +300,9 @@ func (b *builder) vmSegment(r VMRef) {
 	b.add(Flow{Table: TARPResponder, Priority: 300, Cookie: MakeCookie(CatARPDrop, obj, 0),
 		Match: match(inPort(port), exact(FEthType, EthARP), exact(FARPOp, 1), exact(FARPTpa, ip)),
 		Note:  b.notef("VM %s asking for its own IP %s: not answered (duplicate address detection)", r.VM.Name, r.VM.Addr)})
+	if IsDualStack(r) {
+		b.ipv6VMFlows(r)
+	}
 }
 
 // tierSegment: the flows of one tier present on the host: the management
@@ -314,6 +323,7 @@ func (b *builder) tierSegment(v *hostView, t TierRef) {
 		b.vlanTier(v, t)
 		return
 	}
+	b.ndAnswers(v, t)
 	peers := v.tierPeers(t.Tier.Key)
 	b.tunnelIn(v, t, sh)
 	b.l2Forward(v, t, peers, sh)

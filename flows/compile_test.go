@@ -96,6 +96,9 @@ func TestCompileInvariants(t *testing.T) {
 				if IsPolicyTable(tb.ID) && !hostHasPolicy(bp, h) {
 					continue // only hosts with a policy VM carry the policy tables
 				}
+				if (tb.ID == TNDResponder || tb.ID == TNDAnswer) && !hostDualStack(bp, h) {
+					continue // only hosts with a dual-stack VM carry nd_responder
+				}
 				if !misses[tb.ID] {
 					t.Errorf("%s/%s: table %s has no priority-0 drop", bp.Source, h, tb.Name)
 				}
@@ -205,6 +208,7 @@ func expectedCounts(bp *Blueprint, host string) map[TableID]int {
 		c[TTunnelIn] += tiers + peers + 1 // conjunction: additive, not tiers x peers
 	}
 	c[TL2Forward] += tierVMSum + 2*tiers // each tier VM's MAC, 2 floods per tier
+	addIPv6Counts(bp, host, c)           // dual-stack hosts only (ipv6_prop_test.go)
 	return c
 }
 

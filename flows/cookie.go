@@ -54,6 +54,8 @@ const (
 	CatSGDefault              // [VM id] a security-group VM's no-match verdict: denied
 	CatPolicyPass             // [tier key, VPC id or 0] policy plumbing: conntrack entry, state, not-judged exemptions, commit
 	CatCtInvalid              // [0] packets conntrack calls invalid: dropped, counted
+	CatIPv6Guard              // [VM id, or 0] IPv6 a guest must not send (RA, redirect, DHCPv6 server, spoofed ND): dropped, counted
+	CatNDResponder            // [VM id, or 0 for the pass flows] IPv6 neighbour solicitation answered in the switch
 	numCategories
 )
 
@@ -90,6 +92,8 @@ var categoryNames = [numCategories]string{
 	CatSGDefault:     "sg-default",
 	CatPolicyPass:    "policy-pass",
 	CatCtInvalid:     "ct-invalid",
+	CatIPv6Guard:     "ipv6-guard",
+	CatNDResponder:   "nd-responder",
 }
 
 func (c Category) String() string {
@@ -103,7 +107,7 @@ func (c Category) String() string {
 // counters in audit).
 func (c Category) IsDrop() bool {
 	switch c {
-	case CatTunnelDrop, CatSpoofDrop, CatIPv6Drop, CatDHCPGuard, CatMgmtGuard, CatARPDrop, CatDefaultDrop, CatVLANDrop, CatSGDefault, CatCtInvalid:
+	case CatTunnelDrop, CatSpoofDrop, CatIPv6Drop, CatDHCPGuard, CatMgmtGuard, CatARPDrop, CatDefaultDrop, CatVLANDrop, CatSGDefault, CatCtInvalid, CatIPv6Guard:
 		return true
 	}
 	return false

@@ -52,6 +52,14 @@ type Packet struct {
 	// Conn is the connection state the packet is in when its switch has no
 	// connection tracker (FlowTable.CT nil): new, established, reply.
 	Conn ConnState
+	// IPv6 neighbour discovery (EthType IPv6, IPProto ICMPv6, ICMPType
+	// 135 or 136): the target, the source/target link-layer address
+	// options (zero: absent), the flags word and the first option's type.
+	NDTarget   netip.Addr
+	NDSll      MAC
+	NDTll      MAC
+	NDReserved uint32
+	NDOptType  uint8
 }
 
 // IPv4Packet builds an IPv4 packet with the given protocol (ports zero).
@@ -120,6 +128,10 @@ func valueMAC(v uint64) MAC {
 func (p *Packet) field(f Field, conjID uint32) (uint64, bool) {
 	ip := p.EthType == EthIPv4
 	arp := p.EthType == EthARP
+	if f >= FIPv6Src {
+		return p.field6(f)
+	}
+	l3 := ip || p.EthType == EthIPv6
 	switch f {
 	case FEthSrc:
 		return MACValue(p.EthSrc), true
@@ -130,19 +142,19 @@ func (p *Packet) field(f Field, conjID uint32) (uint64, bool) {
 	case FVLANVID:
 		return uint64(p.VLAN), true
 	case FIPProto:
-		return uint64(p.IPProto), ip
+		return uint64(p.IPProto), l3
 	case FIPv4Src:
 		return addrValue(p.IPSrc), ip
 	case FIPv4Dst:
 		return addrValue(p.IPDst), ip
 	case FTCPSrc:
-		return uint64(p.L4Src), ip && p.IPProto == ProtoTCP
+		return uint64(p.L4Src), l3 && p.IPProto == ProtoTCP
 	case FTCPDst:
-		return uint64(p.L4Dst), ip && p.IPProto == ProtoTCP
+		return uint64(p.L4Dst), l3 && p.IPProto == ProtoTCP
 	case FUDPSrc:
-		return uint64(p.L4Src), ip && p.IPProto == ProtoUDP
+		return uint64(p.L4Src), l3 && p.IPProto == ProtoUDP
 	case FUDPDst:
-		return uint64(p.L4Dst), ip && p.IPProto == ProtoUDP
+		return uint64(p.L4Dst), l3 && p.IPProto == ProtoUDP
 	case FARPOp:
 		return uint64(p.ARPOp), arp
 	case FARPSpa:
@@ -217,6 +229,8 @@ func (p *Packet) setField(f Field, v uint64) {
 		p.TunDst = valueAddr(v)
 	case FReg0, FReg1, FReg2, FReg3, FReg4, FReg5, FReg6, FReg7:
 		p.Regs[regIndex(f)] = uint32(v)
+	default:
+		p.setField6(f, v)
 	}
 }
 
@@ -229,6 +243,10 @@ func bitMask(n uint16) uint64 {
 
 // move applies NXAST_REG_MOVE semantics: Dst[DstOfs..] = Src[SrcOfs..].
 func (p *Packet) move(m Move) {
+	if m.Src.Is128() || m.Dst.Is128() {
+		p.move128(m)
+		return
+	}
 	sv, _ := p.field(m.Src, 0)
 	dv, _ := p.field(m.Dst, 0)
 	bits := (sv >> m.SrcOfs) & bitMask(m.NBits)
@@ -270,7 +288,7 @@ func (p Packet) String() string {
 		}
 		fmt.Fprintf(&b, " arp %s sha=%s spa=%s tha=%s tpa=%s", op, p.ARPSha, p.ARPSpa, p.ARPTha, p.ARPTpa)
 	case EthIPv6:
-		b.WriteString(" ipv6")
+		p.string6(&b)
 	default:
 		fmt.Fprintf(&b, " dl_type=0x%04x", p.EthType)
 	}
@@ -297,6 +315,12 @@ func (m Match) matches(p *Packet, conjID uint32) bool {
 		x := &m[i]
 		if x.Field == FInPort {
 			if p.InPort != x.Port {
+				return false
+			}
+			continue
+		}
+		if x.Field.Is128() {
+			if !p.matches128(x) {
 				return false
 			}
 			continue

@@ -42,6 +42,16 @@ const (
 	FReg5
 	FReg6
 	FReg7
+	// IPv6 (ipv6.go, compile_ipv6.go). 128-bit fields keep their high 64
+	// bits in MatchField.Hi/MaskHi.
+	FIPv6Src       // ipv6_src
+	FIPv6Dst       // ipv6_dst
+	FICMPv6Type    // icmpv6_type
+	FNDTarget      // nd_target (NS, NA)
+	FNDSll         // nd_sll: the source link-layer address option (NS)
+	FNDTll         // nd_tll: the target link-layer address option (NA)
+	FNDReserved    // nd_reserved: the NS/NA flags word (R, S, O in the top bits)
+	FNDOptionsType // nd_options_type: the type of the first ND option
 	numFields
 )
 
@@ -110,10 +120,11 @@ const (
 	EthARP  = 0x0806
 	EthIPv6 = 0x86dd
 
-	ProtoICMP = 1
-	ProtoTCP  = 6
-	ProtoUDP  = 17
-	ProtoGRE  = 47
+	ProtoICMP   = 1
+	ProtoTCP    = 6
+	ProtoUDP    = 17
+	ProtoGRE    = 47
+	ProtoICMPv6 = 58
 
 	VXLANPort = 4789
 )
@@ -125,6 +136,7 @@ const (
 	kindPort
 	kindMAC
 	kindIPv4
+	kindIPv6
 )
 
 type fieldInfo struct {
@@ -140,9 +152,10 @@ type fieldInfo struct {
 }
 
 const (
-	oxmClassNXM0    = 0x0000
-	oxmClassNXM1    = 0x0001
-	oxmClassOpenflw = 0x8000
+	oxmClassNXM0     = 0x0000
+	oxmClassNXM1     = 0x0001
+	oxmClassOpenflw  = 0x8000
+	oxmClassEricsson = 0x1000 // ERICOXM_OF: nd_reserved, nd_options_type (OVS 2.11+)
 )
 
 var fieldInfos = [numFields]fieldInfo{
@@ -180,6 +193,15 @@ var fieldInfos = [numFields]fieldInfo{
 	FReg5:     {name: "reg5", kind: kindInt, size: 4, class: oxmClassNXM1, field: 5, maskable: true},
 	FReg6:     {name: "reg6", kind: kindInt, size: 4, class: oxmClassNXM1, field: 6, maskable: true},
 	FReg7:     {name: "reg7", kind: kindInt, size: 4, class: oxmClassNXM1, field: 7, maskable: true},
+
+	FIPv6Src:       {name: "ipv6_src", kind: kindIPv6, size: 16, class: oxmClassOpenflw, field: 26, altClass: oxmClassNXM1, altField: 19, altSize: 16, maskable: true},
+	FIPv6Dst:       {name: "ipv6_dst", kind: kindIPv6, size: 16, class: oxmClassOpenflw, field: 27, altClass: oxmClassNXM1, altField: 20, altSize: 16, maskable: true},
+	FICMPv6Type:    {name: "icmpv6_type", kind: kindInt, size: 1, class: oxmClassOpenflw, field: 29, altClass: oxmClassNXM1, altField: 21, altSize: 1},
+	FNDTarget:      {name: "nd_target", kind: kindIPv6, size: 16, class: oxmClassOpenflw, field: 31, altClass: oxmClassNXM1, altField: 23, altSize: 16, maskable: true},
+	FNDSll:         {name: "nd_sll", kind: kindMAC, size: 6, class: oxmClassOpenflw, field: 32, altClass: oxmClassNXM1, altField: 24, altSize: 6, maskable: true},
+	FNDTll:         {name: "nd_tll", kind: kindMAC, size: 6, class: oxmClassOpenflw, field: 33, altClass: oxmClassNXM1, altField: 25, altSize: 6, maskable: true},
+	FNDReserved:    {name: "nd_reserved", kind: kindInt, size: 4, class: oxmClassEricsson, field: 1},
+	FNDOptionsType: {name: "nd_options_type", kind: kindInt, size: 1, class: oxmClassEricsson, field: 2},
 }
 
 func (f Field) info() *fieldInfo { return &fieldInfos[f] }

@@ -38,6 +38,9 @@ type MatchField struct {
 	Mask   uint64
 	Masked bool
 	Port   string
+	// Hi and MaskHi are the high 64 bits of a 128-bit field (IPv6
+	// addresses, nd_target); Value and Mask hold its low 64 bits.
+	Hi, MaskHi uint64
 }
 
 // Match is a set of match fields, at most one per Field, kept sorted.
@@ -216,6 +219,16 @@ func nxmName(f Field) string {
 		return "NXM_OF_ICMP_TYPE"
 	case FICMPCode:
 		return "NXM_OF_ICMP_CODE"
+	case FIPv6Src:
+		return "NXM_NX_IPV6_SRC"
+	case FIPv6Dst:
+		return "NXM_NX_IPV6_DST"
+	case FNDTarget:
+		return "NXM_NX_ND_TARGET"
+	case FNDSll:
+		return "NXM_NX_ND_SLL"
+	case FNDTll:
+		return "NXM_NX_ND_TLL"
 	}
 	return strings.ToUpper(f.String())
 }
@@ -305,15 +318,8 @@ func (f *Flow) String() string {
 // With returns m plus one field (replacing the same field), normalised:
 // values are masked, full masks become exact, empty masks drop the field.
 func (m Match) With(mf MatchField) Match {
-	if mf.Masked {
-		full := mf.Field.fullMask()
-		mf.Mask &= full
-		if mf.Mask == full {
-			mf.Masked, mf.Mask = false, 0
-		} else if mf.Mask == 0 {
-			return m
-		}
-		mf.Value &= mf.Mask | ^full
+	if !normalizeMask(&mf) {
+		return m
 	}
 	out := make(Match, 0, len(m)+1)
 	for _, x := range m {
@@ -355,6 +361,12 @@ func (m Match) String() string {
 			parts = append(parts, "ip")
 		case et.Value == EthARP:
 			parts = append(parts, "arp")
+		case et.Value == EthIPv6 && hasPr && !pr.Masked && pr.Value == ProtoICMPv6:
+			parts, usedProto = append(parts, "icmp6"), true
+		case et.Value == EthIPv6 && hasPr && !pr.Masked && pr.Value == ProtoTCP:
+			parts, usedProto = append(parts, "tcp6"), true
+		case et.Value == EthIPv6 && hasPr && !pr.Masked && pr.Value == ProtoUDP:
+			parts, usedProto = append(parts, "udp6"), true
 		case et.Value == EthIPv6:
 			parts = append(parts, "ipv6")
 		default:
@@ -400,6 +412,9 @@ func (x MatchField) String() string {
 		}
 		return fmt.Sprintf("vlan_tci=0x%04x/0x%04x", x.Value, x.Mask)
 	}
+	if x.Field.Is128() {
+		return name + "=" + x.string128()
+	}
 	if !x.Masked {
 		return name + "=" + formatValue(x.Field, x.Value)
 	}
@@ -437,7 +452,7 @@ func formatValue(f Field, v uint64) string {
 		return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}).String()
 	}
 	switch f {
-	case FEthType, FTunID, FReg0, FReg1, FReg2, FReg3, FReg4, FReg5, FReg6, FReg7, FCtMark:
+	case FEthType, FTunID, FReg0, FReg1, FReg2, FReg3, FReg4, FReg5, FReg6, FReg7, FCtMark, FNDReserved:
 		return "0x" + strconv.FormatUint(v, 16)
 	}
 	return strconv.FormatUint(v, 10)

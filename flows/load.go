@@ -417,6 +417,8 @@ var fieldHints = map[string]string{
 	"host_ports":    "ports are whole numbers 1..65535",
 	"datapath_id":   `write 16 hex digits in quotes, e.g. "00000000000000a1"`,
 	"cidrs":         "write IPv4 prefixes like 192.0.2.0/24",
+	"cidr6":         "write an IPv6 prefix like 2001:db8:1:1::/64",
+	"ip6":           "write an IPv6 address like 2001:db8:1:1::11",
 	"trusted_peers": "write IPv4 addresses like 198.51.100.7",
 	"controllers":   "write targets like tcp:192.0.2.250:6653",
 }
@@ -817,6 +819,7 @@ func (b *Blueprint) Hash() string {
 		Name, Host, Port, MAC, IP string
 		Router                    bool     `json:",omitempty"` // omitted for guests: hashes of role-less blueprints are unchanged
 		SGs                       []string `json:",omitempty"` // policy keys: omitted when unused, so hashes of policy-free blueprints are unchanged
+		IP6                       string   `json:",omitempty"` // IPv6: omitted when unset, so hashes of IPv4-only blueprints are unchanged
 	}
 	type tier struct {
 		Name    string
@@ -824,6 +827,7 @@ func (b *Blueprint) Hash() string {
 		VNI     uint32
 		VLAN    uint16 `json:",omitempty"`
 		CIDR    string
+		CIDR6   string `json:",omitempty"` // IPv6: omitted when unset
 		Gateway string `json:",omitempty"`
 		ACL     string `json:",omitempty"`
 		VMs     []vm
@@ -877,9 +881,9 @@ func (b *Blueprint) Hash() string {
 	for _, p := range b.VPCs {
 		cv := vpc{Name: p.Name, Routing: p.Routing, ACLs: canonACLs(p.ACLs)}
 		for _, t := range p.Tiers {
-			ct := tier{Name: t.Name, Type: t.Type, VNI: t.VNI, VLAN: t.VLAN, CIDR: t.CIDR, Gateway: t.Gateway, ACL: t.ACL}
+			ct := tier{Name: t.Name, Type: t.Type, VNI: t.VNI, VLAN: t.VLAN, CIDR: t.CIDR, CIDR6: t.CIDR6, Gateway: t.Gateway, ACL: t.ACL}
 			for _, m := range t.VMs {
-				ct.VMs = append(ct.VMs, vm{m.Name, m.Host, m.Port, m.MAC, m.IP, m.IsRouter(), m.SecurityGroups})
+				ct.VMs = append(ct.VMs, vm{m.Name, m.Host, m.Port, m.MAC, m.IP, m.IsRouter(), m.SecurityGroups, m.IP6})
 			}
 			cv.Tiers = append(cv.Tiers, ct)
 		}

@@ -26,6 +26,8 @@ const (
 	TPolCommit    TableID = 39 // policy: commit a new connection, then on
 	TMgmtGuard    TableID = 40 // guest IP traffic: management separation
 	TARPResponder TableID = 50 // guest ARP
+	TNDResponder  TableID = 52 // guest IPv6 neighbour discovery (dual-stack hosts only)
+	TNDAnswer     TableID = 54 // the ND responder's advertisement: target link-layer address, back to the asker
 	TTunnelIn     TableID = 60 // from the tunnel port: key + source allowlist
 	TRoute        TableID = 65 // distributed routing between a VPC's tiers
 	TL2Forward    TableID = 70 // per-tier L2 delivery
@@ -82,8 +84,8 @@ var Pipeline = []Table{
 	{ID: TVMEgress, Name: "vm_egress",
 		Purpose: "port security: a VM sends only with its own MAC and IP (ARP sha/spa too); DHCP discover allowed; IPv6 and DHCP server replies dropped",
 		Miss:    "drop",
-		Fields:  []Field{FInPort, FEthSrc, FEthType, FIPProto, FIPv4Src, FIPv4Dst, FUDPSrc, FUDPDst, FARPSpa, FARPSha},
-		Next:    []TableID{TPolOut, TMgmtGuard, TARPResponder, TL2Forward}},
+		Fields:  []Field{FInPort, FEthSrc, FEthType, FIPProto, FIPv4Src, FIPv4Dst, FUDPSrc, FUDPDst, FARPSpa, FARPSha, FIPv6Src, FICMPv6Type, FNDTarget, FNDSll, FNDTll},
+		Next:    []TableID{TPolOut, TMgmtGuard, TARPResponder, TNDResponder, TL2Forward}},
 	{ID: TPolOut, Name: "policy_out",
 		Purpose: "IPv4 a policy VM sends (it has security groups or its tier an ACL): VPC id and judging point into registers, then conntrack in the tier's zone",
 		Miss:    "drop",
@@ -129,6 +131,15 @@ var Pipeline = []Table{
 		Miss:    "drop (ARP request for an unknown address)",
 		Fields:  []Field{FInPort, FEthType, FARPOp, FARPTpa, RegTier},
 		Next:    []TableID{TL2Forward}},
+	{ID: TNDResponder, Name: "nd_responder",
+		Purpose: "IPv6 neighbour solicitations for known tier addresses answered in the switch (never for the asker's own address, never without a source link-layer address: DAD); other ND forwarded within the tier",
+		Miss:    "drop",
+		Fields:  []Field{FInPort, FEthType, FIPProto, FICMPv6Type, FNDTarget, FNDSll, RegTier},
+		Next:    []TableID{TNDAnswer, TL2Forward}},
+	{ID: TNDAnswer, Name: "nd_answer",
+		Purpose: "the ND responder's advertisement (already an NA: Open vSwitch lets nd_tll be written only on a packet matched as one): the target link-layer address from the new source MAC, back out of the asker's port",
+		Miss:    "drop",
+		Fields:  []Field{FEthType, FIPProto, FICMPv6Type}},
 	{ID: TTunnelIn, Name: "tunnel_in",
 		Purpose: "decapsulated packets: accept a tunnel key only from a host carrying that tier (or a trusted peer); mark the tier",
 		Miss:    "drop (unknown key or untrusted source)",

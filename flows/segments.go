@@ -228,6 +228,9 @@ func NewIndex(bp *Blueprint) *Index {
 			tf.u64(MACValue(t.GatewayHW))
 			tf.bool(t.VirtualGateway)
 			tf.bool(p.IsDistributed())
+			if t.Prefix6.IsValid() {
+				tf.str(t.Prefix6.String())
+			}
 			tf.vms(t.VMs)
 			tf.policyVMs(t)
 			tf.hosts(hosts)
@@ -365,6 +368,9 @@ func CompileHost(ix *Index, hostName string, opts CompileOptions) (*Compiled, er
 	fp.bool(ix.hasVLAN)
 	fp.bool(len(v.vpcs) > 0)
 	fp.bool(len(ix.pol.hostVPCs[hostName]) > 0)
+	if v.dualStack() {
+		fp.str("ipv6")
+	}
 	c.Segs = append(c.Segs, Segment{ID: "host", FP: fp.sum(), kind: 'h'})
 	for i, r := range v.local {
 		var vf fingerprint
@@ -377,6 +383,9 @@ func CompileHost(ix *Index, hostName string, opts CompileOptions) (*Compiled, er
 		vf.str(r.Tier.Name)
 		vf.str(r.VM.Role)
 		vf.bool(IsPolicyVM(r.Tier, r.VM))
+		if IsDualStack(r) {
+			vf.str(r.VM.Addr6.String())
+		}
 		if r.VM.IsRouter() { // it may source any tier CIDR of its VPC
 			for ti := range r.VPC.Tiers {
 				vf.str(r.VPC.Tiers[ti].Name)
@@ -460,6 +469,9 @@ func (f *fingerprint) vms(vms []VM) {
 		f.str(m.Port)
 		f.u64(MACValue(m.HW))
 		f.u64(IPValue(m.Addr))
+		if m.Addr6.IsValid() { // IPv6: nothing added for an IPv4-only VM
+			f.str(m.Addr6.String())
+		}
 	}
 }
 

@@ -91,6 +91,9 @@ type validator struct {
 	hosts []parsedHost
 	tiers [][]netip.Prefix
 	vms   [][][]parsedVM
+	// IPv6 (ipv6.go): tiers' cidr6 and VMs' ip6, parsed.
+	tiers6 [][]netip.Prefix
+	vms6   [][][]netip.Addr
 }
 
 type parsedHost struct {
@@ -119,6 +122,7 @@ func (b *Blueprint) validate() []FieldError {
 	v.checkHosts()
 	v.trustedPeers()
 	v.checkVPCs()
+	v.checkIPv6()
 	v.checkPolicy()
 	if len(v.errs) == 0 {
 		v.checkPolicyObjects()
@@ -128,6 +132,7 @@ func (b *Blueprint) validate() []FieldError {
 		return v.errs
 	}
 	v.commit()
+	v.commitIPv6()
 	v.commitPolicy()
 	return nil
 }
