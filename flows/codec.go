@@ -381,18 +381,16 @@ func decodeErr(format string, a ...interface{}) error {
 	return fmt.Errorf("malformed flow stats: "+format, a...)
 }
 
-// DecodeFlowStats decodes one ofp_flow_stats entry (as returned by the
-// runtime's flow dump). Port numbers are named through names; an unknown
-// number becomes "#N". Anything it cannot represent sets Flow.Unknown (the
-// flow is then foreign: reported and removed by reconcile).
-func DecodeFlowStats(e []byte, names map[uint32]string) (Flow, error) {
-	var f Flow
+// decodeStatsHeader decodes the fixed part of one ofp_flow_stats entry
+// (table, duration, priority, cookie, counters) and returns the rest of the
+// entry: the match, then the instructions.
+func decodeStatsHeader(e []byte) (f Flow, rest []byte, err error) {
 	if len(e) < 56 {
-		return f, decodeErr("entry of %d bytes", len(e))
+		return f, nil, decodeErr("entry of %d bytes", len(e))
 	}
 	l := int(binary.BigEndian.Uint16(e[0:]))
 	if l < 56 || l > len(e) {
-		return f, decodeErr("length %d of %d", l, len(e))
+		return f, nil, decodeErr("length %d of %d", l, len(e))
 	}
 	e = e[:l]
 	f.Table = TableID(e[2])
@@ -401,7 +399,18 @@ func DecodeFlowStats(e []byte, names map[uint32]string) (Flow, error) {
 	f.Cookie = Cookie(binary.BigEndian.Uint64(e[24:]))
 	f.Packets = binary.BigEndian.Uint64(e[32:])
 	f.Bytes = binary.BigEndian.Uint64(e[40:])
-	m := e[48:]
+	return f, e[48:], nil
+}
+
+// DecodeFlowStats decodes one ofp_flow_stats entry (as returned by the
+// runtime's flow dump). Port numbers are named through names; an unknown
+// number becomes "#N". Anything it cannot represent sets Flow.Unknown (the
+// flow is then foreign: reported and removed by reconcile).
+func DecodeFlowStats(e []byte, names map[uint32]string) (Flow, error) {
+	f, m, err := decodeStatsHeader(e)
+	if err != nil {
+		return f, err
+	}
 	if binary.BigEndian.Uint16(m[0:]) != 1 {
 		return f, decodeErr("match type %d", binary.BigEndian.Uint16(m[0:]))
 	}

@@ -17,22 +17,10 @@ import (
 // fraction of DecodeFlowStats's cost. The result is not a full flow: do not
 // diff, bind or describe it.
 func DecodeFlowCounters(e []byte) (Flow, error) {
-	var f Flow
-	if len(e) < 56 {
-		return f, decodeErr("entry of %d bytes", len(e))
+	f, m, err := decodeStatsHeader(e)
+	if err != nil {
+		return f, err
 	}
-	l := int(binary.BigEndian.Uint16(e[0:]))
-	if l < 56 || l > len(e) {
-		return f, decodeErr("length %d of %d", l, len(e))
-	}
-	e = e[:l]
-	f.Table = TableID(e[2])
-	f.DurationMs = uint64(binary.BigEndian.Uint32(e[4:]))*1000 + uint64(binary.BigEndian.Uint32(e[8:]))/1e6
-	f.Priority = binary.BigEndian.Uint16(e[12:])
-	f.Cookie = Cookie(binary.BigEndian.Uint64(e[24:]))
-	f.Packets = binary.BigEndian.Uint64(e[32:])
-	f.Bytes = binary.BigEndian.Uint64(e[40:])
-	m := e[48:]
 	ml := int(binary.BigEndian.Uint16(m[2:]))
 	padded := (ml + 7) / 8 * 8
 	if ml < 4 || padded > len(m) {

@@ -89,7 +89,7 @@ install -m 0644 "$pkg/etc/controller.yaml" "$pkg/etc/host-watch.env" "$pkg/etc/b
 	(cd "$pkg/etc" && "$bin" host config --blueprint blueprint.example.yaml --host kvm1)
 } >"$root/etc/vpcflow/host.example.yaml" || die "vpcflow host config on the example blueprint failed"
 chmod 0644 "$root/etc/vpcflow/host.example.yaml"
-install -m 0644 "$top/README.md" "$top/docs/operations.md" "$root/usr/share/doc/vpcflow/"
+install -m 0644 "$top/README.md" "$top/docs/operations.md" "$top/docs/upgrade.md" "$top/docs/cli.md" "$root/usr/share/doc/vpcflow/"
 # Monitoring (docs/metrics.md): the metrics reference, the Grafana
 # dashboard and the Prometheus alert rules (to import, or to name in
 # prometheus.yml's rule_files).

@@ -115,6 +115,8 @@ func TestPackage(t *testing.T) {
 			"/etc/vpcflow/host.example.yaml":       "-rw-r--r-- root/root",
 			"/usr/share/doc/vpcflow/copyright":     "-rw-r--r-- root/root",
 			"/usr/share/doc/vpcflow/operations.md": "-rw-r--r-- root/root",
+			"/usr/share/doc/vpcflow/upgrade.md":    "-rw-r--r-- root/root",
+			"/usr/share/doc/vpcflow/cli.md":        "-rw-r--r-- root/root",
 		} {
 			if got := list[path]; got != want {
 				t.Errorf("%s: %q, want %q", path, got, want)
