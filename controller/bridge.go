@@ -139,7 +139,7 @@ var errStalePolicy = errors.New("a newer blueprint was loaded during the reconci
 
 // testHookDecoded, when set by a test, runs in a drift check after the
 // table is decoded, before it may be preempted for the last time.
-var testHookDecoded func(readCtx context.Context)
+var testHookDecoded atomic.Pointer[func(readCtx context.Context)]
 
 // driftRetry is how soon a preempted drift check runs again.
 const driftRetry = 2 * time.Second

@@ -149,8 +149,8 @@ func (b *bridge) reconcile(parent context.Context, p *policy, h *flows.Host, rem
 	// Decoding a whole table takes tens of ms under load: a reload that
 	// arrived meanwhile still goes first (its bridges write together, so
 	// one bridge's diff here would hold all of them at the gate).
-	if testHookDecoded != nil && reason == "drift check" {
-		testHookDecoded(readCtx)
+	if hook := testHookDecoded.Load(); hook != nil && reason == "drift check" {
+		(*hook)(readCtx)
 	}
 	if perr := preempted(); perr != nil {
 		return perr

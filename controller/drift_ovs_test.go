@@ -99,7 +99,7 @@ func TestDriftCheckYieldsAfterDecodeOVS(t *testing.T) {
 	incBefore := r.hook.count("reconciled", "incremental", true)
 	var once sync.Once
 	fired := make(chan struct{})
-	testHookDecoded = func(readCtx context.Context) {
+	hook := func(readCtx context.Context) {
 		once.Do(func() {
 			anchor := "          - {name: blue-web-2, host: kvm2, port: vnet0, mac: \"52:54:00:b1:01:0c\", ip: 10.10.1.12}"
 			r.extra[anchor] = []string{"          - {name: blue-web-3, host: kvm2, port: vnet5, mac: \"52:54:00:b1:01:0d\", ip: 10.10.1.13}"}
@@ -114,7 +114,8 @@ func TestDriftCheckYieldsAfterDecodeOVS(t *testing.T) {
 			close(fired)
 		})
 	}
-	t.Cleanup(func() { testHookDecoded = nil })
+	testHookDecoded.Store(&hook)
+	t.Cleanup(func() { testHookDecoded.Store(nil) })
 	// A foreign flow makes the next drift check a full one (the table no
 	// longer has the clean fingerprint).
 	r.lab.run("ovs-ofctl", "-O", "OpenFlow13", "add-flow", r.br, "table=200,priority=1,cookie=0x77,actions=drop")
