@@ -191,9 +191,10 @@ type Explanation struct {
 	subject *policySubject
 }
 
-// ExitCode is the `vpcflow explain` exit code for the verdict: 0 delivered
-// or forwarded, 3 dropped; 1 when a trace comparison disagreed or the
-// flows disagree with the policy model.
+// ExitCode is the `vpcflow explain` exit code, by the CLI's convention (0
+// ok, 1 finding, 2 usage or cannot tell; docs/cli.md): 0 delivered or
+// forwarded; 1 a finding: dropped, or a trace comparison disagreed, or the
+// flows disagree with the policy model (the output says which).
 func (e *Explanation) ExitCode() int {
 	if e.Trace != nil && !e.Trace.Agree {
 		return 1
@@ -202,7 +203,7 @@ func (e *Explanation) ExitCode() int {
 		return 1
 	}
 	if e.Verdict == VerdictDropped {
-		return 3
+		return 1
 	}
 	return 0
 }

@@ -33,7 +33,7 @@ func mustExplain(t *testing.T, c *Cloud, q ExplainQuery) *Explanation {
 // wantDrop asserts a dropped verdict by a rule category in a table.
 func wantDrop(t *testing.T, e *Explanation, host string, cat Category, table TableID) {
 	t.Helper()
-	if e.Verdict != VerdictDropped || e.ExitCode() != 3 {
+	if e.Verdict != VerdictDropped || e.ExitCode() != 1 {
 		t.Fatalf("%s -> %s: verdict %s (exit %d), want dropped:\n%s", e.Query.From, e.Query.To, e.Verdict, e.ExitCode(), e.Text())
 	}
 	d := e.DroppedBy
@@ -532,7 +532,7 @@ func TestCheckTraceAgrees(t *testing.T) {
 	}
 	// arp-other-vpc: red-web-1 (vnet2) asks for blue-db-1's address
 	e = mustExplain(t, c, ExplainQuery{From: "red-web-1", To: "10.10.2.11", ARP: true})
-	if rep := runCheckTrace(t, e, &fakeOVS{traces: map[string]string{"kvm1 vnet2": "arp-other-vpc"}}); !rep.Agree || e.ExitCode() != 3 {
+	if rep := runCheckTrace(t, e, &fakeOVS{traces: map[string]string{"kvm1 vnet2": "arp-other-vpc"}}); !rep.Agree || e.ExitCode() != 1 {
 		t.Errorf("arp-other-vpc disagrees:\n%s", rep.Text())
 	}
 }

@@ -18,12 +18,16 @@ func init() {
 	register("explain", "explain why a packet is delivered or dropped (rules, flows, optional ofproto/trace check)", runExplain)
 }
 
-// Exit codes of explain (docs/explain.md).
+// Exit codes of explain (docs/explain.md), by the CLI's convention
+// (docs/cli.md): 0 ok, 1 a finding (dropped, or a disagreement with Open
+// vSwitch or the policy model: Explanation.ExitCode), 2 usage or cannot
+// tell (the blueprint unreadable or invalid, an unknown VM, --trace cannot
+// run).
 const (
 	explainDelivered = 0
-	explainError     = 1
+	explainDropped   = 1
 	explainUsage     = 2
-	explainDropped   = 3
+	explainError     = 2
 )
 
 // multiFlag is a repeatable string flag.
@@ -40,8 +44,9 @@ func runExplain(args []string) int {
 Explains, in blueprint terms and in flows, whether the packet is delivered or
 dropped and by which rule; with ACLs or security groups, also the policy
 model's verdict next to the flows'. Exit: 0 delivered (or forwarded with
---host), 3 dropped, 1 error, ofproto/trace disagreement or flows disagreeing
-with the policy model, 2 usage.
+--host), 1 dropped, ofproto/trace disagreement or flows disagreeing with the
+policy model, 2 usage or cannot tell (blueprint unreadable or invalid,
+unknown VM, --trace cannot run).
 
 flags:`)
 		fs.PrintDefaults()

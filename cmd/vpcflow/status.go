@@ -50,12 +50,12 @@ func runStatus(args []string) int {
 		fmt.Fprintln(os.Stderr, "vpcflow status:", err)
 		return 2
 	}
-	if *format != "table" { // the document as the controller sent it; exit 0 when reached
+	if *format != "table" { // the document as the controller sent it; the exit code as for the table
 		if err := writeStructured(os.Stdout, *format, st); err != nil {
 			fmt.Fprintln(os.Stderr, "vpcflow status:", err)
 			return 2
 		}
-		return 0
+		return statusExit(st)
 	}
 	fmt.Printf("blueprint %s revision %d (%s)\n", st.Blueprint, st.Revision, short(st.BlueprintHash))
 	if st.LastReloadError != "" {
@@ -80,7 +80,6 @@ func runStatus(args []string) int {
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tDATAPATH\tCONNECTED\tROLE\tOWNER\tCONVERGED\tFLOWS\tREVISION\tNOTE")
-	allOK := true
 	for _, b := range st.Bridges {
 		host := b.Host
 		if !b.Known {
@@ -94,19 +93,25 @@ func runStatus(args []string) int {
 		if b.Standby != "" {
 			converged = "standby"
 			note = strings.TrimSpace(b.Standby + " " + note)
-		} else if !b.Converged {
-			allOK = false
 		}
 		if b.Fenced { // a newer policy is installed: someone must load it
 			converged = "fenced"
-			allOK = false
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%d/%d\t%d\t%s\n", host, b.DatapathID, b.Connected, dash(b.Role), dash(b.Owner), converged,
 			b.FlowsInstalled, b.FlowsIntended, b.Revision, note)
 	}
 	tw.Flush()
-	if !allOK {
-		return 1
+	return statusExit(st)
+}
+
+// statusExit is status's exit code, the same for every output format: 1
+// when a bridge (of the blueprint or an unknown datapath) is neither
+// converged nor on standby, or is fenced; else 0.
+func statusExit(st *controller.Status) int {
+	for _, b := range st.Bridges {
+		if b.Fenced || (b.Standby == "" && !b.Converged) {
+			return 1
+		}
 	}
 	return 0
 }

@@ -214,11 +214,11 @@ func TestExplainAgreesWithOVS(t *testing.T) {
 		// ... and with a command prefix that enters the host namespace.
 		out, code = runCLI(t, "explain", "--blueprint", e.bpPath, "--from", "blue-web-1", "--to", "192.0.2.12", "--proto", "tcp", "--dport", "22", "--trace",
 			"--trace-cmd", "ip netns exec "+e.lab.Prefix()+"{host} env OVS_RUNDIR="+e.lab.Dir()+"/{host}")
-		if code != 3 || !strings.Contains(out, "verdict: dropped on host kvm1 by rule mgmt-guard (table mgmt_guard, priority 300") ||
+		if code != 1 || !strings.Contains(out, "verdict: dropped on host kvm1 by rule mgmt-guard (table mgmt_guard, priority 300") ||
 			!strings.Contains(out, "Open vSwitch AGREES") {
 			t.Fatalf("exit %d:\n%s", code, out)
 		}
-		if out, code = runCLI(t, "explain", "--blueprint", e.bpPath, "--from", "blue-web-9", "--to", "blue-web-2"); code != 1 || !strings.Contains(out, `no VM "blue-web-9"`) {
+		if out, code = runCLI(t, "explain", "--blueprint", e.bpPath, "--from", "blue-web-9", "--to", "blue-web-2"); code != 2 || !strings.Contains(out, `no VM "blue-web-9"`) {
 			t.Fatalf("unknown VM: exit %d:\n%s", code, out)
 		}
 		if _, code = runCLI(t, "explain", "--blueprint", e.bpPath, "--from", "blue-web-1"); code != 2 {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vpcflow/vpcflow/controller"
+	"github.com/vpcflow/vpcflow/examples/lab"
 )
 
 // TestClusterOutsiderRefused (issue 13 defect 4, on real OVS): a fourth
@@ -125,13 +125,6 @@ func TestClusterOutsiderRefused(t *testing.T) {
 }
 
 func outsiderStatus(ce *clusterEnv, url string) (*controller.Status, error) {
-	out, err := ce.lab.Exec(ce.ctx, ce.lab.ReplicaNS(0), vpcflowBin, "status", "--json", "--controller", url)
-	if err != nil {
-		return nil, err
-	}
-	var st controller.Status
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		return nil, fmt.Errorf("status: %w: %s", err, out)
-	}
-	return &st, nil
+	out, err := ce.lab.Exec(ce.ctx, ce.lab.ReplicaNS(0), vpcflowBin, "status", "-o", "json", "--controller", url)
+	return lab.ParseStatus(out, err)
 }

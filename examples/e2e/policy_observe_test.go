@@ -242,10 +242,10 @@ func TestPolicyObserve(t *testing.T) {
 		exit  int
 		model string
 	}{
-		{[]string{"--from", web1.Name, "--to", db.Name, "--proto", "tcp", "--dport", strconv.Itoa(aclDenyFirst)}, 3, "model: denied by acl blue/db-acl #10"},
+		{[]string{"--from", web1.Name, "--to", db.Name, "--proto", "tcp", "--dport", strconv.Itoa(aclDenyFirst)}, 1, "model: denied by acl blue/db-acl #10"},
 		{[]string{"--from", web1.Name, "--to", web2.Name, "--proto", "tcp", "--dport", strconv.Itoa(polAllowedPort), "--state", "established"}, 0, "model: allowed by established: connection allowed by sg web-sg ingress[0]"},
 		{[]string{"--from", web2.Name, "--to", web1.Name, "--proto", "tcp", "--sport", strconv.Itoa(polAllowedPort), "--dport", "40000", "--state", "reply"}, 0, "model: allowed by established: reply of a connection allowed by sg web-sg ingress[0]"},
-		{[]string{"--from", web2.Name, "--to", web1.Name, "--proto", "tcp", "--sport", strconv.Itoa(polAllowedPort), "--dport", "40000"}, 3, "model: denied by sg of VM blue-web-1"},
+		{[]string{"--from", web2.Name, "--to", web1.Name, "--proto", "tcp", "--sport", strconv.Itoa(polAllowedPort), "--dport", "40000"}, 1, "model: denied by sg of VM blue-web-1"},
 		{[]string{"--from", web1.Name, "--to", db.Name, "--state", "established"}, 0, "model: allowed by established: connection allowed by acl blue/db-acl #100"},
 	} {
 		out, code := runCLI(t, append(base, x.args...)...)
