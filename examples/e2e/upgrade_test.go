@@ -295,7 +295,7 @@ func TestClusterRollingUpgrade(t *testing.T) {
 		for _, h := range ce.bp.Hosts {
 			before := ce.flowSnapshot(h.Name)
 			logFile := filepath.Join(ce.lab.Dir(), h.Name, "watch.log")
-			starts := strings.Count(readFile(logFile), "watching management flows")
+			starts := strings.Count(readFile(logFile), "watching the management flows")
 			restarted := time.Now()
 			p, err := ce.lab.RestartWatcher(h.Name)
 			if err != nil {
@@ -303,7 +303,7 @@ func TestClusterRollingUpgrade(t *testing.T) {
 			}
 			eventually(t, 20*time.Second, h.Name+"'s new watcher runs its first steps", func() (bool, string) {
 				log := readFile(p.LogFile)
-				return p.Running() && strings.Count(log, "watching management flows") > starts, tailLines(log, 5)
+				return p.Running() && strings.Count(log, "watching the management flows") > starts, tailLines(log, 5)
 			})
 			time.Sleep(2 * time.Second) // a bounded window: the watcher steps every 500 ms
 			after := ce.flowSnapshot(h.Name)
