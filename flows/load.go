@@ -653,14 +653,17 @@ func (d *nodeDecoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 func closest(s string, candidates []string) string {
 	best, bestD := "", 3
 	for _, c := range candidates {
-		if dist := editDistance(s, c); dist < bestD {
+		if dist := EditDistance(s, c); dist < bestD {
 			best, bestD = c, dist
 		}
 	}
 	return best
 }
 
-func editDistance(a, b string) int {
+// EditDistance is the Levenshtein distance of two names (bytes; 99 when
+// either is longer than 64), for "did you mean" suggestions here and in
+// the CLI.
+func EditDistance(a, b string) int {
 	if len(a) > 64 || len(b) > 64 {
 		return 99
 	}

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/vpcflow/vpcflow/flows"
 )
 
 // maxConfigFile bounds the configuration file, checked before parsing.
@@ -289,7 +291,7 @@ func closestConfigKey(fs *flag.FlagSet, name string) string {
 		if configNotKeys[f.Name] {
 			return
 		}
-		if d := configEditDistance(name, f.Name); d < bestD {
+		if d := flows.EditDistance(name, f.Name); d < bestD {
 			best, bestD = f.Name, d
 		}
 		if strings.HasPrefix(f.Name, name) {
@@ -300,26 +302,6 @@ func closestConfigKey(fs *flag.FlagSet, name string) string {
 		return prefixed[0]
 	}
 	return best
-}
-
-func configEditDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // configHeader opens --print-config's output (and the packaged
